@@ -1,0 +1,129 @@
+"""Fixtures every test module can use: a team of personas with tokens, stores, a real S3 server."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+@pytest.fixture(autouse=True)
+def isolated_stores(request, tmp_path):
+    """Each test gets its own artifact and telemetry folders (Django tests only)."""
+    if "settings" not in request.fixturenames and not request.node.get_closest_marker("django_db"):
+        needs_django = any(name in request.fixturenames for name in ("db", "transactional_db", "live_server"))
+        if not needs_django:
+            yield
+            return
+    settings = request.getfixturevalue("settings")
+    settings.STUDIO_ARTIFACT_STORE = f"file://{tmp_path / 'artifacts'}"
+    settings.STUDIO_TELEMETRY_STORE = f"file://{tmp_path / 'telemetry'}"
+    upload_tmp = tmp_path / "upload-tmp"
+    upload_tmp.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(upload_tmp)
+    yield
+
+
+@dataclass
+class Persona:
+    user: object
+    token: str
+    role: str | None
+
+    def client(self):
+        from rest_framework.test import APIClient
+
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.token}")
+        return client
+
+
+@dataclass
+class Team:
+    """The personas of one workspace: admin, contributor, reader, and an outsider with no role."""
+
+    people: dict[str, Persona] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Persona:
+        try:
+            return self.people[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def team(db) -> Team:
+    from django.contrib.auth.models import User
+
+    from studio.models import AccessToken
+    from studio.roles import ensure_role_groups, set_role
+
+    ensure_role_groups()
+    team = Team()
+    for name, role in (("admin", "Admin"), ("contributor", "Contributor"), ("reader", "Reader"), ("outsider", None)):
+        user = User.objects.create_user(name, f"{name}@example.com", PASSWORD)
+        if role:
+            set_role(user, role)
+        _, raw = AccessToken.issue(user, f"{name} token")
+        team.people[name] = Persona(user, raw, role)
+    return team
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto in server mode) on loopback, for the whole session."""
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "studio", "AWS_SECRET_ACCESS_KEY": "studio-secret"}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the S3 server, with the AWS_* variables set as production sets them."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "studio")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "studio-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"studio-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,221 @@
+import json
+
+import yaml
+from django.urls import reverse
+from rest_framework import serializers
+
+from registry.choices import ModelTypeChoices
+from registry.models import (
+    EnvironmentVersion,
+    ModelVersion,
+    RegisteredModel,
+    validate_name,
+    validate_tags,
+    validate_version,
+)
+from registry.services import deployments_using
+
+
+def _django_validator(function):
+    def run(value):
+        try:
+            function(value)
+        except Exception as exc:  # django ValidationError -> DRF's
+            raise serializers.ValidationError(getattr(exc, "messages", [str(exc)])) from None
+
+    return run
+
+
+class JSONObjectField(serializers.JSONField):
+    """A JSON object, given as an object or, in multipart forms, as a JSON string."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data) if data.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise serializers.ValidationError(f"must be a JSON object: {exc.msg}.") from None
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('must be a JSON object, for example {"stage": "prod"}.')
+        return data
+
+
+class TagsField(JSONObjectField):
+    def to_internal_value(self, data):
+        tags = super().to_internal_value(data)
+        _django_validator(validate_tags)(tags)
+        return tags
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(source="model.name", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    asset_id = serializers.CharField(read_only=True)
+    url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+    deployments = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "name",
+            "version",
+            "type",
+            "description",
+            "tags",
+            "properties",
+            "source",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "archived",
+            "content_kind",
+            "digest",
+            "size",
+            "files",
+            "mlflow",
+            "asset_id",
+            "url",
+            "download_url",
+            "deployments",
+        ]
+        read_only_fields = fields
+
+    def _url(self, view_name, obj):
+        path = reverse(view_name, args=[obj.model.name, obj.version])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, obj) -> str:
+        return self._url("registry-api:modelversion-detail", obj)
+
+    def get_download_url(self, obj) -> str:
+        return self._url("registry-api:modelversion-download", obj)
+
+    def get_deployments(self, obj) -> list[str]:
+        return deployments_using(obj)
+
+
+class ModelVersionUpdateSerializer(serializers.Serializer):
+    """What may change on a version. Content and properties are immutable."""
+
+    description = serializers.CharField(required=False, allow_blank=True)
+    tags = TagsField(required=False)
+    archived = serializers.BooleanField(required=False)
+
+    def to_internal_value(self, data):
+        immutable = sorted(set(data) & {"properties", "version", "name", "type", "digest", "files", "source"})
+        if immutable:
+            raise serializers.ValidationError(
+                {field: "is immutable; register a new version to change it." for field in immutable}
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({field: "is not a field of a model version." for field in unknown})
+        return super().to_internal_value(data)
+
+
+class RegisterModelSerializer(serializers.Serializer):
+    """Multipart registration: the content as `file` (one file) or `archive` (.zip or .tar.gz of a folder)."""
+
+    name = serializers.CharField(max_length=255, validators=[_django_validator(validate_name)])
+    version = serializers.CharField(
+        max_length=64, required=False, allow_blank=True, validators=[_django_validator(validate_version)]
+    )
+    type = serializers.ChoiceField(choices=ModelTypeChoices.choices, default=ModelTypeChoices.CUSTOM)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    tags = TagsField(required=False, default=dict)
+    properties = JSONObjectField(required=False, default=dict)
+    source = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+    file = serializers.FileField(required=False, allow_empty_file=True)
+    archive = serializers.FileField(required=False)
+
+    def validate(self, attrs):
+        if bool(attrs.get("file")) == bool(attrs.get("archive")):
+            raise serializers.ValidationError(
+                "Send the model's content as exactly one of 'file' (a single file) or 'archive' "
+                "(a .zip or .tar.gz of a folder)."
+            )
+        return attrs
+
+
+class RegisteredModelSerializer(serializers.ModelSerializer):
+    latest_version = serializers.SerializerMethodField()
+    version_count = serializers.IntegerField(source="versions.count", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "description", "latest_version", "version_count", "created_at", "updated_at", "url"]
+        read_only_fields = fields
+
+    def get_latest_version(self, obj) -> str | None:
+        latest = obj.versions.filter(archived=False).order_by("-created_at", "-pk").first()
+        return latest.version if latest else None
+
+    def get_url(self, obj) -> str:
+        path = reverse("registry-api:modelversion-list", args=[obj.name])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class CondaField(serializers.Field):
+    """A conda specification as an object, or as the YAML text of a conda file."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = yaml.safe_load(data)
+            except yaml.YAMLError as exc:
+                raise serializers.ValidationError(f"is not valid YAML: {exc}") from None
+        if data is not None and not isinstance(data, dict):
+            raise serializers.ValidationError("must be a conda specification (name, channels, dependencies).")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class EnvironmentVersionSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(max_length=255, validators=[_django_validator(validate_name)])
+    version = serializers.CharField(
+        max_length=64, required=False, allow_blank=True, validators=[_django_validator(validate_version)]
+    )
+    tags = TagsField(required=False, default=dict)
+    conda_file = CondaField(required=False, allow_null=True, default=None)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = EnvironmentVersion
+        fields = [
+            "name",
+            "version",
+            "description",
+            "tags",
+            "image",
+            "conda_file",
+            "pip_requirements",
+            "created_by",
+            "created_at",
+            "archived",
+        ]
+        read_only_fields = ["created_by", "created_at", "archived"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["name"] = instance.environment.name
+        data["asset_id"] = f"azureml:{instance.environment.name}:{instance.version}"
+        return data
+
+    def validate(self, attrs):
+        if not attrs.get("image") and not attrs.get("conda_file") and not attrs.get("pip_requirements"):
+            raise serializers.ValidationError(
+                "An environment needs an image, a conda_file or pip_requirements."
+            )
+        return attrs
+
+
+class EnvironmentVersionUpdateSerializer(serializers.Serializer):
+    description = serializers.CharField(required=False, allow_blank=True)
+    tags = TagsField(required=False)
+    archived = serializers.BooleanField(required=False)

@@ -1,0 +1,153 @@
+"""Unpacking uploaded model archives safely, and describing a folder's content by digest.
+
+An archive may hold only regular files and folders with relative paths inside the target: absolute
+paths, '..', links and device files are refused, and the total size and file count are bounded by the
+bytes actually written, not by what the archive claims.
+"""
+
+import hashlib
+import stat
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+
+
+class ArchiveRejected(ValueError):
+    """The upload cannot be accepted; the message says why and what to do."""
+
+
+class _Budget:
+    def __init__(self, max_bytes: int, max_files: int):
+        self.max_bytes, self.max_files = max_bytes, max_files
+        self.bytes = 0
+        self.files = 0
+
+    def add_file(self) -> None:
+        self.files += 1
+        if self.files > self.max_files:
+            raise ArchiveRejected(
+                f"The archive holds more than {self.max_files} files; upload fewer files or ask an admin "
+                "to raise STUDIO_MAX_ARCHIVE_FILES."
+            )
+
+    def add_bytes(self, count: int) -> None:
+        self.bytes += count
+        if self.bytes > self.max_bytes:
+            raise ArchiveRejected(
+                f"The archive unpacks to more than {self.max_bytes} bytes; upload a smaller model or ask an "
+                "admin to raise STUDIO_MAX_UPLOAD_BYTES."
+            )
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    normalised = name.replace("\\", "/")
+    path = PurePosixPath(normalised)
+    if normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
+        raise ArchiveRejected(f"The archive entry {name!r} has an absolute path; paths must be relative.")
+    if ".." in path.parts:
+        raise ArchiveRejected(f"The archive entry {name!r} points outside the archive ('..').")
+    parts = [part for part in path.parts if part not in ("", ".")]
+    if not parts:
+        raise ArchiveRejected(f"The archive entry {name!r} has an empty path.")
+    return PurePosixPath(*parts)
+
+
+def _copy(source: BinaryIO, target: Path, budget: _Budget) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("xb") as out:
+        while chunk := source.read(CHUNK):
+            budget.add_bytes(len(chunk))
+            out.write(chunk)
+
+
+def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            relative = _safe_relative(info.filename)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise ArchiveRejected(f"The archive entry {info.filename!r} is a link; links are not accepted.")
+            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise ArchiveRejected(f"The archive entry {info.filename!r} is not a regular file or folder.")
+            if info.is_dir():
+                (dest / relative).mkdir(parents=True, exist_ok=True)
+                continue
+            budget.add_file()
+            with archive.open(info) as source:
+                _copy(source, dest / relative, budget)
+
+
+def _unpack_tar(path: Path, dest: Path, budget: _Budget) -> None:
+    with tarfile.open(path, mode="r:*") as archive:
+        for member in archive:
+            relative = _safe_relative(member.name)
+            if member.issym() or member.islnk():
+                raise ArchiveRejected(f"The archive entry {member.name!r} is a link; links are not accepted.")
+            if member.isdir():
+                (dest / relative).mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                raise ArchiveRejected(f"The archive entry {member.name!r} is not a regular file or folder.")
+            budget.add_file()
+            source = archive.extractfile(member)
+            if source is None:
+                raise ArchiveRejected(f"The archive entry {member.name!r} cannot be read.")
+            with source:
+                _copy(source, dest / relative, budget)
+
+
+def unpack(path: Path, original_name: str, dest: Path, *, max_bytes: int, max_files: int) -> None:
+    """Unpack a .zip, .tar.gz, .tgz or .tar into dest, which must be empty."""
+    budget = _Budget(max_bytes, max_files)
+    lowered = original_name.lower()
+    try:
+        if lowered.endswith(".zip"):
+            _unpack_zip(path, dest, budget)
+        elif lowered.endswith((".tar.gz", ".tgz", ".tar")):
+            _unpack_tar(path, dest, budget)
+        else:
+            raise ArchiveRejected(
+                f"{original_name!r} is not a supported archive: upload a .zip or .tar.gz, or send a single "
+                "file as 'file'."
+            )
+    except FileExistsError as exc:
+        raise ArchiveRejected(f"The archive holds {Path(exc.filename).name!r} twice.") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError) as exc:
+        raise ArchiveRejected(f"The archive {original_name!r} is corrupt or unreadable ({exc}).") from None
+    if budget.files == 0:
+        raise ArchiveRejected(f"The archive {original_name!r} holds no files.")
+
+
+def copy_single(source: BinaryIO, dest: Path, *, max_bytes: int) -> None:
+    """Store one uploaded file at dest, bounded like an archive."""
+    _copy(source, dest, _Budget(max_bytes, 1))
+
+
+def describe(root: Path) -> tuple[list[dict], int, str]:
+    """The files under root as [{path, size}] sorted by path, their total size, and the content digest.
+
+    The digest of a single file is the sha256 of its bytes (what `sha256sum` prints); for a folder it is
+    the sha256 over each file's path and own digest, in path order, so it does not depend on how the
+    folder was archived.
+    """
+    files, digests, total = [], [], 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        sha = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                sha.update(chunk)
+        size = path.stat().st_size
+        files.append({"path": relative, "size": size})
+        digests.append((relative, sha.hexdigest()))
+        total += size
+    if len(files) == 1 and "/" not in files[0]["path"]:
+        return files, total, digests[0][1]
+    tree = hashlib.sha256()
+    for relative, digest in digests:
+        tree.update(relative.encode() + b"\0" + digest.encode() + b"\n")
+    return files, total, tree.hexdigest()

@@ -1,0 +1,151 @@
+"""The model server's configuration: command-line flags over environment variables, parsed strictly.
+
+A replica is configured entirely by its environment (the names Azure ML's inference server uses, plus
+Studio's own); flags exist for people running the server by hand. A value that does not parse stops the
+start with a message naming the variable and what it expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 5001
+DEFAULT_TIMEOUT_MS = 60_000
+DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs to know; picklable so it can be handed to spawned worker processes."""
+
+    model_dir: Path | None
+    code_dir: Path | None
+    scoring_script: str | None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch_size: int = 1
+    max_batch_delay_ms: float = 0.0
+    threads_per_worker: int = 1
+
+    @property
+    def batching(self) -> bool:
+        """Adaptive batching is on only when a deployment asks for batches larger than one."""
+        return self.max_batch_size > 1
+
+    @property
+    def script_path(self) -> Path | None:
+        """The scoring script's absolute path, or None for a no-code (MLflow) deployment."""
+        if not self.scoring_script:
+            return None
+        script = Path(self.scoring_script)
+        if not script.is_absolute() and self.code_dir is not None:
+            script = self.code_dir / script
+        return script.resolve()
+
+
+def _first(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def _int(name: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a whole number.") from None
+    if number < minimum:
+        raise ConfigError(f"{name}={number} is too small: it must be at least {minimum}.")
+    return number
+
+
+def _float(name: str, value: str, minimum: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number.") from None
+    if number < minimum:
+        raise ConfigError(f"{name}={number} is too small: it must be at least {minimum}.")
+    return number
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.server",
+        description="Serve one model: an Azure ML scoring script or an MLflow model with no code.",
+    )
+    parser.add_argument("--model-dir", help="model folder (env AZUREML_MODEL_DIR or STUDIO_MODEL_DIR)")
+    parser.add_argument("--code", help="folder holding the scoring script (env AZUREML_SOURCE_DIRECTORY)")
+    parser.add_argument(
+        "--scoring-script", help="scoring script file (env AZUREML_ENTRY_SCRIPT or STUDIO_SCORING_SCRIPT)"
+    )
+    parser.add_argument("--host", help="address to listen on (env STUDIO_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", help=f"port to listen on (env PORT, default {DEFAULT_PORT})")
+    parser.add_argument("--workers", help="worker processes (env WORKER_COUNT, default 1)")
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags (which win) and the environment; raises ConfigError naming a bad value."""
+    env = os.environ if env is None else env
+    args = _parser().parse_args(argv)
+
+    def pick(flag_value: str | None, flag: str, *names: str) -> tuple[str, str] | None:
+        if flag_value:
+            return flag, flag_value
+        return _first(env, *names)
+
+    model = pick(args.model_dir, "--model-dir", "AZUREML_MODEL_DIR", "STUDIO_MODEL_DIR")
+    code = pick(args.code, "--code", "AZUREML_SOURCE_DIRECTORY", "STUDIO_SOURCE_DIRECTORY")
+    script = pick(args.scoring_script, "--scoring-script", "AZUREML_ENTRY_SCRIPT", "STUDIO_SCORING_SCRIPT")
+    host = pick(args.host, "--host", "STUDIO_HOST")
+    port = pick(args.port, "--port", "PORT", "STUDIO_PORT")
+    workers = pick(args.workers, "--workers", "WORKER_COUNT")
+    timeout = _first(env, "SCORING_TIMEOUT_MS")
+    body = _first(env, "STUDIO_MAX_BODY_BYTES")
+    batch_size = _first(env, "STUDIO_MAX_BATCH_SIZE")
+    batch_delay = _first(env, "STUDIO_MAX_BATCH_DELAY_MS")
+    threads = _first(env, "STUDIO_THREADS_PER_WORKER")
+
+    model_dir = Path(model[1]).resolve() if model else None
+    if model_dir is not None and not model_dir.exists():
+        raise ConfigError(f"{model[0]}={model[1]!r}: no such file or folder.")
+    code_dir = Path(code[1]).resolve() if code else None
+    if code_dir is not None and not code_dir.is_dir():
+        raise ConfigError(f"{code[0]}={code[1]!r}: no such folder.")
+    if model_dir is None and script is None:
+        raise ConfigError(
+            "Nothing to serve: set --model-dir (or AZUREML_MODEL_DIR) for an MLflow model, "
+            "or --scoring-script (or AZUREML_ENTRY_SCRIPT) for a scoring script."
+        )
+
+    settings = Settings(
+        model_dir=model_dir,
+        code_dir=code_dir,
+        scoring_script=script[1] if script else None,
+        host=host[1] if host else "127.0.0.1",
+        port=_int(port[0], port[1], 0) if port else DEFAULT_PORT,
+        workers=_int(workers[0], workers[1], 1) if workers else 1,
+        timeout_ms=_int(*timeout, 1) if timeout else DEFAULT_TIMEOUT_MS,
+        max_body_bytes=_int(*body, 1) if body else DEFAULT_MAX_BODY_BYTES,
+        max_batch_size=_int(*batch_size, 1) if batch_size else 1,
+        max_batch_delay_ms=_float(*batch_delay, 0.0) if batch_delay else 0.0,
+        threads_per_worker=_int(*threads, 1) if threads else 1,
+    )
+    script_path = settings.script_path
+    if script_path is not None and not script_path.is_file():
+        raise ConfigError(f"{script[0]}={script[1]!r}: the scoring script {script_path} does not exist.")
+    return settings

@@ -1,0 +1,69 @@
+"""The JSON error envelope every API error uses: {"error": {"code", "message", "details"}}."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The request conflicts with the current state."
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+    default_detail = "The upload is too large."
+
+
+def _message(detail) -> str:
+    if isinstance(detail, list):
+        return " ".join(_message(item) for item in detail)
+    if isinstance(detail, dict):
+        parts = []
+        for field, value in detail.items():
+            text = _message(value)
+            parts.append(text if field in ("non_field_errors", "detail") else f"{field}: {text}")
+        return " ".join(parts)
+    return str(detail)
+
+
+def envelope(code: str, message: str, details=None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("Unhandled error in %s", context.get("view"), exc_info=exc)
+        return Response(
+            envelope("server_error", "Studio hit an unexpected error; it has been logged."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
+    code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    if not isinstance(code, str):
+        code = "invalid" if isinstance(exc, exceptions.ValidationError) else getattr(exc, "default_code", "error")
+    details = detail if isinstance(detail, (dict, list)) else None
+    response.data = envelope(code, _message(detail), details)
+    return response
+
+
+def json_error_view(status_code: int, code: str, message: str):
+    """Django-level handlers (404/500 outside DRF views) for API paths answer in the envelope too."""
+
+    def view(request, exception=None):
+        return JsonResponse(envelope(code, message), status=status_code)
+
+    return view

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class StudioConfig(AppConfig):
+    name = "studio"
+    verbose_name = "Team"
+
+    def ready(self) -> None:
+        from studio.roles import ensure_role_groups
+
+        post_migrate.connect(ensure_role_groups, sender=self)
