@@ -31,6 +31,14 @@ def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | 
     raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """Personas sign in often; the production hasher's cost buys nothing in tests."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def isolated_stores(request, tmp_path):
     """Each test gets its own artifact and telemetry folders (Django tests only)."""
@@ -75,7 +83,7 @@ class Team:
             raise AttributeError(name) from None
 
 
-PASSWORD = "correct-horse-battery-staple"
+PASSWORD = "correct-horse-battery-staple"  # noqa: S105 (test personas)
 
 
 @pytest.fixture
@@ -87,7 +95,12 @@ def team(db) -> Team:
 
     ensure_role_groups()
     team = Team()
-    for name, role in (("admin", "Admin"), ("contributor", "Contributor"), ("reader", "Reader"), ("outsider", None)):
+    for name, role in (
+        ("admin", "Admin"),
+        ("contributor", "Contributor"),
+        ("reader", "Reader"),
+        ("outsider", None),
+    ):
         user = User.objects.create_user(name, f"{name}@example.com", PASSWORD)
         if role:
             set_role(user, role)

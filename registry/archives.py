@@ -68,10 +68,13 @@ def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             relative = _safe_relative(info.filename)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise ArchiveRejected(f"The archive entry {info.filename!r} is a link; links are not accepted.")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # Unix zips keep the file type in the high bits; many writers leave it zero for plain files.
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if kind == stat.S_IFLNK:
+                raise ArchiveRejected(
+                    f"The archive entry {info.filename!r} is a link; links are not accepted."
+                )
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise ArchiveRejected(f"The archive entry {info.filename!r} is not a regular file or folder.")
             if info.is_dir():
                 (dest / relative).mkdir(parents=True, exist_ok=True)

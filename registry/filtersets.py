@@ -6,8 +6,9 @@ Filter syntax: `tag=key=value` (repeatable, all must hold), `name`, `type`, `q` 
 import django_filters
 from django import forms
 from django.db.models import Q, TextField
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast
+from drf_spectacular.utils import extend_schema_field
 
 from registry.choices import ModelTypeChoices
 from registry.models import TAG_KEY_RE, Environment, ModelVersion, RegisteredModel
@@ -37,7 +38,10 @@ class TagListField(forms.Field):
         return [parse_tag_filter(item) for item in values if item != ""]
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string", "example": "stage=prod"}})
 class TagFilter(django_filters.Filter):
+    """`tag=key=value`, repeatable; every pair must hold."""
+
     field_class = TagListField
 
     def filter(self, qs, value):
@@ -51,7 +55,8 @@ def versions_with_tags(pairs: list[tuple[str, str]]):
     versions = ModelVersion.objects.all()
     for index, (key, value) in enumerate(pairs):
         alias = f"tag_{index}"
-        versions = versions.alias(**{alias: KT(f"tags__{key}")}).filter(**{alias: value})
+        # KeyTransform takes the key as data, so no key can be read as a lookup path.
+        versions = versions.alias(**{alias: KeyTransform(key, "tags")}).filter(**{alias: value})
     return versions
 
 

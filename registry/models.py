@@ -95,7 +95,9 @@ class ModelVersion(models.Model):
     digest = models.CharField(max_length=64, help_text="sha256 over the content's paths and bytes")
     size = models.BigIntegerField()
     files = models.JSONField(default=list, help_text="[{path, size}] of the content, sorted by path")
-    mlflow = models.JSONField(null=True, blank=True, help_text="What the MLmodel file says, for MLflow models")
+    mlflow = models.JSONField(
+        null=True, blank=True, help_text="What the MLmodel file says, for MLflow models"
+    )
 
     objects = ModelVersionQuerySet.as_manager()
 
@@ -158,3 +160,11 @@ class EnvironmentVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.environment.name}:{self.version}"
+
+    @property
+    def name(self) -> str:
+        return self.environment.name
+
+    @property
+    def asset_id(self) -> str:
+        return f"azureml:{self.environment.name}:{self.version}"

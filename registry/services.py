@@ -92,7 +92,9 @@ def _upload_to_store(store: ObjectStore, prefix: str, root: Path, files: list[di
 def register_version(spec: NewVersion, upload: BinaryIO, filename: str, kind: str, user) -> ModelVersion:
     """Register a new version from an uploaded file (kind 'file') or archive (kind 'folder')."""
     if spec.type not in ModelTypeChoices.values:
-        raise RegistrationError(f"type must be one of {', '.join(ModelTypeChoices.values)}, not {spec.type!r}.")
+        raise RegistrationError(
+            f"type must be one of {', '.join(ModelTypeChoices.values)}, not {spec.type!r}."
+        )
     if spec.version:
         existing = ModelVersion.objects.filter(model__name=spec.name, version=spec.version).exists()
         if existing:
@@ -171,7 +173,14 @@ def update_version(version: ModelVersion, user, **changes) -> ModelVersion:
         fields.append("description")
         audit(user, AuditActionChoices.UPDATED, "model version", str(version), field="description")
     if "tags" in changes and changes["tags"] != version.tags:
-        audit(user, AuditActionChoices.TAGGED, "model version", str(version), old=version.tags, new=changes["tags"])
+        audit(
+            user,
+            AuditActionChoices.TAGGED,
+            "model version",
+            str(version),
+            old=version.tags,
+            new=changes["tags"],
+        )
         version.tags = changes["tags"]
         fields.append("tags")
     if "archived" in changes and changes["archived"] != version.archived:
@@ -240,12 +249,12 @@ def download_stream(version: ModelVersion) -> Iterator[bytes]:
             info = zipfile.ZipInfo(item["path"])
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            with archive.open(info, "w", force_zip64=item["size"] > 2**31) as out:
-                with store.open(f"{version.storage_prefix}/{item['path']}") as source:
-                    while chunk := source.read(archives.CHUNK):
-                        out.write(chunk)
-                        if sink.parts:
-                            yield sink.drain()
+            target = archive.open(info, "w", force_zip64=item["size"] > 2**31)
+            with target as out, store.open(f"{version.storage_prefix}/{item['path']}") as source:
+                while chunk := source.read(archives.CHUNK):
+                    out.write(chunk)
+                    if sink.parts:
+                        yield sink.drain()
             yield sink.drain()
     yield sink.drain()
 
@@ -255,3 +264,42 @@ def open_file(version: ModelVersion, path: str) -> BinaryIO:
     if not any(item["path"] == path for item in version.files):
         raise KeyError(path)
     return artifact_store().open(f"{version.storage_prefix}/{path}")
+
+
+def register_folder(spec: NewVersion, files: list[tuple[str, BinaryIO]], user) -> ModelVersion:
+    """Register a new version from the files of a folder, each given with its path inside the folder.
+
+    Browsers upload a chosen folder as separate files, so they are packed into a zip on disk and handed
+    to register_version: the folder then goes through exactly the checks and staging an uploaded
+    archive does. Paths are checked first so that a bad one is refused with a message about the folder.
+    """
+    if not files:
+        raise RegistrationError("The folder is empty; choose a folder that holds the model's files.")
+    if len(files) > settings.STUDIO_MAX_ARCHIVE_FILES:
+        raise RegistrationError(
+            f"The folder holds more than {settings.STUDIO_MAX_ARCHIVE_FILES} files; register fewer files "
+            "or ask an admin to raise STUDIO_MAX_ARCHIVE_FILES."
+        )
+    seen: set[str] = set()
+    for name, _ in files:
+        try:
+            relative = archives._safe_relative(name).as_posix()
+        except archives.ArchiveRejected:
+            raise RegistrationError(
+                f"The path {name!r} is not a relative path inside the folder; paths may not be absolute "
+                "or contain '..'."
+            ) from None
+        if relative in seen:
+            raise RegistrationError(f"The folder holds {relative!r} twice.")
+        seen.add(relative)
+    with tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="folder-") as packed:
+        # Stored, not deflated: the zip only carries the files to the unpacker on this same disk.
+        with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, stream in files:
+                info = zipfile.ZipInfo(archives._safe_relative(name).as_posix())
+                info.external_attr = 0o644 << 16
+                size = getattr(stream, "size", None) or 0
+                with archive.open(info, "w", force_zip64=size > 2**31) as out:
+                    shutil.copyfileobj(stream, out, archives.CHUNK)
+        packed.seek(0)
+        return register_version(spec, packed, f"{spec.name}.zip", ContentKindChoices.FOLDER, user)

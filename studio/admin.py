@@ -98,7 +98,9 @@ class AccessTokenAdmin(admin.ModelAdmin):
     actions = ["revoke"]
 
     def get_readonly_fields(self, request, obj=None):
-        return ["user", "name", "hint", "created_at", "expires_at", "last_used_at", "revoked_at"] if obj else []
+        return (
+            ["user", "name", "hint", "created_at", "expires_at", "last_used_at", "revoked_at"] if obj else []
+        )
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -116,7 +118,9 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         for token in queryset.filter(revoked_at__isnull=True):
             token.revoke()
-            audit(request.user, AuditActionChoices.TOKEN_REVOKED, "token", str(token), owner=token.user.username)
+            audit(
+                request.user, AuditActionChoices.TOKEN_REVOKED, "token", str(token), owner=token.user.username
+            )
         self.message_user(request, "Revoked.")
 
     def delete_model(self, request, obj):

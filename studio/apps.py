@@ -7,6 +7,7 @@ class StudioConfig(AppConfig):
     verbose_name = "Team"
 
     def ready(self) -> None:
+        from studio.api import schema  # noqa: F401  (registers the OpenAPI auth scheme)
         from studio.roles import ensure_role_groups
 
         post_migrate.connect(ensure_role_groups, sender=self)

@@ -19,7 +19,9 @@ STUDIO_HOME = Path(env_str("STUDIO_HOME", "./.studio")).expanduser().resolve()
 try:
     STUDIO_HOME.mkdir(parents=True, exist_ok=True)
 except OSError as exc:
-    raise ImproperlyConfigured(f"STUDIO_HOME={str(STUDIO_HOME)!r} cannot be created: {exc.strerror}.") from None
+    raise ImproperlyConfigured(
+        f"STUDIO_HOME={str(STUDIO_HOME)!r} cannot be created: {exc.strerror}."
+    ) from None
 
 
 def _generated_secret_key() -> str:
@@ -151,7 +153,9 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = STUDIO_HOME / "static"
+# An image collects its static files at build time, outside the STUDIO_HOME volume that would hide them.
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(STUDIO_HOME / "static")))
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Served from the source folders too, so the embedded mode needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
@@ -177,9 +181,12 @@ STUDIO_AUTH_FAILURES_PER_MINUTE = env_int("STUDIO_AUTH_FAILURES_PER_MINUTE", 20,
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _broker = STUDIO_HOME / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Without control_folder, kombu keeps its fanout tables in ./control of whatever the current
+        # directory is, so a worker and `celery inspect` started from different folders never meet.
+        "control_folder": str(_broker / "control"),
         "data_folder_in": str(_broker / "queue"),
         "data_folder_out": str(_broker / "queue"),
         "processed_folder": str(_broker / "processed"),

@@ -2,6 +2,7 @@ import json
 
 import yaml
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.choices import ModelTypeChoices
@@ -111,7 +112,9 @@ class ModelVersionUpdateSerializer(serializers.Serializer):
             )
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
-            raise serializers.ValidationError({field: "is not a field of a model version." for field in unknown})
+            raise serializers.ValidationError(
+                {field: "is not a field of a model version." for field in unknown}
+            )
         return super().to_internal_value(data)
 
 
@@ -159,6 +162,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+@extend_schema_field({"type": "object", "description": "conda specification (or its YAML text)"})
 class CondaField(serializers.Field):
     """A conda specification as an object, or as the YAML text of a conda file."""
 
@@ -184,6 +188,7 @@ class EnvironmentVersionSerializer(serializers.ModelSerializer):
     tags = TagsField(required=False, default=dict)
     conda_file = CondaField(required=False, allow_null=True, default=None)
     created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    asset_id = serializers.CharField(read_only=True)
 
     class Meta:
         model = EnvironmentVersion
@@ -198,14 +203,9 @@ class EnvironmentVersionSerializer(serializers.ModelSerializer):
             "created_by",
             "created_at",
             "archived",
+            "asset_id",
         ]
         read_only_fields = ["created_by", "created_at", "archived"]
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["name"] = instance.environment.name
-        data["asset_id"] = f"azureml:{instance.environment.name}:{instance.version}"
-        return data
 
     def validate(self, attrs):
         if not attrs.get("image") and not attrs.get("conda_file") and not attrs.get("pip_requirements"):

@@ -7,7 +7,9 @@ app_name = "registry-api"
 models = views.RegisteredModelViewSet.as_view({"get": "list", "post": "create"})
 model = views.RegisteredModelViewSet.as_view({"get": "retrieve"})
 versions = views.ModelVersionViewSet.as_view({"get": "list"})
-version = views.ModelVersionViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"})
+version = views.ModelVersionViewSet.as_view(
+    {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+)
 download = views.ModelVersionViewSet.as_view({"get": "download"})
 environments = views.EnvironmentViewSet.as_view({"get": "list", "post": "create"})
 environment_version = views.EnvironmentVersionViewSet.as_view(

@@ -54,7 +54,11 @@ def exception_handler(exc, context):
     detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
     code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     if not isinstance(code, str):
-        code = "invalid" if isinstance(exc, exceptions.ValidationError) else getattr(exc, "default_code", "error")
+        code = (
+            "invalid"
+            if isinstance(exc, exceptions.ValidationError)
+            else getattr(exc, "default_code", "error")
+        )
     details = detail if isinstance(detail, (dict, list)) else None
     response.data = envelope(code, _message(detail), details)
     return response
