@@ -1,0 +1,98 @@
+"""The `studio` command: `login`, `up`, and the `model` and `environment` groups."""
+
+import importlib
+import os
+
+import click
+
+from studio.cli import output
+from studio.cli.config import Config, normalize_url, save_config
+from studio.cli.environment import environment
+from studio.cli.errors import CliError
+from studio.cli.model import model
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="studio", message="studio %(version)s")
+def cli() -> None:
+    """Studio: register, deploy and watch models from the command line.
+
+    Commands talk to a Studio server over its REST API. Sign in once with `studio login`, or set
+    STUDIO_URL and STUDIO_TOKEN (they override the configuration file that `login` writes, found at
+    $STUDIO_CONFIG or ~/.config/studio/config.json).
+    """
+
+
+@cli.command()
+@click.option("--url", required=True, help="The Studio server, e.g. http://127.0.0.1:8000.")
+@click.option(
+    "--token",
+    prompt=True,
+    hide_input=True,
+    help="A personal access token from your Tokens page. Asked for when left out, so it stays out of "
+    "your shell history.",
+)
+def login(url: str, token: str) -> None:
+    """Check the token against the server, then save the URL and token for later commands.
+
+    The configuration file is readable by you alone (mode 0600).
+    """
+    from studio.cli.client import Client
+
+    config = Config(url=normalize_url(url), token=token.strip())
+    client = Client(config)
+    try:
+        client.get("/models/", params={"page_size": 1})
+    finally:
+        client.close()
+    path = save_config(config)
+    output.note(f"Signed in to {config.url}. Saved to {path}.")
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise CliError(f"{name} must be a port number, not {value!r}.") from None
+
+
+@cli.command()
+@click.option(
+    "--port", type=int, help="Port of the control plane (pages, API). Default: $STUDIO_PORT or 8000."
+)
+@click.option(
+    "--gateway-port", type=int, help="Port of the scoring gateway. Default: $STUDIO_GATEWAY_PORT or 8080."
+)
+def up(port: int | None, gateway_port: int | None) -> None:
+    """Run Studio on this machine: control plane, worker and gateway, supervised as one group.
+
+    Ctrl-C stops them all.
+    """
+    port = port if port is not None else _env_port("STUDIO_PORT", 8000)
+    gateway_port = gateway_port if gateway_port is not None else _env_port("STUDIO_GATEWAY_PORT", 8080)
+    try:
+        # Imported on use: the supervisor brings Django and the servers, which other commands never need.
+        supervisor = importlib.import_module("studio.supervisor")
+    except ModuleNotFoundError as exc:
+        if exc.name != "studio.supervisor":
+            raise
+        raise CliError(
+            "`studio up` is not available in this installation (studio.supervisor is missing)."
+        ) from None
+    raise SystemExit(supervisor.run(port=port, gateway_port=gateway_port))
+
+
+cli.add_command(model)
+cli.add_command(environment)
+
+
+def main() -> None:
+    """The console script's entry point (`studio = "studio.cli.main:main"`)."""
+    cli(prog_name="studio")
+
+
+if __name__ == "__main__":
+    main()
