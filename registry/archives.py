@@ -130,12 +130,12 @@ def copy_single(source: BinaryIO, dest: Path, *, max_bytes: int) -> None:
     _copy(source, dest, _Budget(max_bytes, 1))
 
 
-def describe(root: Path) -> tuple[list[dict], int, str]:
+def describe(root: Path, *, tree: bool = False) -> tuple[list[dict], int, str]:
     """The files under root as [{path, size}] sorted by path, their total size, and the content digest.
 
     The digest of a single file is the sha256 of its bytes (what `sha256sum` prints); for a folder it is
     the sha256 over each file's path and own digest, in path order, so it does not depend on how the
-    folder was archived.
+    folder was archived. `tree` takes the folder digest even for one file, so names count too.
     """
     files, digests, total = [], [], 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -148,9 +148,9 @@ def describe(root: Path) -> tuple[list[dict], int, str]:
         files.append({"path": relative, "size": size})
         digests.append((relative, sha.hexdigest()))
         total += size
-    if len(files) == 1 and "/" not in files[0]["path"]:
+    if len(files) == 1 and "/" not in files[0]["path"] and not tree:
         return files, total, digests[0][1]
-    tree = hashlib.sha256()
+    combined = hashlib.sha256()
     for relative, digest in digests:
-        tree.update(relative.encode() + b"\0" + digest.encode() + b"\n")
-    return files, total, tree.hexdigest()
+        combined.update(relative.encode() + b"\0" + digest.encode() + b"\n")
+    return files, total, combined.hexdigest()

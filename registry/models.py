@@ -14,7 +14,13 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 
 
+# Page paths under /models/ that a model name would shadow.
+RESERVED_NAMES = {"register"}
+
+
 def validate_name(value: str) -> None:
+    if value in RESERVED_NAMES:
+        raise ValidationError(f"{value!r} is reserved; choose another name.")
     if not NAME_RE.match(value):
         raise ValidationError(
             f"{value!r} is not a valid name: use letters, digits, '.', '_' and '-', starting with a letter "

@@ -66,7 +66,8 @@ class NewVersion:
     source: str = ""
 
 
-def _stage(upload, filename: str, kind: str, staging: Path) -> None:
+def stage_upload(upload, filename: str, kind: str, staging: Path) -> None:
+    """Put the uploaded file, or the unpacked archive, into `staging/content`, bounded and checked."""
     content = staging / "content"
     content.mkdir()
     limit = settings.STUDIO_MAX_UPLOAD_BYTES
@@ -83,7 +84,8 @@ def _stage(upload, filename: str, kind: str, staging: Path) -> None:
     archives.unpack(spooled, filename, content, max_bytes=limit, max_files=settings.STUDIO_MAX_ARCHIVE_FILES)
 
 
-def _upload_to_store(store: ObjectStore, prefix: str, root: Path, files: list[dict]) -> None:
+def upload_folder(store: ObjectStore, prefix: str, root: Path, files: list[dict]) -> None:
+    """Copy the described files under root to the store under prefix."""
     for item in files:
         with (root / item["path"]).open("rb") as handle:
             store.put(f"{prefix}/{item['path']}", handle)
@@ -109,7 +111,7 @@ def register_version(spec: NewVersion, upload: BinaryIO, filename: str, kind: st
     with tempfile.TemporaryDirectory(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="register-") as tmp:
         staging = Path(tmp)
         try:
-            _stage(upload, filename, kind, staging)
+            stage_upload(upload, filename, kind, staging)
             root = staging / "content"
             metadata = None
             if spec.type == ModelTypeChoices.MLFLOW:
@@ -118,7 +120,7 @@ def register_version(spec: NewVersion, upload: BinaryIO, filename: str, kind: st
                 metadata["path"] = model_dir.relative_to(root).as_posix()
             files, size, digest = archives.describe(root)
             stored = True
-            _upload_to_store(store, prefix, root, files)
+            upload_folder(store, prefix, root, files)
             return _create_row(spec, kind, prefix, files, size, digest, metadata, user)
         except (archives.ArchiveRejected, mlmodel.MLmodelError) as exc:
             raise RegistrationError(str(exc)) from None

@@ -7,7 +7,12 @@ app_name = "studio"
 
 urlpatterns = [
     path("", views.DashboardView.as_view(), name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(template_name="studio/login.html"), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="studio/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tokens/", views.TokenListView.as_view(), name="token_list"),
+    path("tokens/<int:pk>/revoke/", views.TokenRevokeView.as_view(), name="token_revoke"),
 ]

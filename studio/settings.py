@@ -119,7 +119,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(STUDIO_HOME / "test.db")}
+    # One test database per test process, so two runs in one checkout do not share a file.
+    DATABASES["default"]["TEST"] = {"NAME": str(STUDIO_HOME / f"test-{os.getpid()}.db")}
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -166,6 +167,8 @@ FILE_UPLOAD_TEMP_DIR = str(STUDIO_HOME / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 STUDIO_MAX_UPLOAD_BYTES = env_int("STUDIO_MAX_UPLOAD_BYTES", 4 * 1024**3, minimum=1)
 STUDIO_MAX_ARCHIVE_FILES = env_int("STUDIO_MAX_ARCHIVE_FILES", 10_000, minimum=1)
+# A folder chosen in the browser arrives as one upload per file.
+DATA_UPLOAD_MAX_NUMBER_FILES = STUDIO_MAX_ARCHIVE_FILES
 
 STUDIO_ARTIFACT_STORE = env_url(
     "STUDIO_ARTIFACT_STORE", f"file://{STUDIO_HOME / 'artifacts'}", schemes=("file", "s3")
@@ -241,3 +244,8 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
+
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-jobs": {"task": "endpoints.tasks.reap_stale_jobs", "schedule": 60.0},
+    "supervise-replicas": {"task": "endpoints.tasks.supervise_replicas", "schedule": 10.0},
+}

@@ -1,0 +1,117 @@
+from django.urls import reverse
+from rest_framework import serializers
+
+from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "state",
+            "endpoint_name",
+            "deployment_name",
+            "progress",
+            "events",
+            "error",
+            "task_id",
+            "attempts",
+            "heartbeat_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "url",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, job) -> str:
+        path = reverse("endpoints-api:job-detail", args=[job.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class OnlineEndpointSerializer(serializers.ModelSerializer):
+    scoring_uri = serializers.CharField(read_only=True)
+    openapi_uri = serializers.CharField(read_only=True)
+    deployments = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OnlineEndpoint
+        fields = [
+            "name",
+            "description",
+            "tags",
+            "auth_mode",
+            "traffic",
+            "mirror_traffic",
+            "cors_origins",
+            "scoring_uri",
+            "openapi_uri",
+            "provisioning_state",
+            "deployments",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_deployments(self, endpoint) -> list[str]:
+        return [deployment.name for deployment in endpoint.deployments.all()]
+
+
+class OnlineDeploymentSerializer(serializers.ModelSerializer):
+    endpoint_name = serializers.CharField(source="endpoint.name")
+    model = serializers.CharField(source="model_version.asset_id")
+    code_configuration = serializers.SerializerMethodField()
+    environment = serializers.SerializerMethodField()
+    replicas = serializers.SerializerMethodField()
+    job = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OnlineDeployment
+        fields = [
+            "name",
+            "endpoint_name",
+            "description",
+            "tags",
+            "model",
+            "code_configuration",
+            "environment",
+            "target",
+            "instance_type",
+            "instance_count",
+            "scale_settings",
+            "request_settings",
+            "liveness_probe",
+            "readiness_probe",
+            "environment_variables",
+            "data_collector",
+            "provisioning_state",
+            "generation",
+            "warnings",
+            "replicas",
+            "job",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_code_configuration(self, deployment) -> dict | None:
+        if not deployment.code_digest:
+            return None
+        return {"code": f"azureml:code:{deployment.code_digest}", "scoring_script": deployment.scoring_script}
+
+    def get_environment(self, deployment):
+        if deployment.environment_version is not None:
+            return deployment.environment_version.asset_id
+        return deployment.environment
+
+    def get_replicas(self, deployment) -> list[dict]:
+        return [{"id": r.replica_id, "url": r.url, "state": r.state} for r in deployment.replicas.all()]
+
+    def get_job(self, deployment) -> dict | None:
+        job = deployment.job
+        return JobSerializer(job, context=self.context).data if job else None

@@ -1,0 +1,37 @@
+from django.urls import path
+
+from endpoints.api import views
+
+app_name = "endpoints-api"
+
+endpoint_list = views.OnlineEndpointViewSet.as_view({"get": "list", "post": "create"})
+endpoint_detail = views.OnlineEndpointViewSet.as_view(
+    {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+)
+credentials = views.OnlineEndpointViewSet.as_view({"post": "credentials"})
+regenerate = views.OnlineEndpointViewSet.as_view({"post": "regenerate_keys"})
+deployment_list = views.OnlineDeploymentViewSet.as_view({"get": "list", "post": "create"})
+deployment_detail = views.OnlineDeploymentViewSet.as_view(
+    {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+)
+deployment_logs = views.OnlineDeploymentViewSet.as_view({"get": "logs"})
+
+urlpatterns = [
+    path("online-endpoints/", endpoint_list, name="onlineendpoint-list"),
+    path("online-endpoints/<str:name>/", endpoint_detail, name="onlineendpoint-detail"),
+    path("online-endpoints/<str:name>/credentials/", credentials, name="onlineendpoint-credentials"),
+    path("online-endpoints/<str:name>/regenerate-keys/", regenerate, name="onlineendpoint-regenerate-keys"),
+    path("online-endpoints/<str:endpoint_name>/deployments/", deployment_list, name="onlinedeployment-list"),
+    path(
+        "online-endpoints/<str:endpoint_name>/deployments/<str:name>/",
+        deployment_detail,
+        name="onlinedeployment-detail",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/deployments/<str:name>/logs/",
+        deployment_logs,
+        name="onlinedeployment-logs",
+    ),
+    path("jobs/<uuid:pk>/", views.JobViewSet.as_view({"get": "retrieve"}), name="job-detail"),
+    path("code/", views.CodeUploadView.as_view(), name="code-upload"),
+]

@@ -1,0 +1,181 @@
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from endpoints import services, specs, targets
+from endpoints.api.serializers import JobSerializer, OnlineDeploymentSerializer, OnlineEndpointSerializer
+from endpoints.code import upload_code
+from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
+from endpoints.targets.base import TargetUnavailable
+from studio.api.parsers import YAMLParser
+
+
+def _endpoint(name: str) -> OnlineEndpoint:
+    try:
+        return OnlineEndpoint.objects.get(name=name)
+    except OnlineEndpoint.DoesNotExist:
+        raise NotFound(f"There is no online endpoint named {name!r}.") from None
+
+
+def _accepted(job: Job, body: dict, request) -> Response:
+    job.refresh_from_db()
+    body = {**body, "job": JobSerializer(job, context={"request": request}).data}
+    response = Response(body, status=status.HTTP_202_ACCEPTED)
+    response["Location"] = body["job"]["url"]
+    return response
+
+
+class OnlineEndpointViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    queryset = OnlineEndpoint.objects.prefetch_related("deployments")
+    serializer_class = OnlineEndpointSerializer
+    lookup_field = "name"
+    parser_classes = [JSONParser, YAMLParser]
+
+    def get_object(self):
+        return _endpoint(self.kwargs["name"])
+
+    @extend_schema(request=dict, responses={201: OnlineEndpointSerializer})
+    def create(self, request):
+        endpoint = services.create_endpoint(specs.parse_endpoint(request.data), request.user)
+        return Response(self.get_serializer(endpoint).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=dict, responses=OnlineEndpointSerializer)
+    def partial_update(self, request, name=None):
+        endpoint = services.update_endpoint(
+            self.get_object(), specs.parse_endpoint(request.data, partial=True), request.user
+        )
+        return Response(self.get_serializer(endpoint).data)
+
+    @extend_schema(responses={202: JobSerializer})
+    def destroy(self, request, name=None):
+        endpoint = self.get_object()
+        job = services.delete_endpoint(endpoint, request.user)
+        return _accepted(job, {"name": endpoint.name}, request)
+
+    @extend_schema(request=None, responses=dict)
+    def credentials(self, request, name=None):
+        return Response(services.get_credentials(self.get_object(), request.user))
+
+    @extend_schema(request=dict, responses={204: None})
+    def regenerate_keys(self, request, name=None):
+        services.regenerate_key(self.get_object(), request.data.get("keyType", ""), request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    serializer_class = OnlineDeploymentSerializer
+    lookup_field = "name"
+    parser_classes = [JSONParser, YAMLParser]
+    pagination_class = None
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return OnlineDeployment.objects.none()
+        endpoint = _endpoint(self.kwargs["endpoint_name"])
+        return endpoint.deployments.select_related("endpoint", "model_version__model", "environment_version")
+
+    def get_object(self):
+        return get_object_or_404(self.get_queryset(), name=self.kwargs["name"])
+
+    def _spec(self, data, partial: bool) -> specs.DeploymentSpec:
+        spec = specs.parse_deployment(data, partial=partial)
+        target = spec.values.get("target")
+        if target and target not in targets.available():
+            raise ValidationError(
+                {
+                    "target": [
+                        f"the {target} target is not available here; use {', '.join(targets.available())}."
+                    ]
+                }
+            )
+        return spec
+
+    @extend_schema(
+        request=dict,
+        parameters=[
+            OpenApiParameter("all_traffic", bool, description="send 100% of traffic to it once created")
+        ],
+        responses={202: OnlineDeploymentSerializer},
+    )
+    def create(self, request, endpoint_name=None):
+        endpoint = _endpoint(endpoint_name)
+        name = request.data.get("name") if isinstance(request.data, dict) else None
+        if not name:
+            raise ValidationError({"name": ["is required."]})
+        all_traffic = str(request.query_params.get("all_traffic", "")).lower() in ("1", "true", "yes")
+        try:
+            job = services.create_deployment(
+                endpoint, name, self._spec(request.data, partial=False), request.user, all_traffic
+            )
+        except TargetUnavailable as exc:
+            raise ValidationError({"target": [str(exc)]}) from None
+        deployment = OnlineDeployment.objects.get(pk=job.deployment_id)
+        return _accepted(job, self.get_serializer(deployment).data, request)
+
+    @extend_schema(request=dict, responses={200: OnlineDeploymentSerializer, 202: OnlineDeploymentSerializer})
+    def partial_update(self, request, endpoint_name=None, name=None):
+        deployment = self.get_object()
+        data = {key: value for key, value in request.data.items() if key not in ("name", "endpoint_name")}
+        job = services.update_deployment(deployment, self._spec(data, partial=True), request.user)
+        deployment.refresh_from_db()
+        body = self.get_serializer(deployment).data
+        return _accepted(job, body, request) if job else Response(body)
+
+    @extend_schema(responses={202: JobSerializer})
+    def destroy(self, request, endpoint_name=None, name=None):
+        deployment = self.get_object()
+        job = services.delete_deployment(deployment, request.user)
+        return _accepted(job, {"name": deployment.name}, request)
+
+    @extend_schema(parameters=[OpenApiParameter("lines", int)], responses={200: dict})
+    def logs(self, request, endpoint_name=None, name=None):
+        deployment = self.get_object()
+        try:
+            lines = max(1, min(int(request.query_params.get("lines", 100)), 10_000))
+        except ValueError:
+            raise ValidationError({"lines": ["must be a whole number."]}) from None
+        target = targets.get_target(deployment.target)
+        replicas = [
+            {"id": replica.replica_id, "state": replica.state, "log": target.logs(replica, lines)}
+            for replica in deployment.replicas.all()
+        ]
+        return Response({"deployment": deployment.name, "replicas": replicas})
+
+
+class JobViewSet(viewsets.GenericViewSet, mixins.RetrieveModelMixin):
+    queryset = Job.objects.all()
+    serializer_class = JobSerializer
+
+
+class CodeUploadView(APIView):
+    """Upload scoring code once (an archive of its folder); it is kept by content digest."""
+
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"archive": {"type": "string", "format": "binary"}},
+            }
+        },
+        responses={201: dict, 200: dict},
+    )
+    def post(self, request):
+        upload = request.data.get("archive")
+        if upload is None:
+            raise ValidationError({"archive": ["send the code folder as a .zip or .tar.gz archive."]})
+        with transaction.atomic():
+            snapshot, created = upload_code(upload, request.user)
+        body = {
+            "id": str(snapshot),
+            "digest": snapshot.digest,
+            "files": snapshot.files,
+            "size": snapshot.size,
+        }
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

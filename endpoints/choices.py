@@ -1,0 +1,56 @@
+from django.db import models
+
+
+class AuthModeChoices(models.TextChoices):
+    KEY = "key", "Key"
+    AML_TOKEN = "aml_token", "Token"
+
+
+class ProvisioningStateChoices(models.TextChoices):
+    CREATING = "Creating", "Creating"
+    UPDATING = "Updating", "Updating"
+    SCALING = "Scaling", "Scaling"
+    SUCCEEDED = "Succeeded", "Succeeded"
+    FAILED = "Failed", "Failed"
+    DELETING = "Deleting", "Deleting"
+
+    @classmethod
+    def colour(cls, value: str) -> str:
+        return {
+            cls.SUCCEEDED: "green",
+            cls.FAILED: "red",
+            cls.DELETING: "grey",
+        }.get(value, "blue")
+
+
+class TargetChoices(models.TextChoices):
+    LOCAL = "local", "Local processes"
+    DOCKER = "docker", "Docker"
+    KUBERNETES = "kubernetes", "Kubernetes"
+
+
+class JobStateChoices(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+    @classmethod
+    def colour(cls, value: str) -> str:
+        return {cls.SUCCEEDED: "green", cls.FAILED: "red"}.get(value, "blue")
+
+
+class JobKindChoices(models.TextChoices):
+    CREATE_DEPLOYMENT = "create_deployment", "Create deployment"
+    UPDATE_DEPLOYMENT = "update_deployment", "Update deployment"
+    SCALE_DEPLOYMENT = "scale_deployment", "Scale deployment"
+    DELETE_DEPLOYMENT = "delete_deployment", "Delete deployment"
+    DELETE_ENDPOINT = "delete_endpoint", "Delete endpoint"
+
+
+class ReplicaStateChoices(models.TextChoices):
+    STARTING = "starting", "Starting"
+    READY = "ready", "Ready"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+    STOPPING = "stopping", "Stopping"
+    FAILED = "failed", "Failed"

@@ -1,0 +1,250 @@
+"""Reading endpoint and deployment specifications in Azure ML CLI v2's shape.
+
+The CLI turns YAML files into these JSON bodies (uploading local model and code folders first), so the
+REST API and the CLI accept the same fields. Every field is either honoured, or reported in `warnings`;
+none is silently dropped.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from rest_framework.exceptions import ValidationError
+
+from endpoints.choices import AuthModeChoices, TargetChoices
+from registry.models import EnvironmentVersion, ModelVersion
+
+MODEL_REF_RE = re.compile(
+    r"^(?:azureml:)?(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?::(?P<version>[^:@]+)|@(?P<label>latest))$"
+)
+CODE_REF_RE = re.compile(r"^(?:azureml:code:)?(?P<digest>[0-9a-f]{64})$")
+
+ENDPOINT_FIELDS = {"name", "description", "tags", "auth_mode", "traffic", "mirror_traffic", "cors_origins"}
+ENDPOINT_IGNORED = {"$schema", "identity", "public_network_access", "kind", "compute", "properties"}
+
+DEPLOYMENT_FIELDS = {
+    "name",
+    "endpoint_name",
+    "description",
+    "tags",
+    "model",
+    "code_configuration",
+    "environment",
+    "instance_type",
+    "instance_count",
+    "scale_settings",
+    "request_settings",
+    "liveness_probe",
+    "readiness_probe",
+    "environment_variables",
+    "data_collector",
+    "target",
+}
+# Fields of Azure's schema that mean nothing on a self-hosted install: accepted, and said so.
+DEPLOYMENT_IGNORED = {
+    "$schema",
+    "app_insights_enabled",
+    "egress_public_network_access",
+    "model_mount_path",
+    "properties",
+    "type",
+    "with_package",
+}
+
+REQUEST_SETTINGS_DEFAULTS = {
+    "request_timeout_ms": 5000,
+    "max_concurrent_requests_per_instance": 1,
+    "max_queue_wait_ms": 500,
+}
+PROBE_DEFAULTS = {
+    "initial_delay": 10,
+    "period": 10,
+    "timeout": 2,
+    "success_threshold": 1,
+    "failure_threshold": 30,
+}
+
+
+def _error(field_name: str, message: str) -> ValidationError:
+    return ValidationError({field_name: [message]})
+
+
+def _object(data: dict, key: str) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise _error(key, "must be a mapping of settings.")
+    return value
+
+
+def _positive_int(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _error(key, f"must be a whole number of at least 1, not {value!r}.")
+    return value
+
+
+def resolve_model(reference) -> ModelVersion:
+    """`azureml:name:version`, `azureml:name@latest`, or {name, version} to a registered version."""
+    if isinstance(reference, dict):
+        if "path" in reference:
+            raise _error(
+                "model",
+                "a local model path must be registered first: the `studio` CLI does this for you, or "
+                "POST it to /api/v1/models/ and refer to it as azureml:name:version.",
+            )
+        reference = f"azureml:{reference.get('name')}:{reference.get('version', 'latest')}"
+    if not isinstance(reference, str) or not (match := MODEL_REF_RE.match(reference)):
+        raise _error(
+            "model",
+            f"{reference!r} is not a model reference: use azureml:name:version or azureml:name@latest.",
+        )
+    version = match["version"] or "latest"
+    try:
+        return ModelVersion.objects.select_related("model").resolve(match["name"], version)
+    except ModelVersion.DoesNotExist:
+        raise _error(
+            "model", f"there is no registered model {match['name']!r} with version {version!r}."
+        ) from None
+
+
+def resolve_environment(reference) -> tuple[EnvironmentVersion | None, dict | None]:
+    """A registered environment (`azureml:name:version` / `@latest`) or an inline one."""
+    if reference is None:
+        return None, None
+    if isinstance(reference, str):
+        match = MODEL_REF_RE.match(reference)
+        if not match:
+            raise _error(
+                "environment", f"{reference!r} is not an environment reference: use azureml:name:version."
+            )
+        scoped = EnvironmentVersion.objects.filter(environment__name=match["name"])
+        found = (
+            scoped.filter(archived=False).order_by("-created_at").first()
+            if match["label"]
+            else scoped.filter(version=match["version"]).first()
+        )
+        if found is None:
+            raise _error("environment", f"there is no environment {reference!r}.")
+        return found, None
+    if not isinstance(reference, dict):
+        raise _error("environment", "must be azureml:name:version or a mapping with image and/or conda_file.")
+    if isinstance(reference.get("conda_file"), str):
+        raise _error(
+            "environment",
+            "conda_file must be the file's content (the `studio` CLI reads the file named in YAML for you).",
+        )
+    inline = {
+        key: reference.get(key) for key in ("image", "conda_file", "pip_requirements") if reference.get(key)
+    }
+    if not inline:
+        raise _error("environment", "an inline environment needs an image, a conda_file or pip_requirements.")
+    return None, inline
+
+
+@dataclass
+class DeploymentSpec:
+    values: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
+    """Check a deployment body and turn it into model field values. `partial` for updates."""
+    if not isinstance(data, dict):
+        raise ValidationError("A deployment must be a mapping of Azure ML deployment fields.")
+    warnings = [
+        f"{key} is not used by Studio and was ignored." for key in sorted(set(data) & DEPLOYMENT_IGNORED)
+    ]
+    unknown = sorted(set(data) - DEPLOYMENT_FIELDS - DEPLOYMENT_IGNORED)
+    if unknown:
+        raise ValidationError({key: ["is not a field of an online deployment."] for key in unknown})
+    values: dict = {}
+    for key in ("description",):
+        if key in data:
+            values[key] = str(data[key] or "")
+    if "tags" in data:
+        values["tags"] = {str(k): str(v) for k, v in _object(data, "tags").items()}
+    if "model" in data:
+        values["model_version"] = resolve_model(data["model"])
+    elif not partial:
+        raise _error("model", "is required: azureml:name:version of a registered model.")
+    if "code_configuration" in data:
+        code = _object(data, "code_configuration")
+        match = CODE_REF_RE.match(str(code.get("code", "")))
+        if not match or not code.get("scoring_script"):
+            raise _error(
+                "code_configuration",
+                "needs code (an uploaded code snapshot, azureml:code:<sha256>) and scoring_script.",
+            )
+        values["code_digest"], values["scoring_script"] = match["digest"], str(code["scoring_script"])
+    if "environment" in data:
+        values["environment_version"], values["environment"] = resolve_environment(data["environment"])
+    if "target" in data:
+        if data["target"] not in TargetChoices.values:
+            raise _error("target", f"must be one of {', '.join(TargetChoices.values)}.")
+        values["target"] = data["target"]
+    if "instance_type" in data:
+        values["instance_type"] = str(data["instance_type"] or "")
+    if "instance_count" in data:
+        values["instance_count"] = _positive_int(data["instance_count"], "instance_count")
+    if "scale_settings" in data:
+        values["scale_settings"] = _object(data, "scale_settings")
+        if values["scale_settings"].get("type", "default") != "default":
+            warnings.append("scale_settings other than type: default are kept but not acted on yet.")
+    if "request_settings" in data or not partial:
+        settings = {**REQUEST_SETTINGS_DEFAULTS, **_object(data, "request_settings")}
+        for key in ("request_timeout_ms", "max_concurrent_requests_per_instance"):
+            settings[key] = _positive_int(settings[key], f"request_settings.{key}")
+        values["request_settings"] = settings
+    for probe in ("liveness_probe", "readiness_probe"):
+        if probe in data or not partial:
+            values[probe] = {**PROBE_DEFAULTS, **_object(data, probe)}
+    if "environment_variables" in data:
+        values["environment_variables"] = {
+            str(k): str(v) for k, v in _object(data, "environment_variables").items()
+        }
+    if "data_collector" in data:
+        values["data_collector"] = _object(data, "data_collector") or None
+    model = values.get("model_version")
+    if model is not None and model.type == "custom_model" and not values.get("code_digest") and not partial:
+        raise _error(
+            "code_configuration",
+            "a custom_model needs code_configuration with a scoring_script; only mlflow_model deploys "
+            "without code.",
+        )
+    environment = values.get("environment") or {}
+    if environment.get("image") and values.get("target", TargetChoices.LOCAL) == TargetChoices.LOCAL:
+        warnings.append(
+            f"environment.image {environment['image']!r} is not used by the local target: replicas run in a "
+            "Python environment built from conda_file/pip_requirements."
+        )
+    return DeploymentSpec(values, warnings)
+
+
+def parse_endpoint(data: dict, *, partial: bool = False) -> dict:
+    if not isinstance(data, dict):
+        raise ValidationError("An endpoint must be a mapping of Azure ML endpoint fields.")
+    unknown = sorted(set(data) - ENDPOINT_FIELDS - ENDPOINT_IGNORED)
+    if unknown:
+        raise ValidationError({key: ["is not a field of an online endpoint."] for key in unknown})
+    values = {}
+    if "name" in data:
+        values["name"] = data["name"]
+    elif not partial:
+        raise _error("name", "is required.")
+    for key in ("description",):
+        if key in data:
+            values[key] = str(data[key] or "")
+    if "tags" in data:
+        values["tags"] = {str(k): str(v) for k, v in _object(data, "tags").items()}
+    if "auth_mode" in data:
+        mode = str(data["auth_mode"]).lower()
+        if mode not in AuthModeChoices.values:
+            raise _error("auth_mode", "must be key or aml_token.")
+        values["auth_mode"] = mode
+    for key in ("traffic", "mirror_traffic"):
+        if key in data:
+            values[key] = _object(data, key)
+    if "cors_origins" in data:
+        origins = data["cors_origins"]
+        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+            raise _error("cors_origins", "must be a list of origins such as https://app.example.com.")
+        values["cors_origins"] = origins
+    return values

@@ -1,0 +1,266 @@
+"""Registry pages: models, their versions, one version, and registering a new one.
+
+Views stay thin: filtering is the FilterSets', rules and changes are registry.services'.
+"""
+
+from django.contrib import messages
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.db import transaction
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+
+from registry import services
+from registry.choices import ContentKindChoices
+from registry.filtersets import ModelVersionFilterSet, RegisteredModelFilterSet
+from registry.forms import ModelVersionDescriptionForm, ModelVersionRegisterForm, ModelVersionTagsForm
+from registry.models import ModelVersion, RegisteredModel
+from registry.tables import ModelVersionTable, RegisteredModelTable
+from studio.api.errors import PayloadTooLarge
+from studio.choices import RoleChoices
+from studio.roles import has_role
+from studio.views import ObjectListView, StudioPageMixin
+
+FILES_SHOWN = 200
+
+
+class RegisteredModelListView(ObjectListView):
+    filterset_class = RegisteredModelFilterSet
+    table_class = RegisteredModelTable
+    template_name = "registry/registeredmodel_list.html"
+    empty_template = "registry/inc/registeredmodel_empty.html"
+
+    def get_queryset(self):
+        versions = ModelVersion.objects.filter(model=OuterRef("pk"))
+        latest = versions.filter(archived=False).order_by("-created_at", "-pk")
+        # Subqueries, not joins: the FilterSet joins versions itself, and a join here would multiply counts.
+        count = versions.order_by().values("model").annotate(n=Count("pk")).values("n")
+        return RegisteredModel.objects.annotate(
+            version_count=Coalesce(Subquery(count, output_field=IntegerField()), 0),
+            latest_version=Subquery(latest.values("version")[:1]),
+            latest_type=Subquery(latest.values("type")[:1]),
+        )
+
+    def get_extra_context(self) -> dict:
+        return {"model_total": RegisteredModel.objects.count()}
+
+
+class RegisteredModelView(ObjectListView):
+    """One model's versions, filtered like the API's /models/{name}/versions/."""
+
+    filterset_class = ModelVersionFilterSet
+    table_class = ModelVersionTable
+    template_name = "registry/registeredmodel.html"
+    filter_params = ("q", "type", "tag", "archived")
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        self.model = get_object_or_404(RegisteredModel, name=name)
+        return super().get(request)
+
+    def get_queryset(self):
+        return self.model.versions.select_related("model", "created_by")
+
+    def get_extra_context(self) -> dict:
+        versions = self.model.versions
+        total, active = versions.count(), versions.filter(archived=False).count()
+        return {
+            "object": self.model,
+            "archived_filter": self.request.GET.get("archived", ""),
+            "counts": {"all": total, "active": active, "archived": total - active},
+            "latest": versions.filter(archived=False).order_by("-created_at", "-pk").first(),
+        }
+
+
+def _get_version(name: str, version: str) -> ModelVersion:
+    try:
+        return ModelVersion.objects.select_related("model", "created_by").resolve(name, version)
+    except ModelVersion.DoesNotExist:
+        if not RegisteredModel.objects.filter(name=name).exists():
+            raise Http404(f"There is no model named {name!r}.") from None
+        raise Http404(f"Model {name!r} has no version {version!r}.") from None
+
+
+class ModelVersionView(StudioPageMixin, View):
+    template_name = "registry/modelversion.html"
+
+    def get(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        if version == "latest":
+            # `latest` moves; the page of a version should be a stable, shareable address.
+            return redirect(found)
+        mlflow = found.mlflow or {}
+        signature = mlflow.get("signature") or {}
+        context = {
+            "object": found,
+            "model": found.model,
+            "files": found.files[:FILES_SHOWN],
+            "files_hidden": max(0, len(found.files) - FILES_SHOWN),
+            "mlflow": mlflow,
+            "signature": [
+                (part, signature.get(part)) for part in ("inputs", "outputs", "params") if signature.get(part)
+            ],
+            "flavors": mlflow.get("flavors") or {},
+            "deployments": services.deployments_using(found),
+            "download_url": reverse(
+                "registry-api:modelversion-download", args=[found.model.name, found.version]
+            ),
+            "tags_form": ModelVersionTagsForm(initial={"tags": found.tags}),
+            "description_form": ModelVersionDescriptionForm(initial={"description": found.description}),
+        }
+        return render(request, self.template_name, context)
+
+
+class ModelVersionEditView(StudioPageMixin, View):
+    """Inline edit of one changeable part of a version (htmx): GET shows it or its form, POST saves it.
+
+    The answer is the part's partial; without htmx (no JavaScript), a POST goes back to the version page.
+    """
+
+    form_class: type
+    field: str
+    partial_template: str
+
+    def context(self, version: ModelVersion, form=None, editing: bool = False) -> dict:
+        form = form or self.form_class(initial={self.field: getattr(version, self.field)})
+        return {"object": version, "form": form, "editing": editing}
+
+    def get(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        if not request.htmx:
+            return redirect(found)
+        editing = request.GET.get("edit") == "1" and has_role(request.user, RoleChoices.CONTRIBUTOR)
+        return render(request, self.partial_template, self.context(found, editing=editing))
+
+    def post(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        form = self.form_class(request.POST)
+        if not form.is_valid():
+            if not request.htmx:
+                messages.error(request, " ".join(form.errors.get(self.field, form.non_field_errors())))
+                return redirect(found)
+            return render(request, self.partial_template, self.context(found, form, editing=True), status=400)
+        with transaction.atomic():
+            services.update_version(found, request.user, **{self.field: form.cleaned_data[self.field]})
+        if not request.htmx:
+            messages.success(request, f"Saved the {self.field} of {found}.")
+            return redirect(found)
+        return render(request, self.partial_template, self.context(found))
+
+
+class ModelVersionTagsView(ModelVersionEditView):
+    form_class = ModelVersionTagsForm
+    field = "tags"
+    partial_template = "registry/inc/version_tags.html"
+
+
+class ModelVersionDescriptionView(ModelVersionEditView):
+    form_class = ModelVersionDescriptionForm
+    field = "description"
+    partial_template = "registry/inc/version_description.html"
+
+
+class ModelVersionArchiveView(StudioPageMixin, View):
+    """POST archived=true|false: archive a version (it stays, but `latest` skips it) or restore it."""
+
+    def post(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        archived = request.POST.get("archived") == "true"
+        with transaction.atomic():
+            services.update_version(found, request.user, archived=archived)
+        if archived:
+            messages.success(request, f"{found} is archived. It stays downloadable; `latest` now skips it.")
+        else:
+            messages.success(request, f"{found} is restored.")
+        return redirect(found)
+
+
+class ModelVersionDeleteView(StudioPageMixin, View):
+    """GET asks for confirmation, POST deletes; both only for Contributors."""
+
+    template_name = "registry/modelversion_delete.html"
+    required_role = RoleChoices.CONTRIBUTOR
+
+    def get(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        context = {"object": found, "deployments": services.deployments_using(found)}
+        return render(request, self.template_name, context)
+
+    def post(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        try:
+            services.delete_version(found, request.user)
+        except services.VersionInUse as exc:
+            messages.error(request, str(exc))
+            return redirect(found)
+        messages.success(request, f"Deleted {name}:{version} and its files.")
+        if RegisteredModel.objects.filter(name=name).exists():
+            return redirect("registry:registeredmodel", name)
+        return redirect("registry:registeredmodel_list")
+
+
+def _upload_problem(request: HttpRequest) -> tuple[str, int] | None:
+    """Parse the upload now, so that limits it breaks become a message on the form, not an error page."""
+    try:
+        request.POST, request.FILES  # noqa: B018 -- reading them is what parses the body
+    except PayloadTooLarge as exc:
+        return str(exc.detail), 413
+    except TooManyFilesSent:
+        return (
+            "The folder has more files than a browser upload may carry. Zip it and register it with "
+            "`studio model create --path`, or ask an admin to raise DATA_UPLOAD_MAX_NUMBER_FILES.",
+            400,
+        )
+    except (TooManyFieldsSent, RequestDataTooBig):
+        return "The form is larger than Studio accepts; register this model with the CLI instead.", 400
+    return None
+
+
+# The body is parsed in the view, where its limits can be reported; CSRF is checked right after.
+@method_decorator(csrf_exempt, name="dispatch")
+class ModelVersionRegisterView(StudioPageMixin, View):
+    template_name = "registry/modelversion_register.html"
+    required_role = RoleChoices.CONTRIBUTOR
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = ModelVersionRegisterForm(initial={"name": request.GET.get("name", "")})
+        return render(request, self.template_name, {"form": form})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        problem = _upload_problem(request)
+        if problem is not None:
+            form = ModelVersionRegisterForm()
+            message, status = problem
+            return render(request, self.template_name, {"form": form, "upload_error": message}, status=status)
+        return csrf_protect(self.register)(request)
+
+    def register(self, request: HttpRequest) -> HttpResponse:
+        form = ModelVersionRegisterForm(request.POST, request.FILES)
+        if not form.is_valid():
+            return render(request, self.template_name, {"form": form}, status=400)
+        data = form.cleaned_data
+        spec = services.NewVersion(
+            name=data["name"],
+            version=data["version"] or None,
+            type=data["type"],
+            description=data["description"],
+            tags=data["tags"],
+            source=data["source"],
+        )
+        try:
+            if data.get("file"):
+                upload = data["file"]
+                version = services.register_version(
+                    spec, upload, upload.name, ContentKindChoices.FILE, request.user
+                )
+            else:
+                version = services.register_folder(spec, data["folder_files"], request.user)
+        except services.RegistrationError as exc:
+            form.add_error(None, str(exc))
+            return render(request, self.template_name, {"form": form}, status=exc.status)
+        messages.success(request, f"Registered {version} ({version.asset_id}).")
+        return redirect(version)
