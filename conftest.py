@@ -1,34 +1,15 @@
 """Fixtures every test module can use: a team of personas with tokens, stores, a real S3 server."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+from studio.testkit import PASSWORD, free_port, wait_for_port
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -81,9 +62,6 @@ class Team:
             return self.people[name]
         except KeyError:
             raise AttributeError(name) from None
-
-
-PASSWORD = "correct-horse-battery-staple"  # noqa: S105 (test personas)
 
 
 @pytest.fixture

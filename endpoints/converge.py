@@ -71,6 +71,15 @@ def _readiness_timeout(deployment: OnlineDeployment) -> float:
     )
 
 
+def _load_failed(answer: httpx.Response) -> bool:
+    """The model server reports a worker whose model load or init() failed: waiting will not help."""
+    try:
+        workers = answer.json()["error"]["details"]["workers"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return any(worker.get("state") == "failed" for worker in workers)
+
+
 def _wait_ready(target, replica: Replica, timeout: float, log) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:
@@ -81,10 +90,17 @@ def _wait_ready(target, replica: Replica, timeout: float, log) -> None:
                     + target.logs(replica, 30)
                 )
             try:
-                if client.get(f"{replica.url}/health/ready").status_code == 200:
-                    return
+                answer = client.get(f"{replica.url}/health/ready")
             except httpx.HTTPError:
-                pass
+                answer = None
+            if answer is not None and answer.status_code == 200:
+                return
+            if answer is not None and _load_failed(answer):
+                raise ReplicaFailed(
+                    f"Replica {replica.replica_id} could not load the model or run init(). "
+                    "Its log ends with:\n"
+                    + target.logs(replica, 30)
+                )
             log.heartbeat()
             time.sleep(0.1)
     raise ReplicaFailed(

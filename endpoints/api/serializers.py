@@ -104,7 +104,7 @@ class OnlineDeploymentSerializer(serializers.ModelSerializer):
             return None
         return {"code": f"azureml:code:{deployment.code_digest}", "scoring_script": deployment.scoring_script}
 
-    def get_environment(self, deployment):
+    def get_environment(self, deployment) -> str | dict | None:
         if deployment.environment_version is not None:
             return deployment.environment_version.asset_id
         return deployment.environment

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import free_port
 from studio.cli.client import Client
 from studio.cli.config import Config
 from studio.cli.main import cli
+from studio.testkit import free_port
 
 STUDIO = Path(sys.executable).with_name("studio")
 
