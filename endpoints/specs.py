@@ -19,7 +19,9 @@ MODEL_REF_RE = re.compile(
 CODE_REF_RE = re.compile(r"^(?:azureml:code:)?(?P<digest>[0-9a-f]{64})$")
 
 ENDPOINT_FIELDS = {"name", "description", "tags", "auth_mode", "traffic", "mirror_traffic", "cors_origins"}
-ENDPOINT_IGNORED = {"$schema", "identity", "public_network_access", "kind", "compute", "properties"}
+# `$schema` only tells editors which schema a file follows: accepted without a word.
+SILENT_FIELDS = {"$schema"}
+ENDPOINT_IGNORED = {"identity", "public_network_access", "kind", "compute", "properties"}
 
 DEPLOYMENT_FIELDS = {
     "name",
@@ -41,7 +43,6 @@ DEPLOYMENT_FIELDS = {
 }
 # Fields of Azure's schema that mean nothing on a self-hosted install: accepted, and said so.
 DEPLOYMENT_IGNORED = {
-    "$schema",
     "app_insights_enabled",
     "egress_public_network_access",
     "model_mount_path",
@@ -105,7 +106,10 @@ def resolve_model(reference) -> ModelVersion:
         ) from None
 
 
-def resolve_environment(reference) -> tuple[EnvironmentVersion | None, dict | None]:
+INLINE_ENVIRONMENT_FIELDS = ("image", "conda_file", "pip_requirements")
+
+
+def resolve_environment(reference, warnings: list[str]) -> tuple[EnvironmentVersion | None, dict | None]:
     """A registered environment (`azureml:name:version` / `@latest`) or an inline one."""
     if reference is None:
         return None, None
@@ -131,9 +135,9 @@ def resolve_environment(reference) -> tuple[EnvironmentVersion | None, dict | No
             "environment",
             "conda_file must be the file's content (the `studio` CLI reads the file named in YAML for you).",
         )
-    inline = {
-        key: reference.get(key) for key in ("image", "conda_file", "pip_requirements") if reference.get(key)
-    }
+    inline = {key: reference.get(key) for key in INLINE_ENVIRONMENT_FIELDS if reference.get(key)}
+    for key in sorted(set(reference) - set(INLINE_ENVIRONMENT_FIELDS)):
+        warnings.append(f"environment.{key} is not used by Studio and was ignored.")
     if not inline:
         raise _error("environment", "an inline environment needs an image, a conda_file or pip_requirements.")
     return None, inline
@@ -152,7 +156,7 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
     warnings = [
         f"{key} is not used by Studio and was ignored." for key in sorted(set(data) & DEPLOYMENT_IGNORED)
     ]
-    unknown = sorted(set(data) - DEPLOYMENT_FIELDS - DEPLOYMENT_IGNORED)
+    unknown = sorted(set(data) - DEPLOYMENT_FIELDS - DEPLOYMENT_IGNORED - SILENT_FIELDS)
     if unknown:
         raise ValidationError({key: ["is not a field of an online deployment."] for key in unknown})
     values: dict = {}
@@ -175,7 +179,9 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
             )
         values["code_digest"], values["scoring_script"] = match["digest"], str(code["scoring_script"])
     if "environment" in data:
-        values["environment_version"], values["environment"] = resolve_environment(data["environment"])
+        values["environment_version"], values["environment"] = resolve_environment(
+            data["environment"], warnings
+        )
     if "target" in data:
         if data["target"] not in TargetChoices.values:
             raise _error("target", f"must be one of {', '.join(TargetChoices.values)}.")
@@ -218,10 +224,14 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
     return DeploymentSpec(values, warnings)
 
 
-def parse_endpoint(data: dict, *, partial: bool = False) -> dict:
+def parse_endpoint(data: dict, *, partial: bool = False) -> tuple[dict, list[str]]:
+    """Check an endpoint body: (model field values, warnings for accepted fields Studio does not use)."""
     if not isinstance(data, dict):
         raise ValidationError("An endpoint must be a mapping of Azure ML endpoint fields.")
-    unknown = sorted(set(data) - ENDPOINT_FIELDS - ENDPOINT_IGNORED)
+    warnings = [
+        f"{key} is not used by Studio and was ignored." for key in sorted(set(data) & ENDPOINT_IGNORED)
+    ]
+    unknown = sorted(set(data) - ENDPOINT_FIELDS - ENDPOINT_IGNORED - SILENT_FIELDS)
     if unknown:
         raise ValidationError({key: ["is not a field of an online endpoint."] for key in unknown})
     values = {}
@@ -247,4 +257,4 @@ def parse_endpoint(data: dict, *, partial: bool = False) -> dict:
         if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
             raise _error("cors_origins", "must be a list of origins such as https://app.example.com.")
         values["cors_origins"] = origins
-    return values
+    return values, warnings

@@ -145,7 +145,8 @@ def _parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[st
         return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)), {}
     if mimetype != "multipart/form-data":
         return {}, {}
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
     form: dict[str, str] = {}
     files: dict[str, UploadedFile] = {}
     for part in message.iter_parts():

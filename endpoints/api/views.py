@@ -41,15 +41,16 @@ class OnlineEndpointViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mixi
 
     @extend_schema(request=dict, responses={201: OnlineEndpointSerializer})
     def create(self, request):
-        endpoint = services.create_endpoint(specs.parse_endpoint(request.data), request.user)
-        return Response(self.get_serializer(endpoint).data, status=status.HTTP_201_CREATED)
+        values, warnings = specs.parse_endpoint(request.data)
+        endpoint = services.create_endpoint(values, request.user)
+        body = {**self.get_serializer(endpoint).data, "warnings": warnings}
+        return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=dict, responses=OnlineEndpointSerializer)
     def partial_update(self, request, name=None):
-        endpoint = services.update_endpoint(
-            self.get_object(), specs.parse_endpoint(request.data, partial=True), request.user
-        )
-        return Response(self.get_serializer(endpoint).data)
+        values, warnings = specs.parse_endpoint(request.data, partial=True)
+        endpoint = services.update_endpoint(self.get_object(), values, request.user)
+        return Response({**self.get_serializer(endpoint).data, "warnings": warnings})
 
     @extend_schema(responses={202: JobSerializer})
     def destroy(self, request, name=None):

@@ -67,10 +67,11 @@ def test_an_unknown_field_is_refused_by_name(team):
 def test_yaml_written_for_az_ml_is_accepted_as_the_body(team):
     yaml_body = (
         "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\n"
-        "name: fraud\nauth_mode: key\n"
+        "name: fraud\nauth_mode: key\nidentity:\n  type: system_assigned\n"
     )
     response = team.contributor.client().post(ENDPOINTS, yaml_body, content_type="application/yaml")
     assert response.status_code == 201, response.json()
+    assert response.json()["warnings"] == ["identity is not used by Studio and was ignored."]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Zipping a model folder for upload and unpacking a downloaded version, both streamed through disk."""
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
@@ -15,14 +16,15 @@ from studio.cli.progress import transfer
 CHUNK = 1024 * 1024
 
 
-def folder_files(folder: Path) -> list[tuple[Path, str]]:
+def folder_files(folder: Path, *, keep_top: bool = True) -> list[tuple[Path, str]]:
     """(file, name in the archive) for each file, under the folder's own name as the top-level directory.
 
     Azure keeps that top level (a model registered from `./model` is found at
-    `$AZUREML_MODEL_DIR/model/...`), and scoring scripts written for Azure depend on it.
+    `$AZUREML_MODEL_DIR/model/...`), and scoring scripts written for Azure depend on it. Scoring code is
+    the exception: its scoring_script is relative to the code folder itself, hence `keep_top=False`.
     Links and special files are refused: the server would refuse them anyway, after a long upload.
     """
-    top = folder_name(folder)
+    top = f"{folder_name(folder)}/" if keep_top else ""
     found: list[tuple[Path, str]] = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -38,7 +40,7 @@ def folder_files(folder: Path) -> list[tuple[Path, str]]:
             if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
                 raise CliError(f"{shown} is not a regular file (a device, socket or pipe); remove it.")
             if stat.S_ISREG(mode):
-                found.append((path, f"{top}/{path.relative_to(folder).as_posix()}"))
+                found.append((path, f"{top}{path.relative_to(folder).as_posix()}"))
     if not found:
         raise CliError(f"The folder {folder} holds no files; there is nothing to register.")
     return found
@@ -49,10 +51,30 @@ def folder_name(folder: Path) -> str:
     return Path(os.path.abspath(folder)).name
 
 
+def content_digest(files: list[tuple[Path, str]]) -> str:
+    """The digest the server gives this content when it is uploaded as a folder (registry/archives.py).
+
+    The sha256 over each file's archive name and own sha256, in path order: knowing it before uploading
+    lets a command reuse a version the server holds already instead of registering the same bytes again.
+    """
+    combined = hashlib.sha256()
+    # The server sorts paths part by part (pathlib order), which differs from plain string order.
+    for path, name in sorted(files, key=lambda item: PurePosixPath(item[1]).parts):
+        sha = hashlib.sha256()
+        with path.open("rb") as source:
+            while chunk := source.read(CHUNK):
+                sha.update(chunk)
+        combined.update(name.encode() + b"\0" + sha.hexdigest().encode() + b"\n")
+    return combined.hexdigest()
+
+
 @contextlib.contextmanager
-def zipped_folder(folder: Path) -> Iterator[Path]:
-    """Yield a temporary `<folder name>.zip` of the folder, made with a progress bar; removed afterwards."""
-    files = folder_files(folder)
+def zipped_folder(folder: Path, *, keep_top: bool = True) -> Iterator[Path]:
+    """Yield a temporary `<folder name>.zip` of the folder, made with a progress bar; removed afterwards.
+
+    `keep_top` as for `folder_files`.
+    """
+    files = folder_files(folder, keep_top=keep_top)
     total = sum(path.stat().st_size for path, _ in files)
     with tempfile.TemporaryDirectory(prefix="studio-upload-") as scratch:
         target = Path(scratch) / f"{folder_name(folder)}.zip"

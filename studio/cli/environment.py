@@ -63,7 +63,7 @@ def environment() -> None:
     """Create and find environments: a base image and/or a conda file a model's code runs with."""
 
 
-def _conda(spec: Spec) -> dict | None:
+def read_conda(spec: Spec) -> dict | None:
     """The conda file as an object: a path relative to the YAML is read; an inline mapping is kept."""
     value = spec.get("conda_file")
     if value is None or isinstance(value, dict):
@@ -85,7 +85,7 @@ def _body(spec: Spec, name: str | None, version: str | None) -> dict[str, Any]:
     pip = spec.get("pip_requirements")
     if pip is not None:
         body["pip_requirements"] = "\n".join(pip) if isinstance(pip, list) else str(pip)
-    conda = _conda(spec)
+    conda = read_conda(spec)
     if conda is not None:
         body["conda_file"] = conda
     if name:

@@ -1,4 +1,5 @@
-"""The `studio` command: `login`, `up`, and the `model` and `environment` groups."""
+"""The `studio` command: `login`, `up`, and the `model`, `environment`, `online-endpoint` and
+`online-deployment` groups."""
 
 import importlib
 import os
@@ -7,6 +8,8 @@ import click
 
 from studio.cli import output
 from studio.cli.config import Config, normalize_url, save_config
+from studio.cli.deployment import online_deployment
+from studio.cli.endpoint import online_endpoint
 from studio.cli.environment import environment
 from studio.cli.errors import CliError
 from studio.cli.model import model
@@ -87,6 +90,8 @@ def up(port: int | None, gateway_port: int | None) -> None:
 
 cli.add_command(model)
 cli.add_command(environment)
+cli.add_command(online_endpoint)
+cli.add_command(online_deployment)
 
 
 def main() -> None:

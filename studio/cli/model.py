@@ -116,6 +116,24 @@ def _form(fields: dict[str, Any]) -> dict[str, str]:
     return form
 
 
+def register(client: Client, fields: dict[str, Any], content: Path) -> dict:
+    """Upload `content` (a file, or a folder zipped under its own name) as a new version; the server's answer.
+
+    `fields` are the registration's name, type, tags... as `_registration` returns them.
+    """
+    form = _form({"tags": {}, "properties": {}, **fields})
+    if content.is_dir():
+        # Imported here: only folder uploads need zipfile.
+        from studio.cli.archives import zipped_folder
+
+        # Zipping a large folder takes a while: find out first that the server is there and takes the token.
+        client.get("/models/", params={"page_size": 1})
+
+        with zipped_folder(content) as archive:
+            return client.upload("/models/", form, "archive", archive, f"Uploading {archive.stem}")
+    return client.upload("/models/", form, "file", content, f"Uploading {content.name}")
+
+
 @model.command()
 @click.option(
     "-f",
@@ -170,18 +188,7 @@ def create(
         "source": source,
     }
     fields, content = _registration(spec_file, cli, tags, properties)
-    form = _form(fields)
-    if content.is_dir():
-        # Imported here: only folder uploads need zipfile.
-        from studio.cli.archives import zipped_folder
-
-        # Zipping a large folder takes a while: find out first that the server is there and takes the token.
-        client.get("/models/", params={"page_size": 1})
-
-        with zipped_folder(content) as archive:
-            created = client.upload("/models/", form, "archive", archive, f"Uploading {archive.stem}")
-    else:
-        created = client.upload("/models/", form, "file", content, f"Uploading {content.name}")
+    created = register(client, fields, content)
     if output_format == "table":
         output.note(f"Registered {created['name']} version {created['version']}.")
     _emit_version(created, output_format)

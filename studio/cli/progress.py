@@ -45,3 +45,34 @@ def transfer(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
             progress.advance(task, n)
 
         yield advance
+
+
+@contextlib.contextmanager
+def job_progress(label: str) -> Iterator[Callable[[int, list[str]], None]]:
+    """Yield `report(percent, lines)`: in a terminal a live bar with each line printed above it; elsewhere
+    (CI logs, pipes) each line once, prefixed with the percentage reached, so a log reads top to bottom.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+
+        def say(percent: int, lines: list[str]) -> None:
+            for line in lines:
+                # soft_wrap: a log keeps each event on one line, however long, for grep.
+                console.print(f"[{percent:3d}%] {line}", highlight=False, markup=False, soft_wrap=True)
+
+        console.print(f"{label}...", highlight=False, markup=False)
+        yield say
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(label, total=100)
+
+        def report(percent: int, lines: list[str]) -> None:
+            for line in lines:
+                progress.console.print(line, highlight=False, markup=False)
+            progress.update(task, completed=percent)
+
+        yield report

@@ -1,0 +1,281 @@
+"""Deployments that really run: model-server processes on the local target, converged by jobs."""
+
+import os
+import signal
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from endpoints import tasks
+from endpoints.choices import JobStateChoices
+from endpoints.models import Job, OnlineDeployment, Replica
+from endpoints.targets.local import LocalTarget
+from registry.tests.factories import form, zip_bytes
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("eager_jobs", "cleanup_endpoints"),
+]
+
+ENDPOINTS = "/api/v1/online-endpoints/"
+CONDA = {
+    "name": "model-env",
+    "channels": ["conda-forge"],
+    "dependencies": ["python=3.11", "pip", {"pip": ["scikit-learn==1.9.1", "joblib"]}],
+}
+
+
+def _register(client, name, content, model_type="custom_model"):
+    response = client.post(
+        "/api/v1/models/",
+        form(name, content, f"{name}.zip", archive=True, type=model_type),
+        format="multipart",
+    )
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def _upload_code(client, content):
+    response = client.post(
+        "/api/v1/code/", {"archive": SimpleUploadedFile("code.zip", content)}, format="multipart"
+    )
+    assert response.status_code in (200, 201), response.json()
+    return response.json()["id"]
+
+
+def _deploy(client, endpoint, spec, all_traffic=True):
+    query = "?all_traffic=true" if all_traffic else ""
+    response = client.post(f"{ENDPOINTS}{endpoint}/deployments/{query}", spec, format="json")
+    assert response.status_code == 202, response.json()
+    return response.json()
+
+
+def _score(replica_url, payload):
+    return httpx.post(f"{replica_url}/score", json=payload, timeout=10)
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_an_mlflow_model_deploys_with_no_code_and_answers(team, mlflow_model_zip):
+    client = team.contributor.client()
+    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    client.post(ENDPOINTS, {"name": "fraud"}, format="json")
+    started = time.monotonic()
+    body = _deploy(client, "fraud", {"name": "blue", "model": "azureml:clf@latest"})
+    assert body["job"]["state"] == "succeeded", body["job"]
+    replica = body["replicas"][0] if body["replicas"] else None
+    deployment = client.get(f"{ENDPOINTS}fraud/deployments/blue/").json()
+    replica = deployment["replicas"][0]
+    answer = _score(replica["url"], {"input_data": [[0.0, 1.0], [1.0, 0.0]]})
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [0, 1]
+    assert deployment["provisioning_state"] == "Succeeded"
+    assert replica["state"] == "ready"
+    assert client.get(f"{ENDPOINTS}fraud/").json()["traffic"] == {"blue": 100}
+    events = [event["message"] for event in deployment["job"]["events"]]
+    assert any("no environment to build" in message for message in events)
+    print(f"create to first answer: {elapsed:.2f}s")
+
+
+def test_azures_sample_shape_deploys_with_its_scoring_script_and_conda_file(team, azure_sample_zips):
+    model_zip, code_zip = azure_sample_zips
+    client = team.contributor.client()
+    _register(client, "regression", model_zip)
+    code = _upload_code(client, code_zip)
+    assert _upload_code(client, code_zip) == code, "the same code is one snapshot"
+    client.post(ENDPOINTS, {"name": "sample"}, format="json")
+    body = _deploy(
+        client,
+        "sample",
+        {
+            "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
+            "name": "blue",
+            "endpoint_name": "sample",
+            "model": "azureml:regression:1",
+            "code_configuration": {"code": code, "scoring_script": "onlinescoring/score.py"},
+            "environment": {
+                "conda_file": CONDA,
+                "image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest",
+            },
+            "instance_type": "Standard_DS3_v2",
+            "instance_count": 1,
+        },
+    )
+    assert body["job"]["state"] == "succeeded", body["job"]["error"]
+    assert any("image" in warning for warning in body["warnings"])
+    messages = " ".join(event["message"] for event in body["job"]["events"])
+    assert "conda channels are not used" in messages
+    replica = client.get(f"{ENDPOINTS}sample/deployments/blue/").json()["replicas"][0]
+    answer = _score(replica["url"], {"data": [[1.0, 2.0], [3.0, 4.0]]})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()) == 2
+    logs = client.get(f"{ENDPOINTS}sample/deployments/blue/logs/?lines=50").json()
+    assert logs["replicas"][0]["log"], "the replica's log is kept for get-logs"
+
+
+def test_a_scoring_script_that_raises_in_init_fails_the_job_with_its_message(team, azure_sample_zips):
+    model_zip, _ = azure_sample_zips
+    client = team.contributor.client()
+    _register(client, "regression", model_zip)
+    broken = zip_bytes(
+        {
+            "score.py": b"def init():\n    raise RuntimeError('weights are corrupt')\n\ndef run(d):\n    return d\n"
+        }
+    )
+    client.post(ENDPOINTS, {"name": "broken"}, format="json")
+    body = _deploy(
+        client,
+        "broken",
+        {
+            "name": "blue",
+            "model": "azureml:regression:1",
+            "code_configuration": {"code": _upload_code(client, broken), "scoring_script": "score.py"},
+        },
+        all_traffic=False,
+    )
+    job = body["job"]
+    assert job["state"] == "failed"
+    assert "weights are corrupt" in job["error"]
+    deployment = OnlineDeployment.objects.get(name="blue")
+    assert deployment.provisioning_state == "Failed"
+    assert not deployment.replicas.exists(), "a failed replica is not left running"
+
+
+def test_a_missing_scoring_script_fails_before_anything_starts(team, azure_sample_zips):
+    model_zip, code_zip = azure_sample_zips
+    client = team.contributor.client()
+    _register(client, "regression", model_zip)
+    client.post(ENDPOINTS, {"name": "noscript"}, format="json")
+    body = _deploy(
+        client,
+        "noscript",
+        {
+            "name": "blue",
+            "model": "azureml:regression:1",
+            "code_configuration": {"code": _upload_code(client, code_zip), "scoring_script": "missing.py"},
+        },
+        all_traffic=False,
+    )
+    assert body["job"]["state"] == "failed"
+    assert "'missing.py' is not in the uploaded code" in body["job"]["error"]
+
+
+def test_a_package_that_cannot_be_installed_fails_with_the_install_log(team, azure_sample_zips):
+    model_zip, code_zip = azure_sample_zips
+    client = team.contributor.client()
+    _register(client, "regression", model_zip)
+    client.post(ENDPOINTS, {"name": "badenv"}, format="json")
+    body = _deploy(
+        client,
+        "badenv",
+        {
+            "name": "blue",
+            "model": "azureml:regression:1",
+            "code_configuration": {
+                "code": _upload_code(client, code_zip),
+                "scoring_script": "onlinescoring/score.py",
+            },
+            "environment": {"pip_requirements": "scikit-learn==0.0.0.1"},
+        },
+        all_traffic=False,
+    )
+    assert body["job"]["state"] == "failed"
+    assert "could not be installed" in body["job"]["error"]
+    assert "build log" in body["job"]["error"]
+    assert "scikit-learn" in body["job"]["error"].split("build log")[1]
+
+
+def test_scaling_and_updating_keep_the_endpoint_and_replace_replicas(team, mlflow_model_zip):
+    client = team.contributor.client()
+    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    client.post(ENDPOINTS, {"name": "rolling"}, format="json")
+    _deploy(client, "rolling", {"name": "blue", "model": "azureml:clf:1"})
+    keys = client.post(f"{ENDPOINTS}rolling/credentials/").json()
+    uri = client.get(f"{ENDPOINTS}rolling/").json()["scoring_uri"]
+    first = Replica.objects.get()
+
+    scaled = client.patch(f"{ENDPOINTS}rolling/deployments/blue/", {"instance_count": 2}, format="json")
+    assert scaled.status_code == 202
+    assert scaled.json()["job"]["kind"] == "scale_deployment"
+    assert scaled.json()["job"]["state"] == "succeeded", scaled.json()["job"]["error"]
+    assert Replica.objects.count() == 2
+    assert Replica.objects.filter(pk=first.pk).exists(), "scaling up keeps the replica that serves"
+
+    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    updated = client.patch(
+        f"{ENDPOINTS}rolling/deployments/blue/",
+        {"model": "azureml:clf:2", "instance_count": 1},
+        format="json",
+    )
+    assert updated.json()["job"]["state"] == "succeeded", updated.json()["job"]["error"]
+    replicas = list(Replica.objects.all())
+    assert [(r.generation, r.index) for r in replicas] == [(2, 0)]
+    assert _pid_gone(first.handle["pid"]), "the old generation's processes are gone"
+    assert _score(replicas[0].url, {"input_data": [[0.0, 1.0]]}).json() == [0]
+    assert client.post(f"{ENDPOINTS}rolling/credentials/").json() == keys
+    assert client.get(f"{ENDPOINTS}rolling/").json()["scoring_uri"] == uri
+
+
+def test_deleting_leaves_no_replica_process_behind(team, mlflow_model_zip):
+    client = team.contributor.client()
+    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    client.post(ENDPOINTS, {"name": "gone"}, format="json")
+    _deploy(client, "gone", {"name": "blue", "model": "azureml:clf:1", "instance_count": 2})
+    pids = [replica.handle["pid"] for replica in Replica.objects.all()]
+    response = client.delete(f"{ENDPOINTS}gone/")
+    assert response.status_code == 202
+    assert response.json()["job"]["state"] == "succeeded"
+    assert client.get(f"{ENDPOINTS}gone/").status_code == 404
+    assert not OnlineDeployment.objects.exists()
+    assert all(_pid_gone(pid) for pid in pids)
+
+
+def test_a_replica_that_dies_is_restarted_by_the_supervisor(team, mlflow_model_zip):
+    client = team.contributor.client()
+    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    client.post(ENDPOINTS, {"name": "phoenix"}, format="json")
+    _deploy(client, "phoenix", {"name": "blue", "model": "azureml:clf:1"})
+    replica = Replica.objects.get()
+    os.killpg(replica.handle["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while LocalTarget().alive(replica) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tasks.supervise_replicas() == 1
+    replica.refresh_from_db()
+    assert replica.restarts == 1 and replica.state == "ready"
+    assert _score(replica.url, {"input_data": [[1.0, 0.0]]}).json() == [1]
+
+
+def test_a_job_whose_worker_died_is_run_again_by_the_reaper(team, mlflow_model_zip, settings):
+    client = team.contributor.client()
+    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    client.post(ENDPOINTS, {"name": "reaped"}, format="json")
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    from studio.celery import app
+
+    app.conf.task_always_eager = False
+    # The job row exists and claims to run, but its worker vanished: no heartbeat for minutes.
+    body = client.post(
+        f"{ENDPOINTS}reaped/deployments/", {"name": "blue", "model": "azureml:clf:1"}, format="json"
+    )
+    job = Job.objects.get(pk=body.json()["job"]["id"])
+    Job.objects.filter(pk=job.pk).update(
+        state=JobStateChoices.RUNNING, attempts=1, heartbeat_at=timezone.now() - timedelta(minutes=10)
+    )
+    app.conf.task_always_eager = True
+    assert tasks.reap_stale_jobs() == 1
+    job.refresh_from_db()
+    assert job.state == JobStateChoices.SUCCEEDED, job.error
+    assert job.attempts == 2
+    assert Replica.objects.get().state == "ready"

@@ -1,0 +1,596 @@
+"""The gateway's ASGI application: scoring, swagger, health and metrics routes.
+
+Hand-written (no framework) because this is the hot path: a scoring request costs one pass over its
+headers, a dict lookup per table level, one upstream exchange on a pooled connection, one spool write.
+Every answer is JSON with `{"error": {"code", "message"}}` on failure; nothing raised reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+from serving.gateway.auth import Authenticator, FailureThrottle
+from serving.gateway.balancer import Balancer
+from serving.gateway.config import GatewayConfig
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.mirror import Mirror, MirrorCopy
+from serving.gateway.proxy import BROKEN, TIMEOUT, Outcome, Proxy
+from serving.gateway.spool import Spool, finish_segment
+from serving.gateway.table import Deployment, Endpoint, RouteTable, TableHolder
+from serving.logs import JsonLog
+
+JSON = b"application/json"
+_TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
+# Request headers never forwarded to a replica: hop-by-hop ones, ones we set, and the credential (user
+# code has no business seeing the endpoint's key or token).
+_DROP_UPSTREAM = frozenset(
+    {
+        b"host", b"content-length", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+        b"te", b"trailer", b"upgrade", b"expect", b"authorization", b"proxy-authorization", b"x-request-id",
+        b"azureml-model-deployment",
+    }
+)  # fmt: skip
+# Replica response headers not passed on: hop-by-hop ones and ones the gateway sets itself.
+_DROP_DOWNSTREAM = frozenset(
+    {
+        b"content-length", b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server",
+        b"x-request-id", b"x-ms-request-id", b"azureml-model-deployment",
+    }
+)  # fmt: skip
+_CORS_EXPOSE = (
+    b"x-request-id, x-ms-request-id, x-ms-client-request-id, azureml-model-deployment, "
+    b"ms-azureml-model-error-statuscode, ms-azureml-model-error-reason"
+)
+_CORS_ALLOW_HEADERS = b"authorization, content-type, azureml-model-deployment, x-ms-client-request-id"
+
+
+def _timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def _error(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+class Answer(Exception):
+    """Raised inside a handler to answer at once with a gateway error."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.body = _error(code, message)
+        self.headers = headers or []
+
+
+class GatewayApp:
+    """ASGI app of one gateway process. `source` keeps `holder` fresh (a ControlPlaneSource or FileSource)."""
+
+    def __init__(self, config: GatewayConfig, holder: TableHolder, source: Any, log: JsonLog) -> None:
+        self.config = config
+        self.holder = holder
+        self.source = source
+        self.log = log
+        self.metrics = GatewayMetrics()
+        self.balancer = Balancer()
+        self.proxy = Proxy(self.balancer, self.metrics)
+        self.auth = Authenticator(config.secret)
+        self.throttle = FailureThrottle(config.auth_failure_limit, config.auth_failure_window_s)
+        self.spool = Spool(
+            config.spool_dir, config.gateway_id, config.spool_segment_bytes, config.spool_segment_seconds
+        )
+        self.mirror: Mirror | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # --- ASGI entry -----------------------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            try:
+                await self._http(scope, receive, send)
+            except Exception as exc:  # last line of defence: a JSON 500, never a stack trace
+                self.log.error(
+                    f"Unexpected gateway error: {type(exc).__name__}: {exc}", event="gateway_error"
+                )
+                with contextlib.suppress(Exception):
+                    await _send(send, 500, _error("InternalServerError", "The gateway failed; see its log."))
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Start the table source, the mirror workers and the spool's rotation clock."""
+        loop = asyncio.get_running_loop()
+        # fsync + rename of a full segment happen in a thread: the event loop never waits on the disk.
+        self.spool.finisher = lambda fd, path: loop.run_in_executor(None, _finish, self.spool, fd, path)
+        self.mirror = Mirror(
+            self.proxy, self.balancer, self.metrics, self._record_mirror, self.config.mirror_queue,
+            self.config.mirror_workers,
+        )  # fmt: skip
+        self.mirror.start()
+        self._tasks = [asyncio.create_task(self.source.run()), asyncio.create_task(self._clock())]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.mirror is not None:
+            await self.mirror.stop()
+        self.balancer.close()
+        self.spool.close()
+
+    async def _clock(self) -> None:
+        swaps = self.holder.swaps
+        while True:
+            await asyncio.sleep(1.0)
+            self.spool.tick()
+            table = self.holder.table
+            if table is not None and self.holder.swaps != swaps:
+                swaps = self.holder.swaps
+                self.balancer.retain(
+                    {
+                        replica.url
+                        for endpoint in table.endpoints.values()
+                        for deployment in endpoint.deployments.values()
+                        for replica in deployment.replicas
+                    }
+                )
+
+    # --- routing --------------------------------------------------------------------------------
+    async def _http(self, scope: dict, receive: Any, send: Any) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith("/endpoints/"):
+            name, _, action = path[11:].partition("/")
+            if action == "score":
+                if method == "OPTIONS":
+                    await self._preflight(scope, send, name)
+                else:
+                    await self._score(scope, receive, send, name)
+                return
+            if action == "swagger.json":
+                if method == "OPTIONS":
+                    await self._preflight(scope, send, name)
+                else:
+                    await self._swagger(scope, send, name)
+                return
+        elif path == "/health" and method in ("GET", "HEAD"):
+            status, body = self.health()
+            await _send(send, status, orjson.dumps(body))
+            return
+        elif path == "/metrics" and method in ("GET", "HEAD"):
+            await _send(send, 200, self.render_metrics().encode(), _TEXT_METRICS)
+            return
+        await _send(send, 404, _error("NotFound", f"No route {method} {path}."))
+
+    # --- scoring --------------------------------------------------------------------------------
+    async def _score(self, scope: dict, receive: Any, send: Any, name: str) -> None:
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        rid = request_id.encode()
+        bearer = target = origin = length = client_rid = None
+        forward: list[tuple[bytes, bytes]] = [(b"x-request-id", rid)]
+        for key, value in scope["headers"]:
+            if key in _DROP_UPSTREAM:
+                if key == b"authorization":
+                    bearer = value
+                elif key == b"azureml-model-deployment":
+                    target = value
+                elif key == b"content-length":
+                    length = value
+                continue
+            if key == b"x-ms-client-request-id":
+                client_rid = value
+            elif key == b"origin":
+                origin = value
+            forward.append((key, value))
+        headers: list[tuple[bytes, bytes]] = [(b"x-request-id", rid), (b"x-ms-request-id", rid)]
+        if client_rid is not None:
+            headers.append((b"x-ms-client-request-id", client_rid))
+        event: dict[str, Any] = {
+            "ts": "",
+            "request_id": request_id,
+            "endpoint": name,
+            "deployment": None,
+            "replica": None,
+            "status": 0,
+            "model_status": None,
+            "latency_ms": 0.0,
+            "upstream_ms": None,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "auth": "none",
+            "mirrored": False,
+        }
+        table = self.holder.table
+        endpoint = table.endpoints.get(name) if table is not None else None
+        if endpoint is not None and origin is not None:
+            headers += _cors_headers(endpoint, origin)
+        deployment: Deployment | None = None
+        self.metrics.in_flight += 1
+        try:
+            if table is None:
+                raise Answer(
+                    503, "ServiceUnavailable", "The gateway has no route table yet; try again shortly."
+                )
+            if endpoint is None:
+                raise Answer(404, "NotFound", f"No endpoint named {name!r}.")
+            method = scope["method"]
+            if method not in ("POST", "GET"):
+                raise Answer(405, "MethodNotAllowed", "Use POST to score.", [(b"allow", b"POST")])
+            try:
+                event["auth"] = self._authenticate(scope, endpoint, table, bearer)
+            except Answer as refused:
+                event["auth"] = "denied" if refused.status == 401 else "throttled"
+                raise
+            deployment = self._choose(endpoint, target)
+            event["deployment"] = deployment.name
+            if not deployment.replicas:
+                raise Answer(
+                    503, "ServiceUnavailable", f"Deployment {deployment.name!r} has no ready replica."
+                )
+            if not self.balancer.enter(deployment):
+                limit = deployment.max_in_flight
+                raise Answer(
+                    429,
+                    "TooManyRequests",
+                    f"Deployment {deployment.name!r} already has {limit} requests in flight "
+                    "(2 x max_concurrent_requests_per_instance x instances); retry with backoff.",
+                )
+            try:
+                body = await _read_body(receive, length, deployment.max_body_bytes)
+                event["bytes_in"] = len(body)
+                query = scope["query_string"]
+                path = b"/score?" + query if query else b"/score"
+                on_sent = None
+                if target is None and endpoint.mirror:
+                    on_sent = self._mirror_hook(endpoint, method.encode(), path, forward, body, request_id)
+                outcome = await self.proxy.forward(deployment, method.encode(), path, forward, body, on_sent)
+            finally:
+                self.balancer.leave(deployment)
+            status, reply = self._reply(deployment, outcome, headers, event)
+        except Answer as answer:
+            status, reply = answer.status, answer.body
+            headers += answer.headers
+        finally:
+            self.metrics.in_flight -= 1
+        if deployment is not None:
+            headers.append((b"azureml-model-deployment", deployment.name.encode()))
+        elapsed = time.perf_counter() - started
+        event["ts"] = _timestamp()
+        event["status"] = status
+        event["latency_ms"] = round(elapsed * 1000.0, 3)
+        event["bytes_out"] = len(reply)
+        # Spooled before the answer goes out: whatever a client received is on record.
+        self.spool.append(event)
+        self.metrics.observe(
+            name if endpoint is not None else "", deployment.name if deployment else "", status, elapsed
+        )
+        await _send(send, status, reply, headers=headers)
+
+    def _authenticate(self, scope: dict, endpoint: Endpoint, table: RouteTable, bearer: bytes | None) -> str:
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        wait = self.throttle.retry_after(client)
+        if wait:
+            raise Answer(
+                429,
+                "TooManyRequests",
+                "Too many failed authentication attempts from this client; wait and retry.",
+                [(b"retry-after", str(int(wait) + 1).encode())],
+            )
+        credential = None
+        if bearer is not None:
+            scheme, _, value = bearer.partition(b" ")
+            if scheme.lower() == b"bearer":
+                credential = value.strip().decode("latin-1")
+        reason = self.auth.check(endpoint, table.token, credential)
+        if reason is not None:
+            self.throttle.failed(client)
+            raise Answer(401, "Unauthorized", reason, [(b"www-authenticate", b"Bearer")])
+        return endpoint.auth_mode
+
+    def _choose(self, endpoint: Endpoint, target: bytes | None) -> Deployment:
+        if target is not None:
+            name = target.decode("latin-1").strip()
+            deployment = endpoint.deployments.get(name)
+            if deployment is None:
+                raise Answer(404, "NotFound", f"Endpoint {endpoint.name!r} has no deployment named {name!r}.")
+            return deployment
+        if not endpoint.traffic:
+            raise Answer(404, "NotFound", f"Endpoint {endpoint.name!r} has no deployment with traffic.")
+        point = random.random() * 100.0
+        for bound, name in endpoint.traffic:
+            if point < bound:
+                return endpoint.deployments[name]
+        return endpoint.deployments[endpoint.traffic[-1][1]]
+
+    def _mirror_hook(
+        self,
+        endpoint: Endpoint,
+        method: bytes,
+        path: bytes,
+        forward: list[tuple[bytes, bytes]],
+        body: bytes,
+        request_id: str,
+    ) -> Any:
+        mirror = self.mirror
+        chosen = [endpoint.deployments[name] for name, share in endpoint.mirror if random.random() < share]
+        if not chosen or mirror is None:
+            return None
+
+        def offer() -> None:
+            for deployment in chosen:
+                mirror.offer(MirrorCopy(deployment, method, path, forward, body, request_id))
+
+        return offer
+
+    def _reply(
+        self, deployment: Deployment, outcome: Outcome, headers: list[tuple[bytes, bytes]], event: dict
+    ) -> tuple[int, bytes]:
+        replica = outcome.replica
+        event["replica"] = replica.id if replica is not None else None
+        event["upstream_ms"] = outcome.upstream_ms if replica is not None else None
+        response = outcome.response
+        if response is None:
+            if outcome.error == TIMEOUT:
+                ms = int(deployment.timeout_s * 1000)
+                raise Answer(
+                    408, "RequestTimeout", f"The model did not answer within request_timeout_ms ({ms} ms)."
+                )
+            if outcome.error == BROKEN:
+                raise Answer(502, "BadGateway", "The replica closed the connection before answering; retry.")
+            raise Answer(
+                503,
+                "ServiceUnavailable",
+                f"No healthy replica of deployment {deployment.name!r}; retry shortly.",
+            )
+        event["model_status"] = response.status
+        for key, value in response.headers:
+            if key not in _DROP_DOWNSTREAM:
+                headers.append((key, value))
+        if 200 <= response.status < 300:
+            return response.status, response.body
+        if response.status == 503:
+            raise Answer(
+                503,
+                "ServiceUnavailable",
+                f"No ready replica of deployment {deployment.name!r}; retry shortly.",
+            )
+        # Azure's contract: any other answer from the model becomes 424, with the model's own status and
+        # reason in headers and its body passed on (the model server's bodies never hold a stack trace).
+        reason = response.reason.strip() or _phrase(response.status).encode()
+        headers.append((b"ms-azureml-model-error-statuscode", str(response.status).encode()))
+        headers.append((b"ms-azureml-model-error-reason", reason[:200]))
+        return 424, response.body
+
+    def _record_mirror(self, copy: MirrorCopy, outcome: Outcome) -> None:
+        response = outcome.response
+        status = (
+            response.status if response is not None else {TIMEOUT: 408, BROKEN: 502}.get(outcome.error, 503)
+        )
+        deployment = copy.deployment
+        self.metrics.observe_mirror(deployment.endpoint, deployment.name, status)
+        self.spool.append(
+            {
+                "ts": _timestamp(),
+                "request_id": copy.request_id,
+                "endpoint": deployment.endpoint,
+                "deployment": deployment.name,
+                "replica": outcome.replica.id if outcome.replica is not None else None,
+                "status": status,
+                "model_status": response.status if response is not None else None,
+                "latency_ms": outcome.upstream_ms,
+                "upstream_ms": outcome.upstream_ms,
+                "bytes_in": len(copy.body),
+                "bytes_out": len(response.body) if response is not None else 0,
+                "auth": "mirror",
+                "mirrored": True,
+            }
+        )
+
+    # --- swagger, preflight ---------------------------------------------------------------------
+    async def _swagger(self, scope: dict, send: Any, name: str) -> None:
+        """The OpenAPI document of the deployment that would take traffic (the largest share), or of the
+        one `azureml-model-deployment` names. Same credentials as scoring."""
+        headers: list[tuple[bytes, bytes]] = []
+        bearer = target = origin = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                bearer = value
+            elif key == b"azureml-model-deployment":
+                target = value
+            elif key == b"origin":
+                origin = value
+        table = self.holder.table
+        try:
+            if table is None:
+                raise Answer(
+                    503, "ServiceUnavailable", "The gateway has no route table yet; try again shortly."
+                )
+            endpoint = table.endpoints.get(name)
+            if endpoint is None:
+                raise Answer(404, "NotFound", f"No endpoint named {name!r}.")
+            if origin is not None:
+                headers += _cors_headers(endpoint, origin)
+            self._authenticate(scope, endpoint, table, bearer)
+            if target is None and endpoint.traffic:
+                shares = {n: 0.0 for n in endpoint.deployments}
+                low = 0.0
+                for bound, dep in endpoint.traffic:
+                    shares[dep], low = bound - low, bound
+                target = max(shares, key=shares.__getitem__).encode()
+            deployment = self._choose(endpoint, target)
+            headers.append((b"azureml-model-deployment", deployment.name.encode()))
+            outcome = await self.proxy.forward(deployment, b"GET", b"/swagger.json", [], b"")
+            if outcome.response is None:
+                raise Answer(503, "ServiceUnavailable", f"No ready replica of {deployment.name!r} answered.")
+            status, body = outcome.response.status, outcome.response.body
+        except Answer as answer:
+            status, body = answer.status, answer.body
+            headers += answer.headers
+        await _send(send, status, body, headers=headers)
+
+    async def _preflight(self, scope: dict, send: Any, name: str) -> None:
+        origin = None
+        for key, value in scope["headers"]:
+            if key == b"origin":
+                origin = value
+        table = self.holder.table
+        endpoint = table.endpoints.get(name) if table is not None else None
+        if endpoint is None:
+            await _send(send, 404, _error("NotFound", f"No endpoint named {name!r}."))
+            return
+        allowed = _cors_headers(endpoint, origin) if origin is not None else []
+        if not allowed:
+            await _send(send, 403, _error("Forbidden", "This origin may not call this endpoint."))
+            return
+        allowed += [
+            (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
+            (b"access-control-allow-headers", _CORS_ALLOW_HEADERS),
+            (b"access-control-max-age", b"600"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": allowed})
+        await send({"type": "http.response.body", "body": b""})
+
+    # --- health, metrics ------------------------------------------------------------------------
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The gateway's own health: which table it serves and whether its source is reachable."""
+        holder = self.holder
+        table = holder.table
+        now = time.monotonic()
+        if table is None:
+            status = "no route table"
+        elif not holder.reachable:
+            status = "serving from last table"
+        else:
+            status = "ok"
+        body: dict[str, Any] = {
+            "status": status,
+            "gateway_id": self.config.gateway_id,
+            "route_table": None
+            if table is None
+            else {
+                "version": table.version,
+                "generated_at": table.generated_at,
+                "age_s": round(now - table.loaded_at, 3),
+                "endpoints": len(table.endpoints),
+            },
+            "source": {
+                "location": holder.source,
+                "reachable": holder.reachable,
+                "last_contact_s": None
+                if holder.last_contact is None
+                else round(now - holder.last_contact, 3),
+                "error": holder.last_error,
+            },
+        }
+        return (200 if table is not None else 503), body
+
+    def render_metrics(self) -> str:
+        table = self.holder.table
+        gauges = [
+            ("studio_gateway_route_table_version", "Version of the route table in use.", "",
+             table.version if table else 0),
+            ("studio_gateway_route_table_age_seconds", "Seconds since the table in use was loaded.", "",
+             round(time.monotonic() - table.loaded_at, 3) if table else 0),
+            ("studio_gateway_route_table_source_up", "1 when the table's source answered last time.", "",
+             1 if self.holder.reachable else 0),
+            ("studio_gateway_route_table_fetch_errors_total", "Failed route table fetches.", "",
+             self.holder.fetch_errors),
+            ("studio_gateway_mirror_queue_depth", "Mirrored copies waiting.", "",
+             self.mirror.queue.qsize() if self.mirror else 0),
+            ("studio_gateway_spool_errors_total", "Telemetry events that could not be spooled.", "",
+             self.spool.errors),
+        ]  # fmt: skip
+        for (endpoint, deployment), count in sorted(self.balancer.in_flight().items()):
+            labels = f'endpoint="{endpoint}",deployment="{deployment}"'
+            gauges.append(
+                ("studio_gateway_deployment_in_flight", "Requests in flight per deployment.", labels, count)
+            )
+        return self.metrics.render(gauges)
+
+
+def _cors_headers(endpoint: Endpoint, origin: bytes) -> list[tuple[bytes, bytes]]:
+    text = origin.decode("latin-1").rstrip("/")
+    if text in endpoint.cors_origins or "*" in endpoint.cors_origins:
+        return [
+            (b"access-control-allow-origin", origin),
+            (b"vary", b"Origin"),
+            (b"access-control-expose-headers", _CORS_EXPOSE),
+        ]
+    return []
+
+
+async def _read_body(receive: Any, length: bytes | None, limit: int) -> bytes:
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise Answer(413, "PayloadTooLarge", f"The request body is larger than {limit} bytes.")
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise Answer(413, "PayloadTooLarge", f"The request body is larger than {limit} bytes.")
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Answer(400, "BadRequest", "The client went away before sending its whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise Answer(413, "PayloadTooLarge", f"The request body is larger than {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _finish(spool: Spool, fd: int, path: Any) -> None:
+    try:
+        finish_segment(fd, path)
+    except OSError:
+        spool.errors += 1
+
+
+async def _send(
+    send: Any, status: int, body: bytes, content_type: bytes = JSON, headers: list | None = None
+) -> None:
+    if headers is None:
+        headers = []
+    has_type = False
+    for key, _ in headers:
+        if key == b"content-type":
+            has_type = True
+            break
+    if not has_type:
+        headers.append((b"content-type", content_type))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,341 @@
+"""The route table: parsed once into immutable objects, and kept fresh from the control plane or a file.
+
+A table is compiled when it arrives (weights into cumulative ranges, the token key into a key object), so
+the hot path only reads attributes. The holder swaps in a whole new table with one assignment, which is
+atomic for every request: a request uses the table it started with from start to end.
+See docs/route-table.md for the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from serving.logs import JsonLog
+
+MAX_WAIT_S = 60
+
+
+class TableError(ValueError):
+    """The document is not a valid version-1 route table; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One replica address as the table publishes it."""
+
+    id: str
+    url: str
+    host: str
+    port: int
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A deployment's replicas and request settings."""
+
+    endpoint: str
+    name: str
+    replicas: tuple[Replica, ...]  # only the ready ones: the unready get no traffic
+    timeout_s: float
+    max_concurrent_per_instance: int
+    max_body_bytes: int
+    data_collector: Any
+
+    @property
+    def max_in_flight(self) -> int:
+        """Azure's limit: 2 x max_concurrent_requests_per_instance x (ready) instances."""
+        return 2 * self.max_concurrent_per_instance * len(self.replicas)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An endpoint's auth, traffic and deployments."""
+
+    name: str
+    auth_mode: str
+    key_digests: tuple[str, ...]
+    traffic: tuple[tuple[float, str], ...]  # (cumulative upper bound in [0, 100), deployment)
+    mirror: tuple[tuple[str, float], ...]  # (deployment, share in [0, 1])
+    cors_origins: frozenset[str]
+    deployments: dict[str, Deployment]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    algorithm: str
+    issuer: str
+    public_key: Any
+
+
+@dataclass(slots=True)
+class RouteTable:
+    """One compiled version of the table."""
+
+    version: int
+    generated_at: str
+    token: TokenSettings | None
+    endpoints: dict[str, Endpoint]
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+def _need(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise TableError(f"{where}: missing {key!r}.")
+    value = mapping[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise TableError(f"{where}.{key}: unexpected type {type(value).__name__}.")
+    return value
+
+
+def _percentages(raw: Any, where: str, names: dict[str, Any]) -> dict[str, int]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise TableError(f"{where}: expected an object of percentages.")
+    out = {}
+    for name, value in raw.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+            raise TableError(f"{where}.{name}: expected an integer percentage 0..100.")
+        if name not in names:
+            raise TableError(f"{where}.{name}: no such deployment.")
+        if value:
+            out[name] = value
+    return out
+
+
+def _deployment(endpoint: str, name: str, raw: Any, where: str) -> Deployment:
+    replicas = []
+    for i, item in enumerate(_need(raw, "replicas", list, where)):
+        spot = f"{where}.replicas[{i}]"
+        url = _need(item, "url", str, spot)
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 80
+        except ValueError:
+            port = 0
+        if parts.scheme != "http" or not parts.hostname or not port:
+            raise TableError(f"{spot}.url: expected http://host[:port], got {url!r}.")
+        replicas.append(
+            Replica(
+                id=str(item.get("id") or url),
+                url=url.rstrip("/"),
+                host=parts.hostname,
+                port=port,
+                ready=bool(item.get("ready", True)),
+            )
+        )
+    settings = raw.get("request_settings") or {}
+    if not isinstance(settings, dict):
+        raise TableError(f"{where}.request_settings: expected an object.")
+
+    def setting(key: str, default: int) -> int:
+        value = settings.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TableError(f"{where}.request_settings.{key}: expected a positive integer.")
+        return value
+
+    return Deployment(
+        endpoint=endpoint,
+        name=name,
+        replicas=tuple(r for r in replicas if r.ready),
+        timeout_s=setting("request_timeout_ms", 5000) / 1000.0,
+        max_concurrent_per_instance=setting("max_concurrent_requests_per_instance", 1),
+        max_body_bytes=setting("max_body_bytes", 100 * 1024 * 1024),
+        data_collector=raw.get("data_collector"),
+    )
+
+
+def _endpoint(name: str, raw: Any) -> Endpoint:
+    where = f"endpoints.{name}"
+    auth_mode = _need(raw, "auth_mode", str, where)
+    if auth_mode not in ("key", "aml_token"):
+        raise TableError(f"{where}.auth_mode: expected 'key' or 'aml_token', got {auth_mode!r}.")
+    digests = tuple(str(d).lower() for d in raw.get("key_digests") or ())
+    deployments = {
+        dep: _deployment(name, dep, value, f"{where}.deployments.{dep}")
+        for dep, value in _need(raw, "deployments", dict, where).items()
+    }
+    traffic = _percentages(raw.get("traffic"), f"{where}.traffic", deployments)
+    if traffic and sum(traffic.values()) != 100:
+        raise TableError(f"{where}.traffic: live traffic must sum to 0 or 100, not {sum(traffic.values())}.")
+    bounds, total = [], 0.0
+    for dep, weight in sorted(traffic.items()):
+        total += weight
+        bounds.append((total, dep))
+    mirror = _percentages(raw.get("mirror_traffic"), f"{where}.mirror_traffic", deployments)
+    origins = raw.get("cors_origins") or []
+    if not isinstance(origins, list):
+        raise TableError(f"{where}.cors_origins: expected a list of origins.")
+    return Endpoint(
+        name=name,
+        auth_mode=auth_mode,
+        key_digests=digests,
+        traffic=tuple(bounds),
+        mirror=tuple((dep, share / 100.0) for dep, share in sorted(mirror.items())),
+        cors_origins=frozenset(str(o).rstrip("/") for o in origins),
+        deployments=deployments,
+    )
+
+
+def parse_table(document: Any) -> RouteTable:
+    """Compile a decoded route table document; raises TableError saying what is wrong."""
+    version = _need(document, "version", int, "table")
+    token = None
+    raw_token = document.get("token")
+    if raw_token:
+        key_pem = _need(raw_token, "public_key", str, "table.token")
+        try:
+            key = load_pem_public_key(key_pem.encode())
+        except ValueError as exc:
+            raise TableError(f"table.token.public_key: not a PEM public key ({exc}).") from None
+        token = TokenSettings(
+            algorithm=str(raw_token.get("algorithm") or "EdDSA"),
+            issuer=str(raw_token.get("issuer") or "studio"),
+            public_key=key,
+        )
+    endpoints = {
+        name: _endpoint(name, raw) for name, raw in _need(document, "endpoints", dict, "table").items()
+    }
+    return RouteTable(
+        version=version,
+        generated_at=str(document.get("generated_at") or ""),
+        token=token,
+        endpoints=endpoints,
+    )
+
+
+class TableHolder:
+    """Holds the current table and what the gateway knows about where it came from."""
+
+    def __init__(self) -> None:
+        self.table: RouteTable | None = None
+        self.source = ""
+        self.reachable = False
+        self.last_contact: float | None = None
+        self.last_error: str | None = None
+        self.swaps = 0
+        self.fetch_errors = 0
+
+    def swap(self, table: RouteTable) -> None:
+        """Make `table` current; one assignment, so concurrent requests see either the old or the new."""
+        self.table = table
+        self.swaps += 1
+
+    def failed(self, message: str) -> None:
+        self.reachable = False
+        self.last_error = message
+        self.fetch_errors += 1
+
+    def contact(self) -> None:
+        self.reachable = True
+        self.last_error = None
+        self.last_contact = time.monotonic()
+
+
+class ControlPlaneSource:
+    """Long-polls `{url}/internal/route-table/` with ETag; keeps the last good table when it fails."""
+
+    def __init__(self, holder: TableHolder, url: str, secret: bytes, log: JsonLog, wait_s: int = 30) -> None:
+        self.holder = holder
+        self.url = f"{url}/internal/route-table/"
+        self.secret = secret
+        self.log = log
+        self.wait_s = min(wait_s, MAX_WAIT_S)
+        holder.source = url
+
+    async def run(self) -> None:
+        """Poll forever (cancel to stop). Backs off 0.25 s doubling to 5 s while the control plane fails."""
+        backoff = 0.25
+        headers = {"authorization": f"Bearer {self.secret.decode()}"}
+        timeout = httpx.Timeout(self.wait_s + 15.0, connect=3.0)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            while True:
+                table = self.holder.table
+                if table is not None:
+                    headers["if-none-match"] = f'"{table.version}"'
+                # While the control plane is unreachable, ask without waiting: an answer held for 30 s
+                # would hide for 30 s that it is back.
+                wait = self.wait_s if self.holder.reachable else 0
+                try:
+                    response = await client.get(self.url, params={"wait": wait}, headers=headers)
+                    self._handle(response)
+                    backoff = 0.25
+                    continue
+                except (httpx.HTTPError, TableError, ValueError) as exc:
+                    message = str(exc) or type(exc).__name__
+                    if self.holder.reachable or self.holder.last_error != message:
+                        self.log.warning(
+                            f"Route table fetch failed; serving from the last table: {message}",
+                            event="route_table_error",
+                        )
+                    self.holder.failed(message)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _handle(self, response: httpx.Response) -> None:
+        if response.status_code == 304:
+            self.holder.contact()
+            return
+        if response.status_code == 401:
+            raise ValueError("the control plane refused the gateway secret (401)")
+        if response.status_code != 200:
+            raise ValueError(f"the control plane answered {response.status_code}")
+        table = parse_table(orjson.loads(response.content))
+        self.holder.contact()
+        current = self.holder.table
+        if current is None or table.version != current.version:
+            self.holder.swap(table)
+            self.log.info("Route table loaded", event="route_table", version=table.version)
+
+
+class FileSource:
+    """Reads a route table file, and again whenever its modification time or size changes."""
+
+    def __init__(self, holder: TableHolder, path: Path, log: JsonLog, interval_s: float = 0.2) -> None:
+        self.holder = holder
+        self.path = path
+        self.log = log
+        self.interval_s = interval_s
+        self._seen: tuple[int, int] | None = None
+        holder.source = str(path)
+
+    def load(self) -> None:
+        """Read the file now if it changed; a bad file keeps the current table (and is reported)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            self.holder.failed(f"cannot read {self.path}: {exc.strerror}")
+            return
+        seen = (stat.st_mtime_ns, stat.st_size)
+        if seen == self._seen:
+            self.holder.contact()
+            return
+        self._seen = seen
+        try:
+            table = parse_table(orjson.loads(self.path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            self.holder.failed(f"{self.path}: {exc}")
+            self.log.warning(f"Route table file rejected: {exc}", event="route_table_error")
+            return
+        self.holder.contact()
+        self.holder.swap(table)
+        self.log.info("Route table loaded", event="route_table", version=table.version, file=str(self.path))
+
+    async def run(self) -> None:
+        """Watch the file forever (cancel to stop): a stat every interval, a read only on change."""
+        while True:
+            with contextlib.suppress(Exception):
+                self.load()
+            await asyncio.sleep(self.interval_s)

@@ -1,0 +1,477 @@
+"""Request conventions for no-code MLflow models: parsing, validation against the signature, answers.
+
+Accepted bodies (exactly one key, plus optional `params`):
+- `input_data`: Azure ML's shape, a split-orientation table `{"columns", "index", "data"}`, a tensor (nested
+  lists), records, or named columns/tensors; answered with the bare list of predictions;
+- `dataframe_split`, `dataframe_records`, `instances`, `inputs`: MLflow's conventions, answered as
+  `{"predictions": ...}`.
+
+Input becomes a `ModelInput` holding one numpy array where it can (every column of one numeric type, or a
+tensor) so that the common case needs one `np.asarray` and no pandas. Validation errors raise `BadInput`
+naming the column, row or dimension at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serving import jsonio
+from serving.errors import BadInput
+from serving.signature import ColumnSpec, ParamSpec, Signature, TensorSpec
+
+CONVENTIONS = ("input_data", "dataframe_split", "dataframe_records", "instances", "inputs")
+_NUMERIC_KINDS = "iuf"
+_KEYS = ", ".join(CONVENTIONS)
+
+
+@dataclass
+class ModelInput:
+    """One request's validated input.
+
+    Exactly one of `array` and `named` is set. A table (`columns` set) is either `array`, a 2-D array
+    whose columns are `columns` in order, or `named`, one 1-D array per column. A tensor (`columns`
+    None) is `array`, or `named` for named tensors.
+    """
+
+    convention: str
+    rows: int
+    array: Any = None
+    named: dict[str, Any] | None = None
+    columns: tuple[str, ...] | None = None
+    params: dict[str, Any] | None = None
+
+    @property
+    def finite(self) -> bool:
+        """Whether every number is finite (no NaN from a null, no overflow from a narrowing cast)."""
+        arrays = [self.array] if self.array is not None else list((self.named or {}).values())
+        return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in arrays)
+
+    @property
+    def tabular(self) -> bool:
+        return self.columns is not None
+
+    def batch_key(self) -> tuple | None:
+        """Requests with equal keys can be concatenated into one model call; None means never."""
+        if self.params:
+            return None
+        if self.array is not None:
+            return ("array", self.columns, self.array.dtype.str, self.array.shape[1:])
+        assert self.named is not None
+        return (
+            "named",
+            self.columns,
+            tuple((k, v.dtype.str, v.shape[1:]) for k, v in self.named.items()),
+        )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+# --- reading the body ---------------------------------------------------------------------------
+
+
+def read_payload(body: bytes) -> tuple[str, Any, Any]:
+    """(convention, data, params) from a request body; raises BadInput when it is not one of them."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadInput(f"The request body must be a JSON object with one of the keys {_KEYS}.")
+    present = [key for key in CONVENTIONS if key in payload]
+    if len(present) != 1:
+        found = ", ".join(present) if present else ", ".join(map(str, payload)) or "none"
+        raise BadInput(f"The request body must have exactly one of the keys {_KEYS}; found {found}.")
+    extra = [key for key in payload if key not in CONVENTIONS and key != "params"]
+    if extra:
+        raise BadInput(f"Unexpected key(s) in the request body: {', '.join(extra)}.")
+    return present[0], payload[present[0]], payload.get("params")
+
+
+# --- shapes of data before validation -----------------------------------------------------------
+
+
+@dataclass
+class _Table:
+    columns: list[str] | None  # None: positional
+    rows: list[Any] | None = None  # row lists (split orientation)
+    records: list[dict[str, Any]] | None = None
+    columnar: dict[str, Any] | None = None
+
+
+def _shape_of(convention: str, data: Any) -> _Table | list | dict:
+    """A _Table for tabular data, a list for a tensor, a dict for named columns or tensors."""
+    if convention in ("input_data", "dataframe_split") and isinstance(data, dict) and "data" in data:
+        columns = data.get("columns")
+        rows = data["data"]
+        if not isinstance(rows, list):
+            raise BadInput(f"{convention}.data must be an array of rows.")
+        if columns is not None and not isinstance(columns, list):
+            raise BadInput(f"{convention}.columns must be an array of column names.")
+        return _Table([str(c) for c in columns] if columns is not None else None, rows=rows)
+    if convention == "dataframe_split":
+        raise BadInput("dataframe_split must be an object with 'columns' and 'data' (pandas 'split').")
+    if convention == "dataframe_records" or (
+        isinstance(data, list) and data and all(isinstance(item, dict) for item in data)
+    ):
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise BadInput("dataframe_records must be an array of objects, one per row.")
+        names: dict[str, None] = {}
+        for record in data:
+            names.update(dict.fromkeys(record))
+        return _Table(list(names), records=data)
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, list):
+        return data
+    raise BadInput(f"{convention} must be an array or an object, not {_json_type(data)}.")
+
+
+# --- columns ------------------------------------------------------------------------------------
+
+_ACCEPTS = {
+    "double": (int, float),
+    "float": (int, float),
+    "long": (int,),
+    "integer": (int,),
+    "boolean": (bool,),
+    "string": (str,),
+    "binary": (str, bytes),
+    "datetime": (str,),
+}
+
+
+def _column_values(table: _Table, name: str, position: int) -> list[Any] | None:
+    if table.columnar is not None:
+        values = table.columnar.get(name)
+        return values if values is None or isinstance(values, list) else [values]
+    if table.records is not None:
+        if not any(name in record for record in table.records):
+            return None
+        return [record.get(name) for record in table.records]
+    assert table.rows is not None
+    index = table.columns.index(name) if table.columns is not None and name in table.columns else None
+    if index is None and table.columns is not None:
+        return None
+    index = position if index is None else index
+    values = []
+    for row_number, row in enumerate(table.rows):
+        if not isinstance(row, list) or index >= len(row):
+            width = len(row) if isinstance(row, list) else 1
+            raise BadInput(f"Row {row_number} has {width} value(s); column '{name}' needs {index + 1}.")
+        values.append(row[index])
+    return values
+
+
+def _convert_column(spec: ColumnSpec, name: str, values: list[Any]) -> Any:
+    accepted = _ACCEPTS.get(spec.type)
+    if accepted is not None:
+        for row, value in enumerate(values):
+            if value is None:
+                if spec.required:
+                    raise BadInput(f"Column '{name}', row {row}: null is not allowed in a required column.")
+                continue
+            if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+                got = f"{_json_type(value)} {value!r}"
+                raise BadInput(f"Column '{name}', row {row}: expected {spec.type}, got {got}.")
+    dtype = spec.dtype
+    if dtype == "object":
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        return array
+    if any(value is None for value in values) and dtype in ("float32", "float64"):
+        values = [np.nan if value is None else value for value in values]
+    elif any(value is None for value in values):
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        return array
+    try:
+        return np.asarray(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadInput(f"Column '{name}': cannot convert to {spec.type}: {exc}") from None
+
+
+def _fast_matrix(table: _Table, specs: tuple[ColumnSpec, ...], names: list[str]) -> Any:
+    """The 2-D array in signature order when every column is one numeric dtype; None to take the slow path."""
+    dtype = specs[0].dtype
+    if (
+        table.rows is None
+        or np.dtype(dtype).kind not in _NUMERIC_KINDS
+        or any(s.dtype != dtype for s in specs)
+    ):
+        return None
+    try:
+        matrix = np.asarray(table.rows)
+    except (ValueError, TypeError):
+        return None
+    if matrix.ndim != 2 or matrix.dtype.kind not in _NUMERIC_KINDS:
+        return None
+    if np.dtype(dtype).kind in "iu" and matrix.dtype.kind == "f":
+        return None
+    given = table.columns
+    if given is None:
+        if matrix.shape[1] != len(specs):
+            return None
+    elif given != names:
+        try:
+            matrix = matrix[:, [given.index(n) for n in names]]
+        except ValueError:
+            return None
+    return matrix.astype(dtype, copy=False)
+
+
+def _to_columns(table: _Table, specs: tuple[ColumnSpec, ...], convention: str) -> ModelInput:
+    names = [spec.name or str(i) for i, spec in enumerate(specs)]
+    positional = table.columns is None and table.rows is not None
+    if positional and table.rows and isinstance(table.rows[0], list) and len(table.rows[0]) != len(specs):
+        raise BadInput(f"Each row must have {len(specs)} values (columns {', '.join(names)}); row 0 has "
+                       f"{len(table.rows[0])}.")  # fmt: skip
+    matrix = _fast_matrix(table, specs, names)
+    if matrix is not None:
+        return ModelInput(convention, matrix.shape[0], array=matrix, columns=tuple(names))
+    columns: dict[str, Any] = {}
+    rows: int | None = None
+    for position, (spec, name) in enumerate(zip(specs, names, strict=True)):
+        values = _column_values(table, name, position)
+        if values is None:
+            if spec.required:
+                raise BadInput(f"Missing required column '{name}'. The model expects: {', '.join(names)}.")
+            continue
+        if rows is not None and len(values) != rows:
+            raise BadInput(f"Column '{name}' has {len(values)} values; the other columns have {rows}.")
+        rows = len(values)
+        columns[name] = _convert_column(spec, name, values)
+    rows = rows or 0
+    for spec, name in zip(specs, names, strict=True):
+        if name not in columns:  # an optional column the request left out
+            columns[name] = np.full(rows, np.nan) if spec.dtype.startswith("float") else np.full(rows, None)
+    return _pack_columns(convention, columns, rows)
+
+
+def _pack_columns(convention: str, columns: dict[str, Any], rows: int) -> ModelInput:
+    kinds = {array.dtype.str for array in columns.values()}
+    if len(kinds) == 1 and next(iter(columns.values())).dtype.kind in "biuf" and rows:
+        matrix = np.column_stack(list(columns.values()))
+        return ModelInput(convention, rows, array=matrix, columns=tuple(columns))
+    return ModelInput(convention, rows, named=columns, columns=tuple(columns))
+
+
+def _table_without_signature(table: _Table, convention: str) -> ModelInput:
+    if table.rows is not None:
+        try:
+            matrix = np.asarray(table.rows)
+        except (ValueError, TypeError):
+            matrix = None
+        if matrix is not None and matrix.ndim == 2 and matrix.dtype.kind in "biuf":
+            names = table.columns or [str(i) for i in range(matrix.shape[1])]
+            if len(names) != matrix.shape[1]:
+                raise BadInput(f"{len(names)} column names but rows have {matrix.shape[1]} values.")
+            return ModelInput(convention, matrix.shape[0], array=matrix, columns=tuple(names))
+    names = table.columns or ([str(i) for i in range(len(table.rows[0]))] if table.rows else [])
+    columns = {}
+    for position, name in enumerate(names):
+        values = _column_values(table, name, position) or []
+        array = np.asarray(values) if values else np.asarray([], dtype=object)
+        if array.ndim != 1 or array.dtype.kind not in "biufU":
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+        columns[name] = array
+    rows = len(next(iter(columns.values()))) if columns else 0
+    if any(len(v) != rows for v in columns.values()):
+        raise BadInput("Every column must have the same number of values.")
+    return _pack_columns(convention, columns, rows)
+
+
+# --- tensors ------------------------------------------------------------------------------------
+
+
+def _tensor(data: Any, spec: TensorSpec | None, label: str) -> Any:
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError):
+        raise BadInput(f"{label} is not a rectangular array: every row must have the same length.") from None
+    if array.dtype == object:
+        raise BadInput(f"{label} is not a rectangular array of numbers or strings.")
+    if spec is None:
+        return array
+    expected = spec.shape
+    mismatch = any(e != -1 and e != a for e, a in zip(expected, array.shape, strict=False))
+    if array.ndim != len(expected) or mismatch:
+        shape = "(" + ", ".join(str(d) for d in expected) + ")"
+        raise BadInput(f"{label} has shape {array.shape}; the model expects {shape} (-1 is any size).")
+    target = np.dtype(spec.dtype)
+    if target.kind in _NUMERIC_KINDS + "b" and array.dtype.kind not in _NUMERIC_KINDS + "b":
+        raise BadInput(f"{label} must hold numbers ({spec.dtype}), not {array.dtype}.")
+    if target.kind in "iu" and array.dtype.kind == "f":
+        raise BadInput(f"{label} must hold whole numbers ({spec.dtype}); it holds decimals.")
+    return array.astype(target, copy=False)
+
+
+def _to_tensors(shaped: Any, specs: tuple[TensorSpec, ...], convention: str) -> ModelInput:
+    if len(specs) == 1 and specs[0].name is None:
+        if isinstance(shaped, _Table):
+            if shaped.rows is not None:
+                data: Any = shaped.rows
+            elif shaped.records is not None:
+                data = [list(record.values()) for record in shaped.records]
+            else:
+                data = list(zip(*(shaped.columnar or {}).values(), strict=False))
+        elif isinstance(shaped, dict):
+            if len(shaped) != 1:
+                raise BadInput("The model takes one unnamed tensor: send an array, not an object.")
+            data = next(iter(shaped.values()))
+        else:
+            data = shaped
+        array = _tensor(data, specs[0], "The input tensor")
+        return ModelInput(convention, int(array.shape[0]) if array.ndim else 1, array=array)
+    if not isinstance(shaped, dict):
+        names = ", ".join(str(s.name) for s in specs)
+        raise BadInput(f"The model takes named tensors ({names}): send an object with one array per name.")
+    named = {}
+    for spec in specs:
+        if spec.name not in shaped:
+            raise BadInput(f"Missing input tensor '{spec.name}'.")
+        named[spec.name] = _tensor(shaped[spec.name], spec, f"Input tensor '{spec.name}'")
+    first = next(iter(named.values()))
+    return ModelInput(convention, int(first.shape[0]) if first.ndim else 1, named=named)
+
+
+# --- params -------------------------------------------------------------------------------------
+
+_PARAM_TYPES = {
+    "double": (int, float),
+    "float": (int, float),
+    "long": (int,),
+    "integer": (int,),
+    "boolean": (bool,),
+    "string": (str,),
+}
+
+
+def _params(raw: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any] | None:
+    if raw is None:
+        return {spec.name: spec.default for spec in specs} or None
+    if not isinstance(raw, dict):
+        raise BadInput("params must be an object of parameter names and values.")
+    if not specs:
+        raise BadInput("This model declares no params; remove 'params' from the request.")
+    known = {spec.name: spec for spec in specs}
+    unknown = [name for name in raw if name not in known]
+    if unknown:
+        raise BadInput(f"Unknown param(s) {', '.join(unknown)}; the model accepts: {', '.join(known)}.")
+    values = {spec.name: spec.default for spec in specs}
+    for name, value in raw.items():
+        spec = known[name]
+        accepted = _PARAM_TYPES.get(spec.type)
+        if spec.shape is not None:
+            if not isinstance(value, list):
+                raise BadInput(f"Param '{name}' must be an array of {spec.type}.")
+        elif accepted and (not isinstance(value, accepted) or (type(value) is bool and bool not in accepted)):
+            raise BadInput(f"Param '{name}' must be {spec.type}, got {_json_type(value)} {value!r}.")
+        values[name] = value
+    return values
+
+
+def parse_input(body: bytes, signature: Signature | None) -> ModelInput:
+    """Validated input from a request body; raises BadInput saying what is wrong and where."""
+    convention, data, raw_params = read_payload(body)
+    shaped = _shape_of(convention, data)
+    params = _params(raw_params, signature.params if signature else ())
+    if signature is not None and signature.inputs:
+        if signature.tensor_inputs:
+            result = _to_tensors(shaped, signature.inputs, convention)  # type: ignore[arg-type]
+        else:
+            if isinstance(shaped, list):
+                shaped = _Table(None, rows=shaped)
+            elif isinstance(shaped, dict):
+                shaped = _Table(list(shaped), columnar=shaped)
+            result = _to_columns(shaped, signature.columns, convention)
+    elif isinstance(shaped, _Table):
+        result = _table_without_signature(shaped, convention)
+    elif isinstance(shaped, dict):
+        if all(isinstance(v, list) and (not v or not isinstance(v[0], list)) for v in shaped.values()):
+            result = _table_without_signature(_Table(list(shaped), columnar=shaped), convention)
+        else:
+            named = {str(k): _tensor(v, None, f"Input tensor '{k}'") for k, v in shaped.items()}
+            first = next(iter(named.values()), np.asarray([]))
+            result = ModelInput(convention, int(first.shape[0]) if first.ndim else 1, named=named)
+    else:
+        array = _tensor(shaped, None, "The input tensor")
+        result = ModelInput(convention, int(array.shape[0]) if array.ndim else 1, array=array)
+    result.params = params
+    return result
+
+
+# --- batching and answers -----------------------------------------------------------------------
+
+
+def merge(inputs: list[ModelInput]) -> ModelInput:
+    """One input holding every row of `inputs` (which must share a batch_key), in order."""
+    first = inputs[0]
+    rows = sum(item.rows for item in inputs)
+    if first.array is not None:
+        array = np.concatenate([i.array for i in inputs])
+        return ModelInput(first.convention, rows, array=array, columns=first.columns)
+    assert first.named is not None
+    named = {key: np.concatenate([i.named[key] for i in inputs]) for key in first.named}  # type: ignore[index]
+    return ModelInput(first.convention, rows, named=named, columns=first.columns)
+
+
+def _length(predictions: Any) -> int | None:
+    if isinstance(predictions, dict):
+        lengths = {len(v) for v in predictions.values() if hasattr(v, "__len__")}
+        return lengths.pop() if len(lengths) == 1 else None
+    return len(predictions) if hasattr(predictions, "__len__") else None
+
+
+def split(predictions: Any, counts: list[int]) -> list[Any]:
+    """Cut one batched prediction back into per-request parts; ValueError when rows do not line up."""
+    if _length(predictions) != sum(counts):
+        raise ValueError("the model's output does not have one row per input row")
+    parts = []
+    start = 0
+    for count in counts:
+        end = start + count
+        if isinstance(predictions, dict):
+            parts.append({k: v[start:end] for k, v in predictions.items()})
+        elif hasattr(predictions, "iloc"):
+            parts.append(predictions.iloc[start:end])
+        else:
+            parts.append(predictions[start:end])
+        start = end
+    return parts
+
+
+def _plain(predictions: Any) -> Any:
+    if hasattr(predictions, "columns") and hasattr(predictions, "to_dict"):
+        return predictions.to_dict(orient="records")
+    if hasattr(predictions, "iloc") and hasattr(predictions, "tolist"):
+        return predictions.tolist()
+    if isinstance(predictions, np.ndarray) and not predictions.flags.c_contiguous:
+        return np.ascontiguousarray(predictions)
+    if isinstance(predictions, dict):
+        return {k: _plain(v) for k, v in predictions.items()}
+    return predictions
+
+
+def render(item: ModelInput, predictions: Any) -> bytes:
+    """The JSON answer for one request: the bare predictions for `input_data`, else {"predictions": ...}."""
+    value = _plain(predictions)
+    if item.convention == "input_data":
+        return jsonio.dumps(value)
+    return jsonio.dumps({"predictions": value})

@@ -1,0 +1,171 @@
+"""`python -m serving.server`: the model server's command line and its process supervisor.
+
+The supervisor binds the listening socket once, allocates the shared metrics, and starts N worker
+processes (spawned, so each imports numpy fresh after its thread limits are set) that all accept on that
+socket. A worker that dies is replaced in the same slot; the supervisor never imports user code or model
+libraries itself. SIGTERM or SIGINT stops the workers gracefully.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from typing import Any
+
+from serving import metrics
+from serving.errors import LoadError
+from serving.logs import JsonLog
+from serving.settings import ConfigError, Settings, load_settings
+from serving.worker import limit_math_threads, run_worker
+
+_PERMANENT_FAILURE = 3  # a worker's exit code meaning "restarting will not help"
+_MAX_BACKOFF_S = 30.0
+_STOP_GRACE_S = 10.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket shared by every worker."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    """Keeps `settings.workers` worker processes alive until told to stop."""
+
+    def __init__(self, settings: Settings, sock: socket.socket, log: JsonLog) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.log = log
+        self.cells = metrics.allocate(settings.workers)
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[Any] = [None] * settings.workers
+        self.failures = [0] * settings.workers
+        self.started_at = [0.0] * settings.workers
+        self.restart_at: list[float | None] = [None] * settings.workers
+        self.stopping = False
+        self.exit_code = 0
+
+    def _spawn(self, slot: int) -> None:
+        process = self.context.Process(
+            target=run_worker,
+            args=(self.settings, slot, self.sock, self.cells),
+            name=f"studio-worker-{slot}",
+            daemon=False,
+        )
+        process.start()
+        metrics.WorkerMetrics(self.cells, slot).started(process.pid)
+        self.processes[slot] = process
+        self.started_at[slot] = time.monotonic()
+        self.restart_at[slot] = None
+        self.log.info("Worker started", event="worker_started", worker=slot, worker_pid=process.pid)
+
+    def _reap(self, slot: int) -> None:
+        process = self.processes[slot]
+        code = process.exitcode
+        process.join()
+        self.processes[slot] = None
+        slot_metrics = metrics.WorkerMetrics(self.cells, slot)
+        if self.stopping:
+            return
+        if code == _PERMANENT_FAILURE:
+            slot_metrics.set_state(metrics.FAILED)
+            self.log.error(
+                "Worker cannot serve this model; not restarting", event="worker_failed", worker=slot
+            )
+            if all(p is None for p in self.processes) and all(r is None for r in self.restart_at):
+                # No worker is left or coming back: exit, so whatever runs the replica sees it failed.
+                self.exit_code = _PERMANENT_FAILURE
+                self.stopping = True
+            return
+        slot_metrics.replaced()
+        # A worker that dies soon after starting is crash-looping: back off instead of spinning.
+        quick = time.monotonic() - self.started_at[slot] < 10.0
+        self.failures[slot] = self.failures[slot] + 1 if quick else 0
+        delay = min(_MAX_BACKOFF_S, 0.5 * (2 ** (self.failures[slot] - 1))) if self.failures[slot] else 0.0
+        self.restart_at[slot] = time.monotonic() + delay
+        self.log.error(
+            "Worker died; replacing it",
+            event="worker_died",
+            worker=slot,
+            worker_pid=process.pid,
+            exit_code=code,
+            restart_in_s=delay,
+        )
+
+    def run(self) -> int:
+        """Start the workers and supervise them; returns the process exit code."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        host, port = self.sock.getsockname()[:2]
+        self.log.info(
+            "Listening",
+            event="listening",
+            host=host,
+            port=port,
+            workers=self.settings.workers,
+            batching=self.settings.max_batch_size if self.settings.batching else 0,
+        )
+        for slot in range(self.settings.workers):
+            self._spawn(slot)
+        while not self.stopping:
+            sentinels = {p.sentinel: slot for slot, p in enumerate(self.processes) if p is not None}
+            for sentinel in wait(list(sentinels), timeout=0.25):
+                self._reap(sentinels[sentinel])  # type: ignore[index]
+            now = time.monotonic()
+            for slot, due in enumerate(self.restart_at):
+                if due is not None and due <= now and not self.stopping:
+                    self._spawn(slot)
+        self._shutdown()
+        return self.exit_code
+
+    def _stop(self, signum: int, _frame: Any) -> None:
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        self.log.info("Stopping workers", event="stopping")
+        alive = [p for p in self.processes if p is not None and p.is_alive()]
+        for process in alive:
+            os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self.sock.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse settings, check the model can be found, and supervise the workers until stopped."""
+    log = JsonLog(component="supervisor", pid=os.getpid())
+    try:
+        settings = load_settings(argv)
+        from serving.scorer import build_scorer
+
+        build_scorer(settings)  # cheap: finds MLmodel or the script, imports no model library
+    except (ConfigError, LoadError) as exc:
+        log.error(str(exc), event="config_error")
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    limit_math_threads(settings.threads_per_worker)  # inherited by every spawned worker
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 2
+    return Supervisor(settings, sock, log).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

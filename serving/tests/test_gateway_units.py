@@ -1,0 +1,103 @@
+"""Gateway parts that need no process: table validation, credentials, the throttle, the spool."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from serving.gateway.auth import Authenticator, FailureThrottle
+from serving.gateway.config import ConfigError, load_config
+from serving.gateway.spool import Spool
+from serving.gateway.table import TableError, parse_table
+from serving.tests import gateway_support as gs
+
+
+def _table(**endpoint_changes) -> dict:
+    endpoint = gs.endpoint(
+        {"blue": gs.deployment("http://127.0.0.1:5101"), "green": gs.deployment("http://127.0.0.1:5102")},
+        {"blue": 90, "green": 10},
+    )
+    return {"version": 3, "endpoints": {"fraud": {**endpoint, **endpoint_changes}}}
+
+
+def test_it_compiles_a_valid_table():
+    table = parse_table(_table(mirror_traffic={"green": 20}))
+    fraud = table.endpoints["fraud"]
+    assert table.version == 3
+    assert fraud.traffic == ((90.0, "blue"), (100.0, "green"))
+    assert fraud.mirror == (("green", 0.2),)
+    blue = fraud.deployments["blue"]
+    assert blue.timeout_s == 5.0 and blue.max_in_flight == 2 * 50 * 1
+    assert blue.replicas[0].port == 5101
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"traffic": {"blue": 90, "green": 20}}, "must sum to 0 or 100"),
+        ({"traffic": {"purple": 100}}, "no such deployment"),
+        ({"auth_mode": "password"}, "auth_mode"),
+        ({"traffic": {"blue": 100.0}}, "integer percentage"),
+    ],
+)
+def test_it_refuses_an_invalid_table(changes, message):
+    with pytest.raises(TableError, match=message):
+        parse_table(_table(**changes))
+
+
+def test_unready_replicas_are_left_out_and_bad_urls_refused():
+    document = _table()
+    document["endpoints"]["fraud"]["deployments"]["blue"]["replicas"][0]["ready"] = False
+    assert parse_table(document).endpoints["fraud"].deployments["blue"].replicas == ()
+    document["endpoints"]["fraud"]["deployments"]["blue"]["replicas"][0]["url"] = "ftp://x"
+    with pytest.raises(TableError, match="expected http"):
+        parse_table(document)
+
+
+def test_key_digests_match_the_control_planes_hmac():
+    auth = Authenticator(gs.SECRET.encode())
+    fraud = parse_table(_table()).endpoints["fraud"]
+    assert auth.key_digest("key-primary") == gs.key_digest("key-primary")
+    assert auth.check(fraud, None, "key-secondary") is None
+    assert auth.check(fraud, None, "key-tertiary") is not None
+    assert auth.check(fraud, None, None) is not None
+
+
+def test_the_throttle_opens_again_when_the_window_ends():
+    throttle = FailureThrottle(limit=3, window_s=0.2)
+    for _ in range(3):
+        assert throttle.retry_after("10.0.0.1") == 0.0
+        throttle.failed("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") > 0
+    assert throttle.retry_after("10.0.0.2") == 0.0
+    time.sleep(0.25)
+    assert throttle.retry_after("10.0.0.1") == 0.0
+
+
+def test_the_spool_rotates_and_recovers_open_segments(tmp_path):
+    spool = Spool(tmp_path, "gw-a", max_bytes=100, max_seconds=60)
+    for i in range(5):
+        spool.append({"request_id": str(i), "padding": "x" * 40})
+    names = sorted(os.listdir(tmp_path))
+    assert names[-1].endswith(".jsonl.open") and all(n.endswith(".jsonl") for n in names[:-1])
+    # a "crash": the open segment is left behind; the next process closes it and numbers on
+    again = Spool(tmp_path, "gw-a", max_bytes=100, max_seconds=60)
+    assert not any(n.endswith(".open") for n in os.listdir(tmp_path))
+    again.append({"request_id": "5"})
+    again.close()
+    names = sorted(os.listdir(tmp_path))
+    assert names[-1] == f"gw-a-{len(names):012d}.jsonl"
+    lines = [line for name in names for line in (tmp_path / name).read_text().splitlines()]
+    assert [json.loads(line)["request_id"] for line in lines] == ["0", "1", "2", "3", "4", "5"]
+
+
+def test_a_bad_setting_names_itself(tmp_path):
+    env = {"STUDIO_HOME": str(tmp_path), "STUDIO_GATEWAY_PORT": "eighty"}
+    with pytest.raises(ConfigError, match="STUDIO_GATEWAY_PORT"):
+        load_config([], env)
+    config = load_config(["--route-table-file", __file__], {"STUDIO_HOME": str(tmp_path)})
+    assert (tmp_path / "gateway_secret").read_text().strip().encode() == config.secret
+    assert config.spool_dir == tmp_path / "spool" / "gateway"

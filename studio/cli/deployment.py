@@ -1,0 +1,414 @@
+"""`studio online-deployment ...`: a model version served behind an endpoint, from Azure ML deployment YAML.
+
+A deployment YAML names local folders that the server cannot read: the model folder is registered,
+the code folder uploaded and the conda file read here, and the server gets references to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import click
+
+from studio.cli import output
+from studio.cli.endpoint import endpoint_path
+from studio.cli.environment import read_conda
+from studio.cli.errors import ApiError, CliError
+from studio.cli.jobs import follow
+from studio.cli.options import pass_client
+from studio.cli.specs import Spec, read_yaml
+
+if TYPE_CHECKING:
+    from studio.cli.client import Client
+
+# What an inline `environment:` may hold; Azure's other keys (build, inference_config, os_type) cannot be
+# honoured by Studio and are reported.
+INLINE_ENVIRONMENT_FIELDS = {"image", "conda_file", "pip_requirements", "name", "version", "description"}
+# What an inline `model:` may hold besides its path.
+INLINE_MODEL_FIELDS = {"path", "name", "version", "type", "description", "tags", "properties"}
+
+DEPLOYMENT_COLUMNS: list[output.Column] = [
+    output.Column("Name", lambda d: d["name"]),
+    output.Column("Model", lambda d: d.get("model")),
+    output.Column("Target", lambda d: d.get("target")),
+    output.Column("Instances", lambda d: d.get("instance_count")),
+    output.Column("Ready", lambda d: _ready(d)),
+    output.Column("State", lambda d: d.get("provisioning_state")),
+    output.Column("Updated", lambda d: output.when(d.get("updated_at"))),
+]
+
+
+def _ready(deployment: dict) -> str:
+    replicas = deployment.get("replicas") or []
+    return f"{sum(r.get('state') == 'ready' for r in replicas)}/{len(replicas)}"
+
+
+def deployment_path(endpoint_name: str, name: str) -> str:
+    return f"{endpoint_path(endpoint_name)}deployments/{quote(name, safe='')}/"
+
+
+def show_deployment(deployment: dict) -> None:
+    code = deployment.get("code_configuration") or {}
+    environment = deployment.get("environment")
+    if isinstance(environment, dict):
+        parts = (("image", environment.get("image")), ("conda file", environment.get("conda_file")))
+        environment = ", ".join(
+            [str(value) if label == "image" else label for label, value in parts if value]
+            + (["pip requirements"] if environment.get("pip_requirements") else [])
+        )
+    job = deployment.get("job") or {}
+    output.emit_record(
+        [
+            ("Name", deployment["name"]),
+            ("Endpoint", deployment.get("endpoint_name")),
+            ("Description", deployment.get("description")),
+            ("Tags", output.tags_text(deployment.get("tags"))),
+            ("Model", deployment.get("model")),
+            ("Code", code.get("code")),
+            ("Scoring script", code.get("scoring_script")),
+            ("Environment", environment),
+            ("Target", deployment.get("target")),
+            ("Instance type", deployment.get("instance_type")),
+            ("Instances", deployment.get("instance_count")),
+            ("State", deployment.get("provisioning_state")),
+            ("Replicas", ", ".join(f"{r['id']} ({r['state']})" for r in deployment.get("replicas") or [])),
+            ("Last job", f"{job['id']} ({job['kind']}: {job['state']})" if job else None),
+            ("Warnings", "\n".join(deployment.get("warnings") or [])),
+            ("Created", output.when(deployment.get("created_at"))),
+            ("Updated", output.when(deployment.get("updated_at"))),
+        ]
+    )
+
+
+@click.group("online-deployment")
+def online_deployment() -> None:
+    """Deploy model versions behind online endpoints, update, scale, watch and delete them."""
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1024 * 1024):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _register_model(client: Client, spec: Spec, model: dict, default_name: str) -> str:
+    """Register the model a YAML gives as a local path; its reference `azureml:name:version`.
+
+    When the newest version of that name already holds the same bytes and type, it is reused: running
+    `update` again with an unchanged model must not register a copy and roll every replica over.
+    """
+    # Imported here: only deployments with a local model zip a folder or register one.
+    from studio.cli.archives import content_digest, folder_files
+    from studio.cli.model import register
+
+    for key in sorted(set(model) - INLINE_MODEL_FIELDS):
+        output.note(f"Warning: {spec.path.name}: model.{key} is not supported by Studio and is ignored.")
+    fields = Spec(spec.path, model)
+    path = fields.local_path("path")
+    if path is None or not path.exists():
+        raise CliError(f"{spec.path}: the model path {model.get('path')!r} does not exist ({path}).")
+    if fields.get("type"):
+        type_ = str(fields.get("type"))
+    else:
+        # As Azure does: a folder holding an MLmodel file is an MLflow model, served without code.
+        type_ = "mlflow_model" if path.is_dir() and (path / "MLmodel").is_file() else "custom_model"
+    name = str(fields.get("name") or default_name)
+    digest = content_digest(folder_files(path)) if path.is_dir() else _file_digest(path)
+    if not fields.get("version"):
+        try:
+            latest = client.get(f"/models/{quote(name, safe='')}/versions/latest/")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        else:
+            if latest.get("digest") == digest and latest.get("type") == type_:
+                output.note(f"Model {name} version {latest['version']} holds these files already; using it.")
+                return f"azureml:{name}:{latest['version']}"
+    registration = {
+        "name": name,
+        "type": type_,
+        "tags": fields.text_map("tags"),
+        "properties": fields.text_map("properties"),
+        **{key: str(fields.get(key)) for key in ("version", "description") if fields.get(key) is not None},
+    }
+    created = register(client, registration, path)
+    output.note(f"Registered model {created['name']} version {created['version']} from {path}.")
+    return f"azureml:{created['name']}:{created['version']}"
+
+
+def _upload_code(client: Client, spec: Spec, code: dict) -> dict:
+    """`code_configuration` with its local folder uploaded: `code` becomes `azureml:code:<sha256>`."""
+    reference = code.get("code")
+    if not isinstance(reference, str) or reference.startswith("azureml:"):
+        return code  # already uploaded, or malformed: the server says what is wrong with it
+    folder = Spec(spec.path, code).local_path("code")
+    assert folder is not None
+    if not folder.is_dir():
+        raise CliError(
+            f"{spec.path}: code_configuration.code must be a folder holding the scoring script; {folder} "
+            "is not one."
+        )
+    script = code.get("scoring_script")
+    if isinstance(script, str) and not (folder / script).is_file():
+        raise CliError(f"{spec.path}: the scoring script {script!r} is not in {folder}.")
+    # Imported here: only deployments with code zip a folder.
+    from studio.cli.archives import zipped_folder
+
+    # Scoring scripts are found relative to the code folder itself, so its contents go at the top.
+    with zipped_folder(folder, keep_top=False) as archive:
+        uploaded = client.upload("/code/", {}, "archive", archive, f"Uploading code {archive.stem}")
+    return {**code, "code": uploaded["id"]}
+
+
+def _environment(spec: Spec, environment: Any) -> Any:
+    """An inline environment with its conda file read (relative to the YAML); a reference as it is."""
+    if not isinstance(environment, dict):
+        return environment
+    for key in sorted(set(environment) - INLINE_ENVIRONMENT_FIELDS):
+        output.note(
+            f"Warning: {spec.path.name}: environment.{key} is not supported by Studio and is ignored."
+        )
+    inline = {key: environment[key] for key in ("image", "pip_requirements") if environment.get(key)}
+    if isinstance(inline.get("pip_requirements"), list):
+        inline["pip_requirements"] = "\n".join(map(str, inline["pip_requirements"]))
+    conda = read_conda(Spec(spec.path, environment))
+    if conda is not None:
+        inline["conda_file"] = conda
+    return inline
+
+
+def _prepare(
+    client: Client,
+    spec_file: Path,
+    endpoint_name: str | None,
+    name: str | None,
+    target: str | None,
+) -> tuple[str, str, dict[str, Any]]:
+    """(endpoint, deployment, body): the YAML's fields with local paths registered, uploaded or read."""
+    fields = read_yaml(spec_file, "the deployment file")
+    if not isinstance(fields, dict):
+        raise CliError(f"{spec_file} must be a YAML mapping of deployment fields (name, model, ...).")
+    # `$schema` only helps editors; other fields the server ignores come back as its warnings.
+    fields.pop("$schema", None)
+    spec = Spec(spec_file.resolve(), fields)
+    endpoint_name = endpoint_name or fields.get("endpoint_name")
+    name = name or fields.get("name")
+    if not endpoint_name:
+        raise click.UsageError("Say which endpoint: --endpoint-name, or `endpoint_name:` in the YAML file.")
+    if not name:
+        raise click.UsageError("Give the deployment a name: --name, or `name:` in the YAML file.")
+    endpoint_name, name = str(endpoint_name), str(name)
+    # Uploading a model and code takes a while: find out first that the endpoint is there.
+    client.get(endpoint_path(endpoint_name))
+    body = {**fields, "name": name, "endpoint_name": endpoint_name}
+    model = fields.get("model")
+    # `model: ./model` is Azure's short form of `model: {path: ./model}`.
+    is_path = isinstance(model, str) and not model.startswith("azureml:")
+    if is_path and (spec.path.parent / model.removeprefix("file:")).exists():
+        model = {"path": model}
+    if isinstance(model, dict) and "path" in model:
+        body["model"] = _register_model(client, spec, model, f"{endpoint_name}-{name}")
+    if isinstance(fields.get("code_configuration"), dict):
+        body["code_configuration"] = _upload_code(client, spec, fields["code_configuration"])
+    if "environment" in fields:
+        body["environment"] = _environment(spec, fields["environment"])
+    if target:
+        body["target"] = target
+    return endpoint_name, name, body
+
+
+def _warn(deployment: dict) -> None:
+    for warning in deployment.get("warnings") or []:
+        output.note(f"Warning: {warning}")
+
+
+def _finish(client: Client, accepted: dict, label: str, wait: bool, output_format: str, done: str) -> None:
+    """Follow the accepted change's job, then print the deployment as it is now."""
+    job = follow(client, accepted["job"], label, wait=wait)
+    if not wait:
+        output.emit(accepted, output_format, show_deployment)
+        return
+    current = client.get(deployment_path(accepted["endpoint_name"], accepted["name"]))
+    if output_format == "table" and job["state"] == "succeeded":
+        output.note(done)
+    output.emit(current, output_format, show_deployment)
+
+
+spec_option = click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An Azure ML online deployment YAML. Local paths in it (model, code, conda file) are relative "
+    "to the YAML file.",
+)
+endpoint_option = click.option("-e", "--endpoint-name", help="Overrides the YAML's endpoint_name.")
+no_wait_option = click.option("--no-wait", is_flag=True, help="Return once the job has started.")
+
+
+@online_deployment.command()
+@spec_option
+@endpoint_option
+@click.option("-n", "--name", help="Overrides the YAML's name.")
+@click.option("--all-traffic", is_flag=True, help="Send all of the endpoint's live traffic to it.")
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Run it in local Docker (target: docker), as `az ml ... --local` does. Without it, the YAML's "
+    "target, or the server's default (local processes).",
+)
+@no_wait_option
+@output.output_option
+@pass_client
+def create(
+    client: Client,
+    spec_file: Path,
+    endpoint_name: str | None,
+    name: str | None,
+    all_traffic: bool,
+    local: bool,
+    no_wait: bool,
+    output_format: str,
+) -> None:
+    """Create a deployment from an Azure ML deployment YAML and wait until it serves.
+
+    A local model path is registered as a model version (reusing the newest version when it holds
+    the same files), the code folder is uploaded, and the conda file is read and sent with the
+    environment. Shows the job's progress and events; exits non-zero with the reason (and the
+    replica's log) when it fails.
+    """
+    endpoint_name, name, body = _prepare(client, spec_file, endpoint_name, name, "docker" if local else None)
+    query = {"all_traffic": "true"} if all_traffic else None
+    accepted = client.request("POST", f"{endpoint_path(endpoint_name)}deployments/", json=body, params=query)
+    _warn(accepted)
+    _finish(
+        client,
+        accepted,
+        f"Creating deployment {endpoint_name}/{name}",
+        not no_wait,
+        output_format,
+        f"Deployment {endpoint_name}/{name} is serving"
+        + (" and takes all live traffic." if all_traffic else "."),
+    )
+
+
+@online_deployment.command()
+@spec_option
+@endpoint_option
+@click.option("-n", "--name", help="Overrides the YAML's name.")
+@no_wait_option
+@output.output_option
+@pass_client
+def update(
+    client: Client,
+    spec_file: Path,
+    endpoint_name: str | None,
+    name: str | None,
+    no_wait: bool,
+    output_format: str,
+) -> None:
+    """Apply a changed deployment YAML: new model, code, environment, settings or instance count.
+
+    Replicas are rolled over without dropping requests (new ones are ready before old ones leave);
+    the endpoint's scoring URI and keys do not change. A change that needs no new replica (tags,
+    description) is applied at once.
+    """
+    endpoint_name, name, body = _prepare(client, spec_file, endpoint_name, name, None)
+    before = (client.get(deployment_path(endpoint_name, name)).get("job") or {}).get("id")
+    accepted = client.request("PATCH", deployment_path(endpoint_name, name), json=body)
+    _warn(accepted)
+    # The server answers 200 without a job when nothing needs new replicas; the `job` shown then is the
+    # deployment's earlier one, so only a job that was not there before is this change's.
+    if (accepted.get("job") or {}).get("id") in (None, before):
+        if output_format == "table":
+            output.note(f"Updated deployment {endpoint_name}/{name}; no replica needed to change.")
+        output.emit(accepted, output_format, show_deployment)
+        return
+    _finish(
+        client,
+        accepted,
+        f"Updating deployment {endpoint_name}/{name}",
+        not no_wait,
+        output_format,
+        f"Deployment {endpoint_name}/{name} is updated.",
+    )
+
+
+name_option = click.option("-n", "--name", required=True, help="The deployment's name.")
+endpoint_required = click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+
+
+@online_deployment.command()
+@name_option
+@endpoint_required
+@output.output_option
+@pass_client
+def show(client: Client, name: str, endpoint_name: str, output_format: str) -> None:
+    """Show a deployment: model, code, environment, state, replicas and its last job."""
+    output.emit(client.get(deployment_path(endpoint_name, name)), output_format, show_deployment)
+
+
+@online_deployment.command("list")
+@endpoint_required
+@output.output_option
+@pass_client
+def list_(client: Client, endpoint_name: str, output_format: str) -> None:
+    """List an endpoint's deployments with their state and ready replicas."""
+    deployments = client.collect(f"{endpoint_path(endpoint_name)}deployments/")
+    output.emit(
+        deployments,
+        output_format,
+        lambda rows: output.emit_table(
+            rows,
+            DEPLOYMENT_COLUMNS,
+            empty=f"Endpoint {endpoint_name} has no deployment. "
+            "Create one with `studio online-deployment create -f deployment.yml`.",
+        ),
+    )
+
+
+@online_deployment.command()
+@name_option
+@endpoint_required
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@no_wait_option
+@pass_client
+def delete(client: Client, name: str, endpoint_name: str, yes: bool, no_wait: bool) -> None:
+    """Delete a deployment and stop its replicas. Refused while it takes live traffic (set it to 0 first)."""
+    if not yes:
+        click.confirm(
+            f"Delete deployment {endpoint_name}/{name}? This cannot be undone", abort=True, err=True
+        )
+    accepted = client.request("DELETE", deployment_path(endpoint_name, name))
+    job = follow(client, accepted["job"], f"Deleting deployment {endpoint_name}/{name}", wait=not no_wait)
+    if job["state"] == "succeeded":
+        output.note(f"Deleted deployment {endpoint_name}/{name}.")
+
+
+@online_deployment.command("get-logs")
+@name_option
+@endpoint_required
+@click.option(
+    "--lines", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Lines per replica."
+)
+@output.output_option
+@pass_client
+def get_logs(client: Client, name: str, endpoint_name: str, lines: int, output_format: str) -> None:
+    """Print the last lines of each replica's log: the model server's output and the scoring script's."""
+    found = client.get(deployment_path(endpoint_name, name) + "logs/", params={"lines": lines})
+    if output_format == "json":
+        output.emit_json(found)
+        return
+    replicas = found.get("replicas") or []
+    if not replicas:
+        output.note(f"Deployment {endpoint_name}/{name} has no replica running, so no log to show.")
+    for replica in replicas:
+        # The header goes to stderr: stdout stays the logs, ready for grep.
+        output.note(f"==> replica {replica['id']} ({replica['state']}) <==")
+        click.echo(replica.get("log") or "", nl=not (replica.get("log") or "").endswith("\n"))

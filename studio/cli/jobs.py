@@ -1,0 +1,57 @@
+"""Following the server's jobs (create, update, scale, delete): a progress bar and the job's events."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from studio.cli import output
+from studio.cli.errors import CliError
+from studio.cli.progress import job_progress
+
+if TYPE_CHECKING:
+    from studio.cli.client import Client
+
+POLL_INTERVAL_S = 0.5
+FINISHED = {"succeeded", "failed"}
+
+
+def _line(event: dict) -> str:
+    # The time of day is what a person watching needs; the date is the same for the whole job.
+    when = str(event.get("t", ""))[11:19]
+    level = event.get("level", "info")
+    marker = "" if level == "info" else f"{level.upper()}: "
+    return f"{when} {marker}{event.get('message', '')}".strip()
+
+
+def follow(client: Client, job: dict, label: str, *, wait: bool = True) -> dict:
+    """Wait for `job` to finish, showing its progress and each new event; the finished job.
+
+    Without `wait`, says how to find the job and returns it at once. A failed job raises `CliError`
+    with the job's error, which names what to fix (and ends with the replica's log when there is one).
+    """
+    if not wait:
+        output.note(f"{label}: started job {job['id']}; not waiting for it (--no-wait).")
+        return job
+    seen: set[tuple[str, str, str]] = set()
+    with job_progress(label) as report:
+        while True:
+            fresh = []
+            # The server keeps the newest events only, so an event is known by its content, not by its
+            # position in the list.
+            for event in job.get("events") or []:
+                key = (str(event.get("t")), str(event.get("level")), str(event.get("message")))
+                if key in seen:
+                    continue
+                seen.add(key)
+                # A failed job's error (with its log tail) is printed once, as the command's error.
+                if job.get("state") != "failed" or event.get("message") != job.get("error"):
+                    fresh.append(_line(event))
+            report(int(job.get("progress") or 0), fresh)
+            if job.get("state") in FINISHED:
+                break
+            time.sleep(POLL_INTERVAL_S)
+            job = client.get(f"/jobs/{job['id']}/")
+    if job["state"] == "failed":
+        raise CliError(f"{label} failed (job {job['id']}): {job.get('error') or 'no reason was given.'}")
+    return job
