@@ -178,6 +178,17 @@ def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) 
     changed = {key for key, value in spec.values.items() if getattr(deployment, key) != value}
     if not changed:
         return None
+    model = spec.values.get("model_version", deployment.model_version)
+    code = spec.values.get("code_digest", deployment.code_digest)
+    if model.type == "custom_model" and not code:
+        raise ValidationError(
+            {
+                "code_configuration": [
+                    "a custom_model needs code_configuration with a scoring_script; only "
+                    "mlflow_model deploys without code."
+                ]
+            }
+        )
     with transaction.atomic():
         for key in changed:
             setattr(deployment, key, spec.values[key])

@@ -116,11 +116,11 @@ class ModelVersionRegisterForm(forms.Form):
                 raise ValidationError(
                     "The folder's file paths do not match its files; choose the folder again."
                 )
-            cleaned["folder_files"] = list(zip(_without_common_folder(paths), folder, strict=True))
+            cleaned["folder_files"] = list(zip(without_common_folder(paths), folder, strict=True))
         return cleaned
 
 
-def _without_common_folder(paths: list[str]) -> list[str]:
+def without_common_folder(paths: list[str]) -> list[str]:
     """Paths relative to the chosen folder: browsers prefix every path with the folder's own name."""
     split = [path.replace("\\", "/").split("/") for path in paths]
     tops = {parts[0] for parts in split}

@@ -18,5 +18,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", json_error_view(404, "not_found", "There is no such API path; see /api/docs/.")),
     path("models/", include("registry.urls")),
+    path("endpoints/", include("endpoints.urls")),
     path("", include("studio.pages")),
 ]

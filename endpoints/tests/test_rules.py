@@ -249,3 +249,14 @@ def test_the_route_table_answers_304_when_unchanged_and_200_after_a_change(team,
     )
     assert changed.status_code == 200
     assert changed.json()["version"] > first.json()["version"]
+
+
+def test_a_no_code_deployment_cannot_switch_to_a_custom_model_without_code(team):
+    client = team.contributor.client()
+    _endpoint(client)
+    _deployment_row("fraud", "blue")
+    register("custom")
+    response = client.patch(f"{ENDPOINTS}fraud/deployments/blue/", {"model": "azureml:custom:1"}, format="json")
+    assert response.status_code == 400
+    assert "custom_model needs code_configuration" in response.json()["error"]["message"]
+    assert OnlineDeployment.objects.get().model_version.model.name == "clf"

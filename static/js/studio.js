@@ -42,4 +42,79 @@
       describeFolder(input);
     }
   });
+  // Forms with data-confirm ask first (deletes, key regeneration); without a script they just submit.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.hasAttribute && form.hasAttribute("data-confirm") && !window.confirm(form.getAttribute("data-confirm"))) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+
+  // Selects in a form[data-autosubmit] submit it on change (the logs tab's deployment and replica).
+  document.addEventListener("change", function (event) {
+    var form = event.target.form;
+    if (form && form.hasAttribute("data-autosubmit") && event.target.matches("select")) form.submit();
+  });
+
+  // Traffic sliders: the live total, the bar, and what to change for the total the server accepts.
+  function describeTraffic(form) {
+    var inputs = form.querySelectorAll("[data-traffic-input]");
+    var total = 0;
+    inputs.forEach(function (input) {
+      var value = parseInt(input.value, 10) || 0;
+      total += value;
+      var output = input.parentNode.querySelector("[data-traffic-output]");
+      if (output) output.textContent = value + "%";
+      var segment = form.querySelector('[data-traffic-segment="' + input.name + '"]');
+      if (segment) segment.style.width = Math.min(value, 100) + "%";
+    });
+    var mirror = form.querySelector("[data-mirror-input]");
+    var mirrorOutput = form.querySelector("[data-mirror-output]");
+    if (mirror && mirrorOutput) mirrorOutput.textContent = mirror.value + "%";
+    var sum = form.querySelector("[data-traffic-sum]");
+    if (!sum) return;
+    sum.classList.remove("valid", "invalid", "idle");
+    if (total === 100) {
+      sum.classList.add("valid");
+      sum.textContent = "Live traffic adds up to 100%.";
+    } else if (total === 0) {
+      sum.classList.add("idle");
+      sum.textContent = "Live traffic adds up to 0%: no deployment takes live requests, so the endpoint answers 404.";
+    } else {
+      sum.classList.add("invalid");
+      var change = total > 100 ? "take away " + (total - 100) : "add " + (100 - total);
+      sum.textContent = "Live traffic adds up to " + total + "%; it must be 100% (or 0%): " + change + "%.";
+    }
+  }
+
+  // Sample tabs: [data-tabs] holds role=tab buttons and the panels they control.
+  function setUpTabs(root) {
+    var tabs = root.querySelectorAll("[role=tab]");
+    function select(chosen) {
+      tabs.forEach(function (tab) {
+        var on = tab === chosen;
+        tab.setAttribute("aria-selected", on ? "true" : "false");
+        var panel = document.getElementById(tab.getAttribute("aria-controls"));
+        if (panel) panel.hidden = !on;
+      });
+    }
+    tabs.forEach(function (tab) { tab.addEventListener("click", function () { select(tab); }); });
+    if (tabs.length) select(tabs[0]);
+    root.classList.add("tabs-ready");
+  }
+
+  function enhance(root) {
+    root.querySelectorAll("form[data-traffic]").forEach(describeTraffic);
+    root.querySelectorAll("[data-tabs]:not(.tabs-ready)").forEach(setUpTabs);
+    root.querySelectorAll("pre[data-autoscroll]").forEach(function (pre) { pre.scrollTop = pre.scrollHeight; });
+  }
+
+  document.addEventListener("input", function (event) {
+    var form = event.target.form;
+    if (form && form.hasAttribute("data-traffic")) describeTraffic(form);
+  });
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  // Parts that htmx swaps in (the traffic card after a save, a refreshed log) get the same treatment.
+  document.addEventListener("htmx:afterSettle", function () { enhance(document); });
 })();

@@ -1,48 +1,15 @@
 """One walk through Studio in a real headless Chromium: sign in, then filter a model's versions by tag.
 
-Needs /usr/bin/chromium. Without it the test is skipped, unless STUDIO_REQUIRE_BROWSER=1 (CI), where a
-missing browser is a failure. With STUDIO_SCREENSHOT_DIR set, it saves screenshots of the pages there.
+The browser comes from the `browser_page` fixture (studio/tests/conftest.py): skipped without Chromium
+unless STUDIO_REQUIRE_BROWSER=1; with STUDIO_SCREENSHOT_DIR set, screenshots of the pages are saved there.
 """
-
-import os
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import PASSWORD
 from registry.tests.factories import register
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+from studio.testkit import PASSWORD
 
 pytestmark = pytest.mark.browser
-
-
-def _require_browser():
-    required = os.environ.get("STUDIO_REQUIRE_BROWSER") == "1"
-    problem = None
-    if not CHROMIUM.exists():
-        problem = f"{CHROMIUM} is missing (apt-get install chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed"
-    if problem and required:
-        pytest.fail(f"STUDIO_REQUIRE_BROWSER=1 but {problem}.")
-    if problem:
-        pytest.skip(f"browser test skipped: {problem}; set STUDIO_REQUIRE_BROWSER=1 to make this a failure.")
 
 
 @pytest.fixture
@@ -76,80 +43,53 @@ def versions(team):
     )
 
 
-def test_a_person_signs_in_and_filters_versions_by_tag(live_server, versions, team, monkeypatch):
-    _require_browser()
-    # Playwright's sync API runs an event loop in this thread; the ORM work here is all done already.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import expect, sync_playwright
+def test_a_person_signs_in_and_filters_versions_by_tag(live_server, versions, team, browser_page):
+    from playwright.sync_api import expect
 
-    screenshots = os.environ.get("STUDIO_SCREENSHOT_DIR")
-    console_errors: list[str] = []
-    foreign_requests: list[str] = []
+    page = browser_page.page
+    page.goto(f"{live_server.url}/models/fraud-detector/")
+    assert "/login/" in page.url
+    browser_page.screenshot("studio-login")
+    page.fill("#id_username", "reader")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/models/fraud-detector/")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1360, "height": 900})
-            page.on(
-                "console", lambda message: message.type == "error" and console_errors.append(message.text)
-            )
-            page.on("pageerror", lambda error: console_errors.append(str(error)))
+    rows = page.locator("#results tbody tr")
+    expect(rows).to_have_count(3)
+    browser_page.screenshot("studio-versions")
 
-            def check_host(request):
-                if urlsplit(request.url).hostname not in LOOPBACK and not request.url.startswith("data:"):
-                    foreign_requests.append(request.url)
+    tag_input = page.locator("#tag-filters input[name=tag]").last
+    tag_input.fill("stage=prod")
+    tag_input.press("Enter")
+    page.wait_for_url("**/models/fraud-detector/?*tag=stage%3Dprod*")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#results")).not_to_contain_text("New features.")
+    # Only the results were swapped: the filter bar kept the filter and offers a blank for another.
+    expect(page.locator("#tag-filters input[name=tag]")).to_have_count(2)
+    expect(page.locator("#tag-filters input[name=tag]").first).to_have_value("stage=prod")
 
-            page.on("request", check_host)
+    second = page.locator("#tag-filters input[name=tag]").last
+    second.fill("team=payments")
+    second.press("Enter")
+    page.wait_for_url("**team%3Dpayments*")
+    expect(rows).to_have_count(1)
+    browser_page.screenshot("studio-versions-filtered")
 
-            page.goto(f"{live_server.url}/models/fraud-detector/")
-            assert "/login/" in page.url
-            if screenshots:
-                page.screenshot(path=f"{screenshots}/studio-login.png")
-            page.fill("#id_username", "reader")
-            page.fill("#id_password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{live_server.url}/models/fraud-detector/")
+    rows.first.locator("a").first.click()
+    page.wait_for_url(f"{live_server.url}{versions.get_absolute_url()}")
+    expect(page.locator("h1")).to_contain_text("fraud-detector")
+    expect(page.get_by_role("cell", name="merchant_id")).to_be_visible()
+    browser_page.screenshot("studio-version")
 
-            rows = page.locator("#results tbody tr")
-            expect(rows).to_have_count(3)
-            if screenshots:
-                page.screenshot(path=f"{screenshots}/studio-versions.png", full_page=True)
+    page.go_back()
+    page.wait_for_url("**team%3Dpayments*")
+    expect(rows).to_have_count(1)
 
-            tag_input = page.locator("#tag-filters input[name=tag]").last
-            tag_input.fill("stage=prod")
-            tag_input.press("Enter")
-            page.wait_for_url("**/models/fraud-detector/?*tag=stage%3Dprod*")
-            expect(rows).to_have_count(2)
-            expect(page.locator("#results")).not_to_contain_text("New features.")
-            # Only the results were swapped: the filter bar kept the filter and offers a blank for another.
-            expect(page.locator("#tag-filters input[name=tag]")).to_have_count(2)
-            expect(page.locator("#tag-filters input[name=tag]").first).to_have_value("stage=prod")
+    if browser_page.screenshots:
+        for name, path in (("dashboard", "/"), ("models", "/models/"), ("tokens", "/tokens/")):
+            page.goto(f"{live_server.url}{path}")
+            browser_page.screenshot(f"studio-{name}")
 
-            second = page.locator("#tag-filters input[name=tag]").last
-            second.fill("team=payments")
-            second.press("Enter")
-            page.wait_for_url("**team%3Dpayments*")
-            expect(rows).to_have_count(1)
-            if screenshots:
-                page.screenshot(path=f"{screenshots}/studio-versions-filtered.png", full_page=True)
-
-            rows.first.locator("a").first.click()
-            page.wait_for_url(f"{live_server.url}{versions.get_absolute_url()}")
-            expect(page.locator("h1")).to_contain_text("fraud-detector")
-            expect(page.get_by_role("cell", name="merchant_id")).to_be_visible()
-            if screenshots:
-                page.screenshot(path=f"{screenshots}/studio-version.png", full_page=True)
-
-            page.go_back()
-            page.wait_for_url("**team%3Dpayments*")
-            expect(rows).to_have_count(1)
-
-            if screenshots:
-                for name, path in (("dashboard", "/"), ("models", "/models/"), ("tokens", "/tokens/")):
-                    page.goto(f"{live_server.url}{path}")
-                    page.screenshot(path=f"{screenshots}/studio-{name}.png", full_page=True)
-        finally:
-            browser.close()
-
-    assert console_errors == []
-    assert foreign_requests == []
+    assert browser_page.console_errors == []
+    assert browser_page.foreign_requests == []

@@ -1,0 +1,122 @@
+"""The endpoint list's table, and the badges every endpoint page draws states with."""
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from endpoints.choices import AuthModeChoices, JobStateChoices, ProvisioningStateChoices, ReplicaStateChoices
+from endpoints.models import OnlineEndpoint
+from registry.tables import Column, Table, tag_chips
+
+# The choice classes name colours; the style sheet names badges after what they mean.
+BADGE_FOR_COLOUR = {"green": "success", "red": "danger", "grey": "muted", "blue": "info"}
+BUSY_STATES = {
+    ProvisioningStateChoices.CREATING,
+    ProvisioningStateChoices.UPDATING,
+    ProvisioningStateChoices.SCALING,
+}
+
+
+def state_badge(state: str) -> SafeString:
+    """A provisioning state as a badge; states still converging pulse."""
+    badge = BADGE_FOR_COLOUR[ProvisioningStateChoices.colour(state)]
+    busy = " badge-busy" if state in BUSY_STATES or state == ProvisioningStateChoices.DELETING else ""
+    return format_html('<span class="badge badge-{}{}">{}</span>', badge, busy, state)
+
+
+def job_state_badge(state: str) -> SafeString:
+    badge = BADGE_FOR_COLOUR[JobStateChoices.colour(state)]
+    busy = "" if state in (JobStateChoices.SUCCEEDED, JobStateChoices.FAILED) else " badge-busy"
+    return format_html('<span class="badge badge-{}{}">{}</span>', badge, busy, JobStateChoices(state).label)
+
+
+def auth_badge(mode: str) -> SafeString:
+    return format_html('<span class="badge badge-neutral">{}</span>', AuthModeChoices(mode).label.lower())
+
+
+# A constant of ours: format_html_join escapes its separator unless it is marked safe.
+TRAFFIC_SEPARATOR = mark_safe('<span class="muted"> · </span>')  # noqa: S308
+
+
+def traffic_summary(endpoint: OnlineEndpoint) -> SafeString:
+    """`blue 90% · green 10%`, and the mirror; deployments at 0% are left out."""
+    live = [(name, percent) for name, percent in endpoint.traffic.items() if percent]
+    mirror = [(name, percent) for name, percent in endpoint.mirror_traffic.items() if percent]
+    if not live and not mirror:
+        return format_html('<span class="muted">{}</span>', "no live traffic")
+    parts = format_html_join(
+        TRAFFIC_SEPARATOR,
+        '<span class="nowrap">{} <span class="strong">{}%</span></span>',
+        live,
+    )
+    if mirror:
+        parts += format_html_join(
+            "",
+            ' <span class="badge badge-muted" title="Copies of live requests">mirror {} {}%</span>',
+            mirror,
+        )
+    return parts
+
+
+def deployment_states(endpoint: OnlineEndpoint) -> SafeString:
+    deployments = list(endpoint.deployments.all())
+    if not deployments:
+        return format_html('<span class="muted">{}</span>', "none yet")
+    return format_html_join(
+        " ",
+        '<span class="deployment-chip" title="{}: {}"><span class="dot dot-{}"></span>{}</span>',
+        (
+            (
+                d.name,
+                d.provisioning_state,
+                BADGE_FOR_COLOUR[ProvisioningStateChoices.colour(d.provisioning_state)],
+                d.name,
+            )
+            for d in deployments
+        ),
+    )
+
+
+class OnlineEndpointTable(Table):
+    """Rows are OnlineEndpoint with their deployments prefetched."""
+
+    empty_title = "No endpoints match these filters"
+    empty_text = "Clear the filters to see every endpoint."
+
+    columns = (
+        Column(
+            "Name",
+            lambda e: format_html('<a class="strong" href="{}">{}</a>', e.get_absolute_url(), e.name),
+            order_by="name",
+        ),
+        Column("State", lambda e: state_badge(e.provisioning_state)),
+        Column("Auth", lambda e: auth_badge(e.auth_mode)),
+        Column("Deployments", deployment_states),
+        Column("Traffic", traffic_summary),
+        Column("Tags", lambda e: tag_chips(e.tags), css="cell-tags"),
+        Column(
+            "Updated",
+            lambda e: format_html(
+                '<time datetime="{}">{}</time>',
+                e.updated_at.isoformat(),
+                e.updated_at.strftime("%Y-%m-%d %H:%M"),
+            ),
+            order_by="updated_at",
+            css="nowrap",
+        ),
+    )
+
+
+REPLICA_BADGE = {
+    ReplicaStateChoices.READY: "success",
+    ReplicaStateChoices.STARTING: "info",
+    ReplicaStateChoices.UNHEALTHY: "warning",
+    ReplicaStateChoices.STOPPING: "muted",
+    ReplicaStateChoices.FAILED: "danger",
+}
+
+
+def replica_badge(state: str) -> SafeString:
+    busy = " badge-busy" if state == ReplicaStateChoices.STARTING else ""
+    return format_html(
+        '<span class="badge badge-{}{}">{}</span>', REPLICA_BADGE.get(state, "neutral"), busy, state
+    )
