@@ -54,6 +54,7 @@ class Supervisor:
         self.started_at = [0.0] * settings.workers
         self.restart_at: list[float | None] = [None] * settings.workers
         self.stopping = False
+        self.given_up: set[int] = set()
         self.exit_code = 0
 
     def _spawn(self, slot: int) -> None:
@@ -79,6 +80,7 @@ class Supervisor:
         if self.stopping:
             return
         if code == _PERMANENT_FAILURE:
+            self.given_up.add(slot)
             slot_metrics.set_state(metrics.FAILED)
             self.log.error(
                 "Worker cannot serve this model; not restarting", event="worker_failed", worker=slot
@@ -122,6 +124,10 @@ class Supervisor:
             sentinels = {p.sentinel: slot for slot, p in enumerate(self.processes) if p is not None}
             for sentinel in wait(list(sentinels), timeout=0.25):
                 self._reap(sentinels[sentinel])  # type: ignore[index]
+            if len(self.given_up) == self.settings.workers:
+                self.log.error("No worker can serve this model; stopping", event="stopping")
+                self._shutdown()
+                return _PERMANENT_FAILURE
             now = time.monotonic()
             for slot, due in enumerate(self.restart_at):
                 if due is not None and due <= now and not self.stopping:

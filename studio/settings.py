@@ -177,6 +177,10 @@ STUDIO_TELEMETRY_STORE = env_url(
     "STUDIO_TELEMETRY_STORE", f"file://{STUDIO_HOME / 'telemetry'}", schemes=("file", "s3")
 )
 STUDIO_GATEWAY_URL = env_url("STUDIO_GATEWAY_URL", "http://127.0.0.1:8080", schemes=("http", "https"))
+# Where the gateway spools telemetry on this host (the gateway's own default); shipped by monitoring.
+STUDIO_GATEWAY_SPOOL_DIR = Path(env_str("STUDIO_GATEWAY_SPOOL_DIR", str(STUDIO_HOME / "spool" / "gateway")))
+STUDIO_METRICS_RETENTION_DAYS = env_int("STUDIO_METRICS_RETENTION_DAYS", 90, minimum=1)
+STUDIO_TELEMETRY_RETENTION_DAYS = env_int("STUDIO_TELEMETRY_RETENTION_DAYS", 30, minimum=1)
 
 # Tokens and failed sign-in throttling for the API.
 STUDIO_AUTH_FAILURES_PER_MINUTE = env_int("STUDIO_AUTH_FAILURES_PER_MINUTE", 20, minimum=1)
@@ -194,6 +198,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_broker / "queue"),
         "processed_folder": str(_broker / "processed"),
         "store_processed": False,
+        # The default one-second poll would add up to a second to every job's start.
+        "polling_interval": 0.1,
     }
 elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://")):
     raise ImproperlyConfigured(
@@ -248,4 +254,8 @@ FILE_UPLOAD_HANDLERS = [
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "endpoints.tasks.reap_stale_jobs", "schedule": 60.0},
     "supervise-replicas": {"task": "endpoints.tasks.supervise_replicas", "schedule": 10.0},
+    "ship-telemetry": {"task": "monitoring.tasks.ship_telemetry", "schedule": 10.0},
+    "rollup-telemetry": {"task": "monitoring.tasks.rollup_telemetry", "schedule": 15.0},
+    "discover-telemetry": {"task": "monitoring.tasks.discover_telemetry", "schedule": 600.0},
+    "telemetry-retention": {"task": "monitoring.tasks.enforce_telemetry_retention", "schedule": 3600.0},
 }
