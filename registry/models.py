@@ -47,25 +47,33 @@ def validate_tags(value) -> None:
             raise ValidationError(f"Tag {key!r} must have a string value of at most 512 characters.")
 
 
-class RegisteredModel(models.Model):
+class NamedAsset(models.Model):
+    """A name under which immutable versions are kept (`versions` is their reverse relation)."""
+
     name = models.CharField(max_length=255, unique=True, validators=[validate_name])
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        abstract = True
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self) -> str:
-        return reverse("registry:registeredmodel", args=[self.name])
-
     def next_version(self) -> str:
         """One more than the highest numeric version so far."""
         numbers = [int(v) for v in self.versions.values_list("version", flat=True) if v.isdigit()]
         return str(max(numbers, default=0) + 1)
+
+
+class RegisteredModel(NamedAsset):
+    class Meta(NamedAsset.Meta):
+        pass
+
+    def get_absolute_url(self) -> str:
+        return reverse("registry:registeredmodel", args=[self.name])
 
 
 class ModelVersionQuerySet(models.QuerySet):
@@ -127,21 +135,9 @@ class ModelVersion(models.Model):
         return f"azureml:{self.model.name}:{self.version}"
 
 
-class Environment(models.Model):
-    name = models.CharField(max_length=255, unique=True, validators=[validate_name])
-    description = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def next_version(self) -> str:
-        numbers = [int(v) for v in self.versions.values_list("version", flat=True) if v.isdigit()]
-        return str(max(numbers, default=0) + 1)
+class Environment(NamedAsset):
+    class Meta(NamedAsset.Meta):
+        pass
 
 
 class EnvironmentVersion(models.Model):
