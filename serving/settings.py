@@ -13,13 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.envparse import ConfigError, number, whole_number
+
 DEFAULT_PORT = 5001
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -60,26 +58,6 @@ def _first(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
         if value:
             return name, value
     return None
-
-
-def _int(name: str, value: str, minimum: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a whole number.") from None
-    if number < minimum:
-        raise ConfigError(f"{name}={number} is too small: it must be at least {minimum}.")
-    return number
-
-
-def _float(name: str, value: str, minimum: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number.") from None
-    if number < minimum:
-        raise ConfigError(f"{name}={number} is too small: it must be at least {minimum}.")
-    return number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,13 +115,13 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         code_dir=code_dir,
         scoring_script=script[1] if script else None,
         host=host[1] if host else "127.0.0.1",
-        port=_int(port[0], port[1], 0) if port else DEFAULT_PORT,
-        workers=_int(workers[0], workers[1], 1) if workers else 1,
-        timeout_ms=_int(*timeout, 1) if timeout else DEFAULT_TIMEOUT_MS,
-        max_body_bytes=_int(*body, 1) if body else DEFAULT_MAX_BODY_BYTES,
-        max_batch_size=_int(*batch_size, 1) if batch_size else 1,
-        max_batch_delay_ms=_float(*batch_delay, 0.0) if batch_delay else 0.0,
-        threads_per_worker=_int(*threads, 1) if threads else 1,
+        port=whole_number(port[0], port[1], 0) if port else DEFAULT_PORT,
+        workers=whole_number(workers[0], workers[1], 1) if workers else 1,
+        timeout_ms=whole_number(*timeout, 1) if timeout else DEFAULT_TIMEOUT_MS,
+        max_body_bytes=whole_number(*body, 1) if body else DEFAULT_MAX_BODY_BYTES,
+        max_batch_size=whole_number(*batch_size, 1) if batch_size else 1,
+        max_batch_delay_ms=number(*batch_delay, 0.0) if batch_delay else 0.0,
+        threads_per_worker=whole_number(*threads, 1) if threads else 1,
     )
     script_path = settings.script_path
     if script_path is not None and not script_path.is_file():

@@ -14,12 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.envparse import ConfigError, whole_number
+
 DEFAULT_PORT = 8080
 DEFAULT_CONTROL_PLANE = "http://127.0.0.1:8000"
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -64,26 +62,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _int(name: str, value: str, minimum: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a whole number.") from None
-    if number < minimum:
-        raise ConfigError(f"{name}={number} is too small: it must be at least {minimum}.")
-    return number
-
-
-def _float(name: str, value: str, minimum: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number.") from None
-    if number < minimum:
-        raise ConfigError(f"{name}={number} is too small: it must be at least {minimum}.")
-    return number
-
-
 def read_secret(env: Mapping[str, str], home: Path) -> bytes:
     """The shared gateway secret: STUDIO_GATEWAY_SECRET, else the file STUDIO_GATEWAY_SECRET_FILE names,
     else `$STUDIO_HOME/gateway_secret`, created (mode 0600) on first use as the control plane does."""
@@ -123,7 +101,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
 
     port_value = args.port or env.get("STUDIO_GATEWAY_PORT", "").strip()
     port = (
-        _int("--port" if args.port else "STUDIO_GATEWAY_PORT", port_value, 0) if port_value else DEFAULT_PORT
+        whole_number("--port" if args.port else "STUDIO_GATEWAY_PORT", port_value, 0)
+        if port_value
+        else DEFAULT_PORT
     )
     table_file = Path(args.route_table_file) if args.route_table_file else None
     if table_file is not None and not table_file.is_file():
@@ -149,7 +129,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         value = env.get(name, "").strip()
         if not value:
             return default
-        return _int(name, value, int(minimum)) if whole else _float(name, value, minimum)
+        return whole_number(name, value, int(minimum)) if whole else number(name, value, minimum)
 
     return GatewayConfig(
         secret=read_secret(env, home),
