@@ -118,3 +118,27 @@ def s3_bucket(s3_server, monkeypatch):
     name = f"studio-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def eager_jobs(settings):
+    """Run each job in the request that starts it, once its transaction commits."""
+    from studio.celery import app
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def cleanup_endpoints():
+    """Stop every replica process a test started, whatever the test did."""
+    yield
+    from endpoints.converge import QuietLog, retire
+    from endpoints.models import OnlineDeployment
+    from endpoints.targets import get_target
+
+    for deployment in OnlineDeployment.objects.all():
+        retire(deployment, get_target(deployment.target), QuietLog(), keep_generation=None)

@@ -24,7 +24,7 @@ from studio.testkit import free_port, wait_for_port
 REPO = Path(__file__).resolve().parents[1]
 ROUNDS = int(os.environ.get("BENCH_DEPLOY_ROUNDS", "3"))
 TOKEN = "stu_bench-deploy-token"  # noqa: S105 (a throwaway admin token for this run's own Studio)
-BODY = b'{"input_data": [[0.0, 1.0], [1.0, 0.0]]}'
+BODY = b'{"inputs": [[0.0, 1.0], [1.0, 0.0]]}'  # a shape both servers accept
 
 
 def _save_model(folder: Path) -> Path:
@@ -46,10 +46,12 @@ def _save_model(folder: Path) -> Path:
     return path
 
 
-def _first_answer(url: str, headers: dict, deadline_s: float = 300.0) -> None:
+def _first_answer(url: str, headers: dict, process: subprocess.Popen, deadline_s: float = 300.0) -> None:
     deadline = time.monotonic() + deadline_s
     with httpx.Client(timeout=5) as client:
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before answering")
             try:
                 if client.post(url, content=BODY, headers=headers).status_code == 200:
                     return
@@ -103,6 +105,7 @@ def _studio_rounds(work: Path, model: Path) -> list[float]:
             _first_answer(
                 f"http://127.0.0.1:{gateway_port}/endpoints/{name}/score",
                 {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                up,
             )
             times.append(time.monotonic() - started)
             cli("online-endpoint", "delete", "--name", name, "--yes")
@@ -118,6 +121,8 @@ def _mlflow_rounds(model: Path) -> list[float]:
     for _ in range(ROUNDS):
         port = free_port()
         started = time.monotonic()
+        # mlflow runs `uvicorn` by name: the venv's bin must be on PATH.
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         process = subprocess.Popen(
             [
                 mlflow,
@@ -132,12 +137,15 @@ def _mlflow_rounds(model: Path) -> list[float]:
                 "-w",
                 "1",
             ],
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
-            _first_answer(f"http://127.0.0.1:{port}/invocations", {"Content-Type": "application/json"})
+            _first_answer(
+                f"http://127.0.0.1:{port}/invocations", {"Content-Type": "application/json"}, process
+            )
             times.append(time.monotonic() - started)
         finally:
             os.killpg(process.pid, signal.SIGTERM)

@@ -22,6 +22,8 @@ from endpoints.targets.base import ReplicaFailed, ReplicaLaunch
 # The gateway long-polls the route table; give it a moment to drop retiring replicas before they stop.
 DRAIN_S = 1.5
 MAX_START_ATTEMPTS = 3
+# Readiness is polled often, so a first answer does not wait on the poll.
+READY_POLL_S = 0.05
 
 
 class DeploymentFailed(Exception):
@@ -102,7 +104,7 @@ def _wait_ready(target, replica: Replica, timeout: float, log) -> None:
                     + target.logs(replica, 30)
                 )
             log.heartbeat()
-            time.sleep(0.1)
+            time.sleep(READY_POLL_S)
     raise ReplicaFailed(
         f"Replica {replica.replica_id} was not ready within {timeout:.0f}s (readiness_probe). "
         "Its log ends with:\n" + target.logs(replica, 30)
@@ -189,18 +191,18 @@ def restart_replica(replica: Replica, target) -> None:
         CodeSnapshot.objects.filter(digest=deployment.code_digest).first() if deployment.code_digest else None
     )
     code_dir = artifacts.code_dir(snapshot) if snapshot else None
-    runtime = environments.resolve(deployment, _Quiet())
+    runtime = environments.resolve(deployment, QuietLog())
     launch = _launch(deployment, runtime, model_dir, code_dir, replica)
     target.start(replica, launch)
     replica.restarts += 1
     replica.save()
-    _wait_ready(target, replica, _readiness_timeout(deployment), _Quiet())
+    _wait_ready(target, replica, _readiness_timeout(deployment), QuietLog())
     with transaction.atomic():
         Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.READY)
         RouteTableVersion.bump()
 
 
-class _Quiet:
+class QuietLog:
     """A job log for work outside a job: nothing to report to."""
 
     def __call__(self, *args, **kwargs) -> None:

@@ -13,7 +13,7 @@ from endpoints.choices import ProvisioningStateChoices, ReplicaStateChoices
 from endpoints.models import OnlineEndpoint, RouteTableVersion
 
 MAX_WAIT_S = 60
-POLL_INTERVAL_S = 0.2
+POLL_INTERVAL_S = 0.05
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from registry.tests.factories import save_sklearn_mlflow_model
 
-SCORE_PY = b'''
+SCORE_PY = b"""
 import json
 import os
 
@@ -26,7 +26,7 @@ def init():
 def run(raw_data):
     data = json.loads(raw_data)["data"]
     return model.predict(data).tolist()
-'''
+"""
 
 
 def _zip_folder(root: Path, under: str) -> bytes:
@@ -60,30 +60,6 @@ def azure_sample_zips(tmp_path_factory) -> tuple[bytes, bytes]:
     (root / "onlinescoring").mkdir()
     (root / "onlinescoring" / "score.py").write_bytes(SCORE_PY)
     return _zip_folder(root / "model", "model"), _zip_folder(root / "onlinescoring", "onlinescoring")
-
-
-@pytest.fixture
-def eager_jobs(settings):
-    """Run each job in the request that starts it, once its transaction commits."""
-    from studio.celery import app
-
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
-
-
-@pytest.fixture
-def cleanup_endpoints():
-    """Stop every replica process a test started, whatever the test did."""
-    yield
-    from endpoints.converge import _Quiet, retire
-    from endpoints.models import OnlineDeployment
-    from endpoints.targets import get_target
-
-    for deployment in OnlineDeployment.objects.all():
-        retire(deployment, get_target(deployment.target), _Quiet(), keep_generation=None)
 
 
 def body(response) -> dict:

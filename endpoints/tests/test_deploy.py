@@ -279,3 +279,31 @@ def test_a_job_whose_worker_died_is_run_again_by_the_reaper(team, mlflow_model_z
     assert job.state == JobStateChoices.SUCCEEDED, job.error
     assert job.attempts == 2
     assert Replica.objects.get().state == "ready"
+
+
+def test_requirements_studio_lacks_get_an_isolated_environment_built_once(team):
+    client = team.contributor.client()
+    _register(client, "text", zip_bytes({"model/notes.txt": b"nothing to load"}))
+    script = zip_bytes(
+        {
+            "score.py": b"import json\nfrom text_unidecode import unidecode\n\n"
+            b"def init():\n    pass\n\ndef run(raw):\n    return unidecode(json.loads(raw)['text'])\n"
+        }
+    )
+    code = _upload_code(client, script)
+    spec = {
+        "model": "azureml:text:1",
+        "code_configuration": {"code": code, "scoring_script": "score.py"},
+        "environment": {"pip_requirements": "text-unidecode==1.3"},
+    }
+    client.post(ENDPOINTS, {"name": "isolated"}, format="json")
+    first = _deploy(client, "isolated", {"name": "blue", **spec})
+    assert first["job"]["state"] == "succeeded", first["job"]["error"]
+    messages = " ".join(event["message"] for event in first["job"]["events"])
+    assert "Building environment" in messages
+    replica = Replica.objects.get(deployment__name="blue")
+    assert _score(replica.url, {"text": "Ærøskøbing"}).json() == "AEroskobing"
+
+    second = _deploy(client, "isolated", {"name": "green", **spec}, all_traffic=False)
+    assert second["job"]["state"] == "succeeded", second["job"]["error"]
+    assert "Using the cached environment" in " ".join(event["message"] for event in second["job"]["events"])

@@ -12,7 +12,7 @@ from studio.cli.progress import job_progress
 if TYPE_CHECKING:
     from studio.cli.client import Client
 
-POLL_INTERVAL_S = 0.5
+POLL_INTERVAL_S = 0.25
 FINISHED = {"succeeded", "failed"}
 
 

@@ -55,27 +55,11 @@ def sample(tmp_path) -> Path:
 
 
 @pytest.fixture
-def server(live_server, transactional_db, settings, monkeypatch, tmp_path, request):
+def server(live_server, transactional_db, eager_jobs, cleanup_endpoints, settings, monkeypatch, tmp_path):
     """The live server running jobs in-process, with its own STUDIO_HOME; every replica stopped at the end."""
-    from studio.celery import app
-
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
     settings.STUDIO_HOME = tmp_path / "home"
     settings.STUDIO_HOME.mkdir()
     monkeypatch.setenv("STUDIO_GATEWAY_SECRET", GATEWAY_SECRET)
-
-    def stop_replicas() -> None:
-        from endpoints.converge import _Quiet, retire
-        from endpoints.models import OnlineDeployment
-        from endpoints.targets import get_target
-
-        for deployment in OnlineDeployment.objects.all():
-            retire(deployment, get_target(deployment.target), _Quiet(), keep_generation=None)
-        app.conf.task_always_eager = previous
-
-    request.addfinalizer(stop_replicas)
     return live_server
 
 
