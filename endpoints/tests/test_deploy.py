@@ -307,3 +307,27 @@ def test_requirements_studio_lacks_get_an_isolated_environment_built_once(team):
     second = _deploy(client, "isolated", {"name": "green", **spec}, all_traffic=False)
     assert second["job"]["state"] == "succeeded", second["job"]["error"]
     assert "Using the cached environment" in " ".join(event["message"] for event in second["job"]["events"])
+
+
+def test_a_port_taken_while_a_replica_starts_is_retried_on_another(team, mlflow_model_zip, monkeypatch):
+    import socket
+
+    from endpoints.targets import local
+
+    client = team.contributor.client()
+    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    client.post(ENDPOINTS, {"name": "ports"}, format="json")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    ports = iter([taken])
+    original = local._free_port
+    monkeypatch.setattr(local, "_free_port", lambda: next(ports, None) or original())
+    try:
+        body = _deploy(client, "ports", {"name": "blue", "model": "azureml:clf:1"})
+    finally:
+        squatter.close()
+    assert body["job"]["state"] == "succeeded", body["job"]["error"]
+    assert any("was taken; trying another" in event["message"] for event in body["job"]["events"])
+    assert Replica.objects.get().handle["port"] != taken
