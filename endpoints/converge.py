@@ -100,8 +100,7 @@ def _wait_ready(target, replica: Replica, timeout: float, log) -> None:
             if answer is not None and _load_failed(answer):
                 raise ReplicaFailed(
                     f"Replica {replica.replica_id} could not load the model or run init(). "
-                    "Its log ends with:\n"
-                    + target.logs(replica, 30)
+                    "Its log ends with:\n" + target.logs(replica, 30)
                 )
             log.heartbeat()
             time.sleep(READY_POLL_S)

@@ -109,7 +109,9 @@ def test_mirror_traffic_is_at_most_50_percent_to_an_idle_deployment(team, traffi
     version = _mlflow_version()
     for name in ("blue", "green"):
         _deployment_row("fraud", name, version)
-    response = client.patch(f"{ENDPOINTS}fraud/", {"traffic": traffic, "mirror_traffic": mirror}, format="json")
+    response = client.patch(
+        f"{ENDPOINTS}fraud/", {"traffic": traffic, "mirror_traffic": mirror}, format="json"
+    )
     assert response.status_code == 400
     assert says in response.json()["error"]["message"]
 
@@ -122,7 +124,9 @@ def test_valid_traffic_and_mirror_are_saved_and_published(team):
         _deployment_row("fraud", name, version)
     before = RouteTableVersion.current()
     response = client.patch(
-        f"{ENDPOINTS}fraud/", {"traffic": {"blue": 100, "green": 0}, "mirror_traffic": {"green": 20}}, format="json"
+        f"{ENDPOINTS}fraud/",
+        {"traffic": {"blue": 100, "green": 0}, "mirror_traffic": {"green": 20}},
+        format="json",
     )
     assert response.status_code == 200, response.json()
     assert response.json()["traffic"] == {"blue": 100, "green": 0}
@@ -178,7 +182,10 @@ def test_a_bad_deployment_spec_is_a_400_that_says_what_to_fix(team, spec, says):
 def test_unknown_endpoints_and_deployments_are_404s(team):
     client = team.reader.client()
     assert client.get(f"{ENDPOINTS}nope/").status_code == 404
-    assert "no online endpoint named 'nope'" in client.get(f"{ENDPOINTS}nope/deployments/").json()["error"]["message"]
+    assert (
+        "no online endpoint named 'nope'"
+        in client.get(f"{ENDPOINTS}nope/deployments/").json()["error"]["message"]
+    )
 
 
 def test_readers_cannot_create_endpoints_or_read_keys(team):
@@ -194,7 +201,10 @@ def test_keys_are_encrypted_at_rest_and_regenerated_one_at_a_time(team):
     keys = client.post(f"{ENDPOINTS}fraud/credentials/").json()
     row = OnlineEndpoint.objects.get(name="fraud")
     assert keys["primaryKey"] not in row.primary_key and keys["secondaryKey"] not in row.secondary_key
-    assert client.post(f"{ENDPOINTS}fraud/regenerate-keys/", {"keyType": "primary"}, format="json").status_code == 204
+    assert (
+        client.post(f"{ENDPOINTS}fraud/regenerate-keys/", {"keyType": "primary"}, format="json").status_code
+        == 204
+    )
     after = client.post(f"{ENDPOINTS}fraud/credentials/").json()
     assert after["primaryKey"] != keys["primaryKey"]
     assert after["secondaryKey"] == keys["secondaryKey"]
@@ -239,13 +249,17 @@ def test_the_route_table_answers_304_when_unchanged_and_200_after_a_change(team,
     secret = credentials.gateway_secret()
     first = client.get("/internal/route-table/", HTTP_AUTHORIZATION=f"Bearer {secret}")
     unchanged = client.get(
-        "/internal/route-table/?wait=0.3", HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_IF_NONE_MATCH=first["ETag"]
+        "/internal/route-table/?wait=0.3",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        HTTP_IF_NONE_MATCH=first["ETag"],
     )
     assert unchanged.status_code == 304
     with transaction.atomic():
         RouteTableVersion.bump()
     changed = client.get(
-        "/internal/route-table/?wait=5", HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_IF_NONE_MATCH=first["ETag"]
+        "/internal/route-table/?wait=5",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        HTTP_IF_NONE_MATCH=first["ETag"],
     )
     assert changed.status_code == 200
     assert changed.json()["version"] > first.json()["version"]
@@ -256,7 +270,9 @@ def test_a_no_code_deployment_cannot_switch_to_a_custom_model_without_code(team)
     _endpoint(client)
     _deployment_row("fraud", "blue")
     register("custom")
-    response = client.patch(f"{ENDPOINTS}fraud/deployments/blue/", {"model": "azureml:custom:1"}, format="json")
+    response = client.patch(
+        f"{ENDPOINTS}fraud/deployments/blue/", {"model": "azureml:custom:1"}, format="json"
+    )
     assert response.status_code == 400
     assert "custom_model needs code_configuration" in response.json()["error"]["message"]
     assert OnlineDeployment.objects.get().model_version.model.name == "clf"
