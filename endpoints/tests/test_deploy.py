@@ -281,7 +281,8 @@ def test_a_job_whose_worker_died_is_run_again_by_the_reaper(team, mlflow_model_z
     assert Replica.objects.get().state == "ready"
 
 
-def test_requirements_studio_lacks_get_an_isolated_environment_built_once(team):
+def test_requirements_studio_lacks_get_an_isolated_environment_built_once(team, settings, tmp_path):
+    settings.STUDIO_HOME = tmp_path  # a fresh environment cache, so the first deploy must build
     client = team.contributor.client()
     _register(client, "text", zip_bytes({"model/notes.txt": b"nothing to load"}))
     script = zip_bytes(

@@ -228,6 +228,7 @@ class GatewayApp:
         if endpoint is not None and origin is not None:
             headers += _cors_headers(endpoint, origin)
         deployment: Deployment | None = None
+        body: bytes | None = None
         self.metrics.in_flight += 1
         try:
             if table is None:
@@ -284,6 +285,10 @@ class GatewayApp:
         event["bytes_out"] = len(reply)
         # Spooled before the answer goes out: whatever a client received is on record.
         self.spool.append(event)
+        collector = deployment.data_collector if deployment is not None else None
+        if collector is not None and body is not None and random.random() < collector.rate:
+            for line in collector.lines(event, body, reply):
+                self.spool.append(line)
         self.metrics.observe(
             name if endpoint is not None else "", deployment.name if deployment else "", status, elapsed
         )

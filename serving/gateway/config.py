@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.envparse import ConfigError, whole_number
+from serving.envparse import ConfigError, number, whole_number
 
 DEFAULT_PORT = 8080
 DEFAULT_CONTROL_PLANE = "http://127.0.0.1:8000"
@@ -125,7 +125,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     if not re.fullmatch(r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*", gateway_id):
         raise ConfigError(f"gateway id {gateway_id!r}: use letters, digits, '.', '_' and single '-'.")
 
-    def number(name: str, default: float, minimum: float, whole: bool = True) -> float:
+    def setting(name: str, default: float, minimum: float, whole: bool = True) -> float:
         value = env.get(name, "").strip()
         if not value:
             return default
@@ -141,9 +141,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         gateway_id=gateway_id,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
-        mirror_queue=int(number("STUDIO_GATEWAY_MIRROR_QUEUE", 256, 1)),
-        auth_failure_limit=int(number("STUDIO_GATEWAY_AUTH_FAILURE_LIMIT", 20, 1)),
-        auth_failure_window_s=number("STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S", 10.0, 0.1, whole=False),
-        spool_segment_bytes=int(number("STUDIO_GATEWAY_SPOOL_SEGMENT_BYTES", 64 * 1024 * 1024, 4096)),
-        spool_segment_seconds=number("STUDIO_GATEWAY_SPOOL_SEGMENT_SECONDS", 60.0, 0.1, whole=False),
+        mirror_queue=int(setting("STUDIO_GATEWAY_MIRROR_QUEUE", 256, 1)),
+        auth_failure_limit=int(setting("STUDIO_GATEWAY_AUTH_FAILURE_LIMIT", 20, 1)),
+        auth_failure_window_s=setting("STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S", 10.0, 0.1, whole=False),
+        spool_segment_bytes=int(setting("STUDIO_GATEWAY_SPOOL_SEGMENT_BYTES", 64 * 1024 * 1024, 4096)),
+        spool_segment_seconds=setting("STUDIO_GATEWAY_SPOOL_SEGMENT_SECONDS", 60.0, 0.1, whole=False),
     )

@@ -21,6 +21,7 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from serving.gateway.collector import Collector, compile_collector
 from serving.logs import JsonLog
 
 MAX_WAIT_S = 60
@@ -51,7 +52,7 @@ class Deployment:
     timeout_s: float
     max_concurrent_per_instance: int
     max_body_bytes: int
-    data_collector: Any
+    data_collector: Collector | None  # compiled from the table's `data_collector` (collector.py)
 
     @property
     def max_in_flight(self) -> int:
@@ -153,7 +154,7 @@ def _deployment(endpoint: str, name: str, raw: Any, where: str) -> Deployment:
         timeout_s=setting("request_timeout_ms", 5000) / 1000.0,
         max_concurrent_per_instance=setting("max_concurrent_requests_per_instance", 1),
         max_body_bytes=setting("max_body_bytes", 100 * 1024 * 1024),
-        data_collector=raw.get("data_collector"),
+        data_collector=compile_collector(raw.get("data_collector")),
     )
 
 

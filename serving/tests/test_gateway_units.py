@@ -101,3 +101,15 @@ def test_a_bad_setting_names_itself(tmp_path):
     config = load_config(["--route-table-file", __file__], {"STUDIO_HOME": str(tmp_path)})
     assert (tmp_path / "gateway_secret").read_text().strip().encode() == config.secret
     assert config.spool_dir == tmp_path / "spool" / "gateway"
+
+
+def test_fractional_seconds_settings_are_read_as_numbers(tmp_path):
+    env = {
+        "STUDIO_HOME": str(tmp_path),
+        "STUDIO_GATEWAY_SPOOL_SEGMENT_SECONDS": "0.5",
+        "STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S": "2.5",
+    }
+    config = load_config(["--route-table-file", __file__], env)
+    assert (config.spool_segment_seconds, config.auth_failure_window_s) == (0.5, 2.5)
+    with pytest.raises(ConfigError, match="STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S"):
+        load_config(["--route-table-file", __file__], {**env, "STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S": "soon"})

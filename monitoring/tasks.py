@@ -1,0 +1,56 @@
+"""Periodic monitoring tasks (scheduled in settings.CELERY_BEAT_SCHEDULE).
+
+Shipping runs as a Celery task rather than as its own `studio up` process: in the embedded mode the
+worker shares the gateway's host and spool, the task inherits the worker's supervision, time limits and
+logging, and the spool lock makes overlapping runs harmless. A gateway on another host runs the same code
+as `python -m monitoring.shipper` (docs/monitoring.md).
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from monitoring import rollup, shipper
+from monitoring.retention import enforce_retention
+from studio.objectstore import store_from_url
+
+# Each run is bounded well below the time limits; what is left is taken by the next run.
+RUN_SECONDS = 40.0
+
+
+def telemetry_store():
+    return store_from_url(settings.STUDIO_TELEMETRY_STORE)
+
+
+@shared_task(soft_time_limit=60, time_limit=90, acks_late=False)
+def ship_telemetry() -> dict:
+    """Ship closed spool segments to the telemetry store, then roll up what was shipped."""
+    store = telemetry_store()
+    report = shipper.ship_spool(
+        settings.STUDIO_GATEWAY_SPOOL_DIR, store, rollup.register_shipped, max_seconds=RUN_SECONDS
+    )
+    # Rolled up at once, so charts lag the gateway by one beat, not two.
+    rolled = rollup.rollup_pending(store, max_seconds=RUN_SECONDS / 2)
+    return {"segments": report.segments, "events": report.events, "rolled_up": rolled.events}
+
+
+@shared_task(soft_time_limit=60, time_limit=90, acks_late=False)
+def rollup_telemetry() -> dict:
+    """Add every archived request object not rolled up yet to the per-minute metrics."""
+    report = rollup.rollup_pending(telemetry_store(), max_seconds=RUN_SECONDS)
+    return {"objects": report.objects, "events": report.events}
+
+
+@shared_task(soft_time_limit=300, time_limit=360, acks_late=False)
+def discover_telemetry() -> dict:
+    """Record objects that shippers without database access (gateway hosts) put in the store."""
+    return {"discovered": rollup.discover(telemetry_store())}
+
+
+@shared_task(soft_time_limit=600, time_limit=660, acks_late=False)
+def enforce_telemetry_retention() -> dict:
+    report = enforce_retention(
+        telemetry_store(), settings.STUDIO_METRICS_RETENTION_DAYS, settings.STUDIO_TELEMETRY_RETENTION_DAYS
+    )
+    return {"minutes_deleted": report.minutes_deleted, "objects_deleted": report.objects_deleted}
