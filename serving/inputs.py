@@ -68,20 +68,6 @@ class ModelInput:
         )
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 # --- reading the body ---------------------------------------------------------------------------
 
 
@@ -139,7 +125,7 @@ def _shape_of(convention: str, data: Any) -> _Table | list | dict:
         return data
     if isinstance(data, list):
         return data
-    raise BadInput(f"{convention} must be an array or an object, not {_json_type(data)}.")
+    raise BadInput(f"{convention} must be an array or an object, not {jsonio.json_type(data)}.")
 
 
 # --- columns ------------------------------------------------------------------------------------
@@ -187,7 +173,7 @@ def _convert_column(spec: ColumnSpec, name: str, values: list[Any]) -> Any:
                     raise BadInput(f"Column '{name}', row {row}: null is not allowed in a required column.")
                 continue
             if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
-                got = f"{_json_type(value)} {value!r}"
+                got = f"{jsonio.json_type(value)} {value!r}"
                 raise BadInput(f"Column '{name}', row {row}: expected {spec.type}, got {got}.")
     dtype = spec.dtype
     if dtype == "object":
@@ -382,7 +368,7 @@ def _params(raw: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any] | None:
             if not isinstance(value, list):
                 raise BadInput(f"Param '{name}' must be an array of {spec.type}.")
         elif accepted and (not isinstance(value, accepted) or (type(value) is bool and bool not in accepted)):
-            raise BadInput(f"Param '{name}' must be {spec.type}, got {_json_type(value)} {value!r}.")
+            raise BadInput(f"Param '{name}' must be {spec.type}, got {jsonio.json_type(value)} {value!r}.")
         values[name] = value
     return values
 

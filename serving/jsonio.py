@@ -41,3 +41,20 @@ def dumps(value: Any) -> bytes:
 def loads(data: bytes | str) -> Any:
     """Parse JSON; raises `orjson.JSONDecodeError` (a ValueError) on malformed input."""
     return orjson.loads(data)
+
+
+def json_type(value: Any) -> str:
+    """How a parsed JSON value is named in an error message: "a number", "an array", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from serving.jsonio import json_type
 from serving.messages import AMLResponse, ScoreRequest
 
 AMLRequest = ScoreRequest
@@ -112,7 +113,7 @@ class StandardPythonParameterType(AbstractParameterType):
             return sample.deserialize_input(input_data)
         if isinstance(sample, dict):
             if not isinstance(input_data, dict):
-                raise ValueError(f"expected an object, got {_json_type(input_data)}")
+                raise ValueError(f"expected an object, got {json_type(input_data)}")
             return {
                 key: StandardPythonParameterType(sample[key]).deserialize_input(value)
                 if key in sample
@@ -121,7 +122,7 @@ class StandardPythonParameterType(AbstractParameterType):
             }
         if isinstance(sample, list | tuple):
             if not isinstance(input_data, list):
-                raise ValueError(f"expected an array, got {_json_type(input_data)}")
+                raise ValueError(f"expected an array, got {json_type(input_data)}")
             if not sample:
                 return input_data
             item_type = StandardPythonParameterType(sample[0])
@@ -136,7 +137,7 @@ class StandardPythonParameterType(AbstractParameterType):
         if isinstance(input_data, bool) and bool not in accepted:
             raise ValueError(f"expected {_json_name(type(sample))}, got a boolean")
         if not isinstance(input_data, accepted):
-            raise ValueError(f"expected {_json_name(type(sample))}, got {_json_type(input_data)}")
+            raise ValueError(f"expected {_json_name(type(sample))}, got {json_type(input_data)}")
         return float(input_data) if type(sample) is float else input_data
 
     def input_to_swagger(self) -> dict[str, Any]:
@@ -147,28 +148,12 @@ class StandardPythonParameterType(AbstractParameterType):
 
 def _expect_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a date string, got {_json_type(value)}")
+        raise ValueError(f"expected a date string, got {json_type(value)}")
     return value
 
 
 def _json_name(kind: type) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def dtype_to_swagger(dtype: Any) -> dict[str, Any]:
@@ -207,7 +192,7 @@ class NumpyParameterType(AbstractParameterType):
         if isinstance(input_data, np.ndarray):
             return input_data
         if not isinstance(input_data, list):
-            raise ValueError(f"expected an array, got {_json_type(input_data)}")
+            raise ValueError(f"expected an array, got {json_type(input_data)}")
         dtype = self.sample_input.dtype
         try:
             if self.enforce_column_type and dtype.names:
