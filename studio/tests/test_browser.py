@@ -69,8 +69,10 @@ def test_a_person_signs_in_and_filters_versions_by_tag(live_server, versions, te
     expect(page.locator("#tag-filters input[name=tag]")).to_have_count(2)
     expect(page.locator("#tag-filters input[name=tag]").first).to_have_value("stage=prod")
 
-    second = page.locator("#tag-filters input[name=tag]").last
+    page.wait_for_load_state("networkidle")
+    second = page.locator("#tag-filters input[name=tag]").nth(1)
     second.fill("team=payments")
+    expect(second).to_have_value("team=payments")
     second.press("Enter")
     page.wait_for_url("**team%3Dpayments*")
     expect(rows).to_have_count(1)
@@ -85,6 +87,10 @@ def test_a_person_signs_in_and_filters_versions_by_tag(live_server, versions, te
     page.go_back()
     page.wait_for_url("**team%3Dpayments*")
     expect(rows).to_have_count(1)
+
+    # Choosing a type filters at once, keeping the tag filters.
+    page.select_option("select[name=type]", "custom_model")
+    page.wait_for_url("**type=custom_model*team%3Dpayments*")
 
     if browser_page.screenshots:
         for name, path in (("dashboard", "/"), ("models", "/models/"), ("tokens", "/tokens/")):
