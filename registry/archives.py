@@ -43,7 +43,8 @@ class _Budget:
             )
 
 
-def _safe_relative(name: str) -> PurePosixPath:
+def safe_relative(name: str) -> PurePosixPath:
+    """The entry's path, normalised, if it stays inside the folder; else ArchiveRejected saying why."""
     normalised = name.replace("\\", "/")
     path = PurePosixPath(normalised)
     if normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
@@ -67,7 +68,7 @@ def _copy(source: BinaryIO, target: Path, budget: _Budget) -> None:
 def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
-            relative = _safe_relative(info.filename)
+            relative = safe_relative(info.filename)
             # Unix zips keep the file type in the high bits; many writers leave it zero for plain files.
             kind = stat.S_IFMT(info.external_attr >> 16)
             if kind == stat.S_IFLNK:
@@ -87,7 +88,7 @@ def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
 def _unpack_tar(path: Path, dest: Path, budget: _Budget) -> None:
     with tarfile.open(path, mode="r:*") as archive:
         for member in archive:
-            relative = _safe_relative(member.name)
+            relative = safe_relative(member.name)
             if member.issym() or member.islnk():
                 raise ArchiveRejected(f"The archive entry {member.name!r} is a link; links are not accepted.")
             if member.isdir():

@@ -285,7 +285,7 @@ def register_folder(spec: NewVersion, files: list[tuple[str, BinaryIO]], user) -
     seen: set[str] = set()
     for name, _ in files:
         try:
-            relative = archives._safe_relative(name).as_posix()
+            relative = archives.safe_relative(name).as_posix()
         except archives.ArchiveRejected:
             raise RegistrationError(
                 f"The path {name!r} is not a relative path inside the folder; paths may not be absolute "
@@ -298,7 +298,7 @@ def register_folder(spec: NewVersion, files: list[tuple[str, BinaryIO]], user) -
         # Stored, not deflated: the zip only carries the files to the unpacker on this same disk.
         with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_STORED) as archive:
             for name, stream in files:
-                info = zipfile.ZipInfo(archives._safe_relative(name).as_posix())
+                info = zipfile.ZipInfo(archives.safe_relative(name).as_posix())
                 info.external_attr = 0o644 << 16
                 size = getattr(stream, "size", None) or 0
                 with archive.open(info, "w", force_zip64=size > 2**31) as out:
