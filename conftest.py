@@ -142,3 +142,16 @@ def cleanup_endpoints():
 
     for deployment in OnlineDeployment.objects.all():
         retire(deployment, get_target(deployment.target), QuietLog(), keep_generation=None)
+
+
+@pytest.fixture
+def gateway(live_server, settings, monkeypatch, tmp_path):
+    """A real gateway reading this test's route table; the control plane shares its secret."""
+    from studio.testkit import GATEWAY_SECRET, GatewayProcess
+
+    monkeypatch.setenv("STUDIO_GATEWAY_SECRET", GATEWAY_SECRET)
+    process = GatewayProcess(live_server.url, tmp_path / "gateway-spool")
+    settings.STUDIO_GATEWAY_URL = process.url
+    process.start()
+    yield process
+    process.stop()

@@ -339,14 +339,7 @@ def _to_tensors(shaped: Any, specs: tuple[TensorSpec, ...], convention: str) -> 
 
 # --- params -------------------------------------------------------------------------------------
 
-_PARAM_TYPES = {
-    "double": (int, float),
-    "float": (int, float),
-    "long": (int,),
-    "integer": (int,),
-    "boolean": (bool,),
-    "string": (str,),
-}
+_PARAM_TYPES = {name: _ACCEPTS[name] for name in ("double", "float", "long", "integer", "boolean", "string")}
 
 
 def _params(raw: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any] | None:

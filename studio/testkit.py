@@ -24,3 +24,59 @@ def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+GATEWAY_SECRET = "gateway-secret-for-tests"  # noqa: S105 (a test value)
+
+
+class GatewayProcess:
+    """A real gateway process (`python -m serving.gateway`) long-polling a control plane."""
+
+    def __init__(self, control_plane_url: str, spool, extra_env: dict[str, str] | None = None):
+        import os
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = [
+            sys.executable, "-m", "serving.gateway", "--port", str(self.port),
+            "--control-plane-url", control_plane_url, "--spool-dir", str(spool), "--gateway-id", "gw-test",
+        ]  # fmt: skip
+        self.env = {
+            **os.environ,
+            "STUDIO_GATEWAY_SECRET": GATEWAY_SECRET,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, timeout=60, process=self.process)
+
+    def stop(self) -> None:
+        """A clean stop: the open spool segment is closed and handed over."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(20)
+
+
+def until(predicate, timeout: float = 15.0) -> bool:
+    """Whether predicate() became true within timeout seconds, asking every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False

@@ -1,16 +1,12 @@
 """End to end: deploy through the API, score through the real gateway reading the real route table."""
 
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from studio.testkit import free_port, wait_for_port
+from studio.testkit import until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -18,40 +14,6 @@ pytestmark = [
 ]
 
 ENDPOINTS = "/api/v1/online-endpoints/"
-SECRET = "gateway-secret-for-tests"
-
-
-@pytest.fixture
-def gateway(live_server, settings, monkeypatch, tmp_path):
-    """A gateway process that long-polls this test's control plane."""
-    monkeypatch.setenv("STUDIO_GATEWAY_SECRET", SECRET)
-    port = free_port()
-    settings.STUDIO_GATEWAY_URL = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "STUDIO_GATEWAY_SECRET": SECRET, "PYTHONPATH": str(Path(settings.BASE_DIR))}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving.gateway",
-            "--port",
-            str(port),
-            "--control-plane-url",
-            live_server.url,
-            "--spool-dir",
-            str(tmp_path / "spool"),
-            "--gateway-id",
-            "test",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=30, process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _register(client, name, content):
@@ -63,22 +25,13 @@ def _register(client, name, content):
     assert response.status_code == 201, response.json()
 
 
-def _until(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_a_deployment_answers_through_the_gateway_and_survives_an_update_under_load(
     team, gateway, mlflow_model_zip
 ):
     client = team.contributor.client()
     _register(client, "clf", mlflow_model_zip)
     endpoint = client.post(ENDPOINTS, {"name": "fraud"}, format="json").json()
-    assert endpoint["scoring_uri"] == f"{gateway}/endpoints/fraud/score"
+    assert endpoint["scoring_uri"] == f"{gateway.url}/endpoints/fraud/score"
     created = client.post(
         f"{ENDPOINTS}fraud/deployments/?all_traffic=true",
         {"name": "blue", "model": "azureml:clf:1"},
@@ -92,7 +45,7 @@ def test_a_deployment_answers_through_the_gateway_and_survives_an_update_under_l
     def score(**extra):
         return httpx.post(endpoint["scoring_uri"], json=payload, headers={**headers, **extra}, timeout=10)
 
-    assert _until(lambda: score().status_code == 200), "the gateway picks up the new route table"
+    assert until(lambda: score().status_code == 200), "the gateway picks up the new route table"
     answer = score()
     assert answer.json() == [0]
     assert answer.headers["azureml-model-deployment"] == "blue"
@@ -135,7 +88,7 @@ def test_a_deployment_answers_through_the_gateway_and_survives_an_update_under_l
 
     # A regenerated key takes effect at the gateway within a second or two.
     client.post(f"{ENDPOINTS}fraud/regenerate-keys/", {"keyType": "primary"}, format="json")
-    assert _until(lambda: score().status_code == 401, timeout=5)
+    assert until(lambda: score().status_code == 401, timeout=5)
     new_key = client.post(f"{ENDPOINTS}fraud/credentials/").json()["primaryKey"]
     assert (
         httpx.post(
@@ -162,7 +115,7 @@ def test_a_token_endpoint_accepts_the_token_it_hands_out(team, gateway, mlflow_m
             endpoint["scoring_uri"], json=payload, headers={"Authorization": f"Bearer {bearer}"}
         )
 
-    assert _until(lambda: score(token).status_code == 200)
+    assert until(lambda: score(token).status_code == 200)
     assert score(token).json() == [1]
     other = client.post(ENDPOINTS, {"name": "other", "auth_mode": "aml_token"}, format="json")
     assert other.status_code == 201

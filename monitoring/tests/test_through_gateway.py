@@ -7,13 +7,8 @@ is killed with SIGKILL under load (then only requests that got no answer may be 
 
 import gzip
 import math
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import orjson
@@ -22,7 +17,7 @@ from django.db import connection
 
 from monitoring import histogram, shipper, tasks
 from studio.objectstore import store_from_url
-from studio.testkit import free_port, wait_for_port
+from studio.testkit import GATEWAY_SECRET, GatewayProcess, until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -30,65 +25,22 @@ pytestmark = [
 ]
 
 ENDPOINTS = "/api/v1/online-endpoints/"
-SECRET = "gateway-secret-for-tests"
 PAYLOAD = {"input_data": [[0.0, 1.0]]}
-
-
-class GatewayProcess:
-    """A gateway that long-polls the test's control plane and spools into settings' spool folder."""
-
-    def __init__(self, live_server_url: str, spool: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [
-            sys.executable, "-m", "serving.gateway", "--port", str(self.port),
-            "--control-plane-url", live_server_url, "--spool-dir", str(spool), "--gateway-id", "gw-test",
-        ]  # fmt: skip
-        self.env = {
-            **os.environ,
-            "STUDIO_GATEWAY_SECRET": SECRET,
-            # Many small segments (about a dozen events each), so crashes land in the middle of the spool.
-            "STUDIO_GATEWAY_SPOOL_SEGMENT_BYTES": "4096",
-            "STUDIO_GATEWAY_SPOOL_SEGMENT_SECONDS": "1",
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        }
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_for_port(self.port, timeout=60, process=self.process)
-
-    def stop(self) -> None:
-        """A clean stop: the open segment is closed and handed over."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(20)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(20)
 
 
 @pytest.fixture
 def gateway(live_server, settings, monkeypatch, spool):
-    monkeypatch.setenv("STUDIO_GATEWAY_SECRET", SECRET)
-    process = GatewayProcess(live_server.url, spool)
+    monkeypatch.setenv("STUDIO_GATEWAY_SECRET", GATEWAY_SECRET)
+    # Many small segments (about a dozen events each), so crashes land in the middle of the spool.
+    process = GatewayProcess(
+        live_server.url,
+        spool,
+        {"STUDIO_GATEWAY_SPOOL_SEGMENT_BYTES": "4096", "STUDIO_GATEWAY_SPOOL_SEGMENT_SECONDS": "1"},
+    )
     settings.STUDIO_GATEWAY_URL = process.url
     process.start()
     yield process
     process.stop()
-
-
-def _until(predicate, timeout=30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _deploy(team, model_zip, *, mirror: bool, data_collector: dict | None = None) -> tuple[str, dict]:
@@ -133,7 +85,7 @@ def _wait_for_routes(uri: str, headers: dict) -> dict[str, int]:
         answered[response.headers["x-request-id"]] = response.status_code
         return response.status_code == 200
 
-    assert _until(ok), "the gateway picks up the route table"
+    assert until(ok), "the gateway picks up the route table"
     return answered
 
 
@@ -281,7 +233,7 @@ def test_a_gateway_killed_under_load_loses_no_answered_request(
     threads = [threading.Thread(target=client_load) for _ in range(3)]
     for thread in threads:
         thread.start()
-    _until(lambda: len(answered) >= 150, timeout=60)
+    until(lambda: len(answered) >= 150, timeout=60)
     gateway.kill()
     stop.set()
     for thread in threads:

@@ -4,7 +4,6 @@ Jobs run eagerly inside the live server when their request commits, and a local-
 starts real model-server processes; every test deletes what it started (a finalizer makes sure).
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,11 +19,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from studio.cli.main import cli
-from studio.testkit import free_port, wait_for_port
+from studio.testkit import GATEWAY_SECRET
 
 STUDIO = Path(sys.executable).with_name("studio")
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples" / "online"
-GATEWAY_SECRET = "cli-endpoint-tests-gateway-secret"  # noqa: S105 (a test value)
 IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest"
 # A short readiness budget for deployments expected to fail: the default waits minutes, as Azure does.
 QUICK_READINESS = "readiness_probe: {initial_delay: 1, period: 1, failure_threshold: 10}\n"
@@ -378,31 +376,6 @@ def test_what_the_server_refuses_is_said_before_anything_runs(studio, sample):
 # Scoring through the gateway
 
 
-@pytest.fixture
-def gateway(server, settings, tmp_path):
-    """The real gateway (serving.gateway) long-polling the live server's route table."""
-    if importlib.util.find_spec("serving.gateway") is None:
-        pytest.skip("serving.gateway is not in this tree yet, so `invoke` has no gateway to score through.")
-    port = free_port()
-    env = {**os.environ, "STUDIO_GATEWAY_SECRET": GATEWAY_SECRET, "STUDIO_HOME": str(tmp_path / "gateway")}
-    log = (tmp_path / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving.gateway", "--port", str(port), "--control-plane-url", server.url,
-         "--spool-dir", str(tmp_path / "spool")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, timeout=60, process=process)
-        settings.STUDIO_GATEWAY_URL = f"http://127.0.0.1:{port}"
-        yield settings.STUDIO_GATEWAY_URL
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-
-
 def invoke_when_routed(studio: Run, *args: str) -> Result:
     """`invoke`, given a few seconds for the gateway to pick up the new route table (it long-polls)."""
     deadline = time.monotonic() + 30
@@ -415,7 +388,7 @@ def invoke_when_routed(studio: Run, *args: str) -> Result:
 
 def test_invoke_scores_through_the_gateway(gateway, studio, sample):
     created = as_json(studio("online-endpoint", "create", "-f", str(sample / "endpoint.yml"), "-o", "json"))
-    assert created["scoring_uri"] == f"{gateway}/endpoints/my-endpoint/score"
+    assert created["scoring_uri"] == f"{gateway.url}/endpoints/my-endpoint/score"
     studio("online-deployment", "create", "-f", str(sample / "blue-deployment.yml"), "--all-traffic")
     request = sample / "sample-request.json"
 
