@@ -134,14 +134,17 @@ def eager_jobs(settings):
 
 @pytest.fixture
 def cleanup_endpoints():
-    """Stop every replica process a test started, whatever the test did."""
+    """Stop every replica process a test started, and the warm template, whatever the test did."""
     yield
     from endpoints.converge import QuietLog, retire
     from endpoints.models import OnlineDeployment
     from endpoints.targets import get_target
+    from endpoints.targets.local import template_socket
+    from serving import warm
 
     for deployment in OnlineDeployment.objects.all():
         retire(deployment, get_target(deployment.target), QuietLog(), keep_generation=None)
+    warm.stop_template(template_socket())
 
 
 @pytest.fixture

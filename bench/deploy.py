@@ -4,6 +4,10 @@ A no-code MLflow scikit-learn model (saved by MLflow itself) is deployed on the 
 real `studio up` (control plane, Celery worker on the embedded broker, gateway), through the CLI, and the
 clock stops at the first 200 from the gateway. The peer measured in the same run is
 `mlflow models serve`: from launch to its first answer. Run: `python -m bench deploy`.
+
+Studio's time is also broken down into phases, from the job's timestamps and events: the CLI until the
+job row exists, the job waiting for a worker, each step of converging, the CLI noticing the job ended,
+and the gateway's first answer after that.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -61,7 +66,41 @@ def _first_answer(url: str, headers: dict, process: subprocess.Popen, deadline_s
     raise TimeoutError(f"no answer from {url}")
 
 
-def _studio_rounds(work: Path, model: Path) -> list[float]:
+# Phases of one deploy, each ending at the job event that starts with this text (in order).
+_EVENT_PHASES = (
+    ("artifact fetch", "Preparing"),
+    ("interpreter + replica start", "Started replica"),
+    ("replica readiness", "Replica "),
+    ("route table + retire", "Deployment "),
+)
+
+
+def _at(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _breakdown(job: dict, launched: float, cli_done: float, answered: float) -> dict[str, float]:
+    """Seconds spent in each phase of one deploy, from wall-clock times and the job's timestamps."""
+    phases = {"CLI start + create request": _at(job["created_at"]) - launched}
+    phases["queue -> worker picks job"] = _at(job["started_at"]) - _at(job["created_at"])
+    events = [(event["message"], _at(event["t"])) for event in job["events"]]
+    fetching = next((t for message, t in events if message.startswith("Fetching model")), None)
+    if fetching is not None:
+        phases["job start -> fetch"] = fetching - _at(job["started_at"])
+        previous = fetching
+        for name, prefix in _EVENT_PHASES:
+            at = next((t for message, t in events if message.startswith(prefix) and t >= previous), None)
+            if at is None:
+                continue
+            phases[name] = at - previous
+            previous = at
+        phases["job end"] = _at(job["finished_at"]) - previous
+    phases["job finished -> CLI returns"] = cli_done - _at(job["finished_at"])
+    phases["CLI returns -> first 200 via gateway"] = answered - cli_done
+    return phases
+
+
+def _studio_rounds(work: Path, model: Path) -> tuple[list[float], list[dict[str, float]]]:
     port, gateway_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -82,7 +121,7 @@ def _studio_rounds(work: Path, model: Path) -> list[float]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    times = []
+    times, breakdowns = [], []
     try:
         wait_for_port(port, timeout=120, process=up)
         wait_for_port(gateway_port, timeout=60, process=up)
@@ -100,19 +139,25 @@ def _studio_rounds(work: Path, model: Path) -> list[float]:
             ).json()["primaryKey"]
             spec = work / f"{name}.yml"
             spec.write_text(f"name: blue\nendpoint_name: {name}\nmodel: azureml:bench:1\ninstance_count: 1\n")
-            started = time.monotonic()
+            started, launched = time.monotonic(), time.time()
             cli("online-deployment", "create", "-f", str(spec), "--all-traffic")
+            cli_done = time.time()
             _first_answer(
                 f"http://127.0.0.1:{gateway_port}/endpoints/{name}/score",
                 {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                 up,
             )
             times.append(time.monotonic() - started)
+            deployment = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/online-endpoints/{name}/deployments/blue/",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ).json()
+            breakdowns.append(_breakdown(deployment["job"], launched, cli_done, time.time()))
             cli("online-endpoint", "delete", "--name", name, "--yes")
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(60)
-    return times
+    return times, breakdowns
 
 
 def _mlflow_rounds(model: Path) -> list[float]:
@@ -157,7 +202,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         work = Path(tmp)
         model = _save_model(work)
-        studio = _studio_rounds(work, model)
+        studio, breakdowns = _studio_rounds(work, model)
         peer = _mlflow_rounds(model)
     print("\nDeploy to first answer (no-code MLflow scikit-learn model, local target)")
     print(
@@ -169,6 +214,10 @@ def main() -> int:
         f"median {statistics.median(peer):.2f}s  (rounds: {', '.join(f'{t:.2f}' for t in peer)})"
     )
     print(f"  ratio studio / mlflow: {statistics.median(studio) / statistics.median(peer):.2f}")
+    print("  where Studio's time goes (median of the rounds, seconds):")
+    for phase in breakdowns[0]:
+        values = [b[phase] for b in breakdowns if phase in b]
+        print(f"    {phase:<38} {statistics.median(values):6.3f}  ({', '.join(f'{v:.3f}' for v in values)})")
     return 0
 
 

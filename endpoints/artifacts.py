@@ -64,3 +64,24 @@ def model_dir(version: ModelVersion) -> Path:
 
 def code_dir(snapshot) -> Path:
     return _materialise("code", snapshot.digest, snapshot.storage_prefix, snapshot.files)
+
+
+def deployment_content(deployment) -> tuple[Path, Path | None]:
+    """The folders of a deployment's model and, if it has a scoring script, of its code."""
+    from endpoints.models import CodeSnapshot
+
+    model = model_dir(deployment.model_version)
+    if not deployment.code_digest:
+        return model, None
+    snapshot = CodeSnapshot.objects.filter(digest=deployment.code_digest).first()
+    if snapshot is None:
+        raise ContentMissing(
+            f"The code snapshot {deployment.code_digest[:12]} is missing; upload the code again."
+        )
+    code = code_dir(snapshot)
+    if not (code / deployment.scoring_script).is_file():
+        raise ContentMissing(
+            f"The scoring script {deployment.scoring_script!r} is not in the uploaded code; check "
+            "code_configuration.scoring_script."
+        )
+    return model, code

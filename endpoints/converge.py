@@ -13,11 +13,11 @@ import httpx
 from django.conf import settings
 from django.db import transaction
 
-from endpoints import artifacts, environments
+from endpoints import artifacts
 from endpoints.choices import JobKindChoices, ProvisioningStateChoices, ReplicaStateChoices
-from endpoints.models import CodeSnapshot, Job, OnlineDeployment, OnlineEndpoint, Replica, RouteTableVersion
+from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, Replica, RouteTableVersion
 from endpoints.targets import get_target
-from endpoints.targets.base import ReplicaFailed, ReplicaLaunch
+from endpoints.targets.base import BuildFailed, Prepared, ReplicaFailed, ReplicaLaunch
 
 # The gateway long-polls the route table; give it a moment to drop retiring replicas before they stop.
 DRAIN_S = 1.5
@@ -40,9 +40,8 @@ def log_path(deployment: OnlineDeployment, replica: Replica) -> Path:
     )
 
 
-def _launch(
-    deployment: OnlineDeployment, runtime, model_dir: Path, code_dir: Path | None, replica
-) -> ReplicaLaunch:
+def _launch(deployment: OnlineDeployment, prepared: Prepared, replica) -> ReplicaLaunch:
+    model_dir, code_dir = prepared.model_dir, prepared.code_dir
     environment = {
         **deployment.environment_variables,
         "AZUREML_MODEL_DIR": str(model_dir),
@@ -57,12 +56,19 @@ def _launch(
         environment["AZUREML_SOURCE_DIRECTORY"] = str(code_dir)
         environment["AZUREML_ENTRY_SCRIPT"] = deployment.scoring_script
     return ReplicaLaunch(
-        runtime.python,
+        prepared.python,
         model_dir,
         code_dir,
         deployment.scoring_script,
         environment,
         log_path(deployment, replica),
+        image=prepared.image,
+        instance_type=deployment.instance_type,
+        labels={
+            "endpoint": deployment.endpoint.name,
+            "deployment": deployment.name,
+            "replica": replica.replica_id,
+        },
     )
 
 
@@ -141,30 +147,17 @@ def converge_deployment(job: Job, log) -> None:
     target = get_target(deployment.target)
     generation = deployment.generation
     log(f"Fetching model {deployment.model_version}.", progress=5)
-    model_dir = artifacts.model_dir(deployment.model_version)
-    code_dir = None
-    if deployment.code_digest:
-        snapshot = CodeSnapshot.objects.filter(digest=deployment.code_digest).first()
-        if snapshot is None:
-            raise DeploymentFailed(
-                f"The code snapshot {deployment.code_digest[:12]} is missing; upload the code again."
-            )
-        code_dir = artifacts.code_dir(snapshot)
-        if not (code_dir / deployment.scoring_script).is_file():
-            raise DeploymentFailed(
-                f"The scoring script {deployment.scoring_script!r} is not in the uploaded code; check "
-                "code_configuration.scoring_script."
-            )
-    log("Resolving the Python environment.", progress=15)
+    model_dir, code_dir = artifacts.deployment_content(deployment)
+    log(f"Preparing what replicas run on the {target.name} target.", progress=15)
     try:
-        runtime = environments.resolve(deployment, log)
-    except environments.EnvironmentBuildFailed as exc:
+        prepared = target.prepare(deployment, model_dir, code_dir, log)
+    except BuildFailed as exc:
         raise DeploymentFailed(str(exc)) from None
-    for warning in runtime.warnings:
+    for warning in prepared.warnings:
         log(warning, level="warning")
 
     def launch_for(replica):
-        return _launch(deployment, runtime, model_dir, code_dir, replica)
+        return _launch(deployment, prepared, replica)
 
     count = deployment.instance_count
     for index in range(count):
@@ -185,13 +178,8 @@ def converge_deployment(job: Job, log) -> None:
 def restart_replica(replica: Replica, target) -> None:
     """Start a replica again in its slot, on the same runtime, and publish it once ready."""
     deployment = replica.deployment
-    model_dir = artifacts.model_dir(deployment.model_version)
-    snapshot = (
-        CodeSnapshot.objects.filter(digest=deployment.code_digest).first() if deployment.code_digest else None
-    )
-    code_dir = artifacts.code_dir(snapshot) if snapshot else None
-    runtime = environments.resolve(deployment, QuietLog())
-    launch = _launch(deployment, runtime, model_dir, code_dir, replica)
+    model_dir, code_dir = artifacts.deployment_content(deployment)
+    launch = _launch(deployment, target.prepare(deployment, model_dir, code_dir, QuietLog()), replica)
     target.start(replica, launch)
     replica.restarts += 1
     replica.save()

@@ -17,6 +17,10 @@ from pathlib import Path
 
 from django.conf import settings
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from endpoints.targets.base import BuildFailed
+from serving.loaders import native_flavor
 
 SERVING_REQUIREMENTS = ["uvicorn[standard]>=0.30", "orjson>=3.9", "numpy>=1.26"]
 # Conda packages that are the toolchain itself, not libraries to install with pip.
@@ -24,9 +28,8 @@ CONDA_SKIP = {"python", "pip", "setuptools", "wheel"}
 BUILD_TIMEOUT_S = 1800
 
 
-class EnvironmentBuildFailed(Exception):
-    def __init__(self, message: str, log_tail: str = ""):
-        super().__init__(message + (f"\n--- build log (last lines) ---\n{log_tail}" if log_tail else ""))
+class EnvironmentBuildFailed(BuildFailed):
+    pass
 
 
 @dataclass
@@ -64,7 +67,6 @@ def _conda_to_pip(conda: dict, warnings: list[str]) -> tuple[list[str], str | No
 
 def requirements_for(deployment) -> tuple[list[str], str | None, list[str]]:
     """What the deployment's environment asks for: pip requirements, a Python version, and warnings."""
-    warnings: list[str] = []
     spec = deployment.environment or {}
     if deployment.environment_version is not None:
         version = deployment.environment_version
@@ -73,16 +75,36 @@ def requirements_for(deployment) -> tuple[list[str], str | None, list[str]]:
             "conda_file": version.conda_file,
             "pip_requirements": version.pip_requirements,
         }
+    return model_requirements(deployment.model_version, spec)
+
+
+# MLflow itself, which a model served by a native loader never imports.
+MLFLOW_PACKAGES = {"mlflow", "mlflow-skinny"}
+
+
+def model_requirements(model_version, spec: dict | None = None) -> tuple[list[str], str | None, list[str]]:
+    """Requirements from an environment spec, or else from an MLflow model's own requirements.txt."""
+    warnings: list[str] = []
+    spec = spec or {}
     requirements, python = [], None
     if spec.get("conda_file"):
         requirements, python = _conda_to_pip(spec["conda_file"], warnings)
     if spec.get("pip_requirements"):
         requirements += [line for line in spec["pip_requirements"].splitlines() if line.strip()]
-    if not spec and deployment.model_version.mlflow:
-        text = (deployment.model_version.mlflow.get("requirements") or {}).get("requirements.txt", "")
+    if not spec and model_version.mlflow:
+        text = (model_version.mlflow.get("requirements") or {}).get("requirements.txt", "")
         requirements = [line for line in text.splitlines() if line.strip()]
+        if native_flavor(model_version.mlflow.get("flavors") or {}):
+            requirements = [line for line in requirements if _name(line) not in MLFLOW_PACKAGES]
     cleaned = [line.split("#", 1)[0].strip() for line in requirements]
     return [line for line in cleaned if line and not line.startswith("-")], python, warnings
+
+
+def _name(line: str) -> str:
+    try:
+        return canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        return ""
 
 
 def _satisfied(requirements: list[str]) -> bool:

@@ -398,18 +398,17 @@ class TargetStepForm(forms.Form):
         required=False,
         max_length=64,
         label="Instance type",
-        help_text="Kept as given, so Azure SKU names in YAML still work; the local target runs a process "
-        "per instance.",
+        help_text="An Azure VM size: on the docker target it sets each container's CPU and memory limits; "
+        "the local target runs a process per instance.",
         widget=forms.TextInput(attrs={"placeholder": "Standard_DS3_v2", "spellcheck": "false"}),
     )
 
     def clean_target(self) -> str:
         target = self.cleaned_data["target"]
-        if target not in targets.available():
-            # The words of the API's deployment views.
-            raise ValidationError(
-                f"the {target} target is not available here; use {', '.join(targets.available())}."
-            )
+        try:
+            targets.check(target)
+        except targets.TargetUnavailable as exc:
+            raise ValidationError(str(exc)) from None
         return target
 
 

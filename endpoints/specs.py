@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from rest_framework.exceptions import ValidationError
 
 from endpoints.choices import AuthModeChoices, TargetChoices
+from endpoints.targets import instance_types
 from registry.models import EnvironmentVersion, ModelVersion
 
 MODEL_REF_RE = re.compile(
@@ -188,6 +189,11 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
         values["target"] = data["target"]
     if "instance_type" in data:
         values["instance_type"] = str(data["instance_type"] or "")
+        if values.get("target") == TargetChoices.DOCKER:
+            try:
+                instance_types.lookup(values["instance_type"])
+            except instance_types.UnknownInstanceType as exc:
+                raise _error("instance_type", str(exc)) from None
     if "instance_count" in data:
         values["instance_count"] = _positive_int(data["instance_count"], "instance_count")
     if "scale_settings" in data:
@@ -216,11 +222,12 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
             "without code.",
         )
     environment = values.get("environment") or {}
-    if environment.get("image") and values.get("target", TargetChoices.LOCAL) == TargetChoices.LOCAL:
-        warnings.append(
-            f"environment.image {environment['image']!r} is not used by the local target: replicas run in a "
-            "Python environment built from conda_file/pip_requirements."
-        )
+    if environment.get("image"):
+        if values.get("target") == TargetChoices.DOCKER:
+            used = "images are built on STUDIO_DOCKER_BASE_IMAGE with the conda_file/pip_requirements"
+        else:
+            used = "replicas run in a Python environment built from conda_file/pip_requirements"
+        warnings.append(f"environment.image {environment['image']!r} is not used: {used}.")
     return DeploymentSpec(values, warnings)
 
 

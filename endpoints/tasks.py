@@ -1,4 +1,4 @@
-"""Celery tasks: run a job by id, reap jobs whose worker died, and keep local replicas alive."""
+"""Celery tasks: run a job by id, reap jobs whose worker died, keep replicas alive and remove orphans."""
 
 import logging
 from datetime import timedelta
@@ -13,7 +13,7 @@ from endpoints import converge
 from endpoints.choices import JobStateChoices, ProvisioningStateChoices, ReplicaStateChoices
 from endpoints.jobs import JobLog, dispatch
 from endpoints.models import Job, Replica, RouteTableVersion
-from endpoints.targets import TargetUnavailable, get_target
+from endpoints.targets import TargetUnavailable, available, get_target
 from endpoints.targets.base import ReplicaFailed
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ def _live(replica: Replica) -> bool:
 
 @shared_task
 def supervise_replicas() -> int:
-    """Restart replicas whose process died or whose liveness probe fails; returns how many restarted."""
+    """Restart replicas whose process died or whose liveness probe fails, then remove what no replica
+    row owns (containers of deleted deployments); returns how many replicas were restarted."""
     restarted = 0
     replicas = Replica.objects.filter(
         state__in=[ReplicaStateChoices.READY, ReplicaStateChoices.UNHEALTHY],
@@ -120,4 +121,7 @@ def supervise_replicas() -> int:
             logger.exception("replica %s could not be restarted", replica.replica_id)
             continue
         restarted += 1
+    for name in available():
+        for removed in get_target(name).reconcile():
+            logger.warning("removed %s: no deployment replica owns it", removed)
     return restarted

@@ -182,6 +182,20 @@ STUDIO_GATEWAY_SPOOL_DIR = Path(env_str("STUDIO_GATEWAY_SPOOL_DIR", str(STUDIO_H
 STUDIO_METRICS_RETENTION_DAYS = env_int("STUDIO_METRICS_RETENTION_DAYS", 90, minimum=1)
 STUDIO_TELEMETRY_RETENTION_DAYS = env_int("STUDIO_TELEMETRY_RETENTION_DAYS", 30, minimum=1)
 
+# The docker target (docs/docker-target.md). The engine itself is found as the docker CLI finds it
+# (DOCKER_HOST, else the local socket).
+STUDIO_DOCKER_BASE_IMAGE = env_str("STUDIO_DOCKER_BASE_IMAGE", "python:3.11-slim")
+# A network the gateway shares with the containers (docker-compose); empty: publish ports instead.
+STUDIO_DOCKER_NETWORK = env_str("STUDIO_DOCKER_NETWORK", "")
+# The host address container ports are published on, and the one replicas are reached at.
+STUDIO_DOCKER_PUBLISH_ADDRESS = env_str("STUDIO_DOCKER_PUBLISH_ADDRESS", "127.0.0.1")
+# Wheels fetched for images, kept per Python version and platform and shared by every build.
+STUDIO_WHEEL_CACHE = Path(env_str("STUDIO_WHEEL_CACHE", str(STUDIO_HOME / "cache" / "wheels")))
+
+# Replicas on Studio's own interpreter are forked from a template that has the serving stack imported
+# (serving.warm), so they answer in a fraction of a cold start.
+STUDIO_WARM_START = env_bool("STUDIO_WARM_START", True)
+
 # Tokens and failed sign-in throttling for the API.
 STUDIO_AUTH_FAILURES_PER_MINUTE = env_int("STUDIO_AUTH_FAILURES_PER_MINUTE", 20, minimum=1)
 

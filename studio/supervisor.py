@@ -22,6 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
+from serving import warm
+from studio.env import env_bool
+
 HOST = "127.0.0.1"  # `studio up` is the local, embedded mode; production runs docker-compose.
 GRACE_SECONDS = 10.0  # how long a child may take to finish its work after SIGTERM
 CRASH_WINDOW_SECONDS = 60.0
@@ -75,6 +80,13 @@ def programs(port: int, gateway_port: int, home: Path) -> list[Program]:
             "gateway",
             [python, "-m", "serving.gateway", "--host", HOST, "--port", str(gateway_port)],
             needs_module="serving.gateway",
+        ),
+        # The template local replicas are forked from, warm before the first deployment. Replicas it
+        # started run in sessions of their own, so they outlive it like they outlive the worker.
+        *(
+            [Program("warm", warm.command(python, warm.socket_path(home), wait=True))]
+            if env_bool("STUDIO_WARM_START", True)
+            else []
         ),
     ]
 
@@ -274,7 +286,12 @@ def run(port: int, gateway_port: int) -> int:
     }
 
     wanted = []
-    for program in programs(port, gateway_port, home):
+    try:
+        group = programs(port, gateway_port, home)
+    except ImproperlyConfigured as exc:
+        say(str(exc))
+        return 1
+    for program in group:
         if program.needs_module and not _runnable(program.needs_module):
             say(f"{program.name}: skipped, `python -m {program.needs_module}` cannot run yet")
             continue

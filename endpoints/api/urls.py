@@ -32,6 +32,17 @@ urlpatterns = [
         deployment_logs,
         name="onlinedeployment-logs",
     ),
+    path(
+        "online-endpoints/<str:endpoint_name>/deployments/<str:name>/package/",
+        views.PackageView.as_view(),
+        name="onlinedeployment-package",
+    ),
+    # Beside the registry's `.../download`, in its style; served here, where packaging lives.
+    path(
+        "models/<str:model_name>/versions/<str:version>/package",
+        views.PackageView.as_view(),
+        name="modelversion-package",
+    ),
     path("jobs/<uuid:pk>/", views.JobViewSet.as_view({"get": "retrieve"}), name="job-detail"),
     path("code/", views.CodeUploadView.as_view(), name="code-upload"),
 ]

@@ -1,4 +1,5 @@
 from django.db import transaction
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -7,12 +8,16 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from endpoints import services, specs, targets
+from endpoints import artifacts, packaging, services, specs, targets
 from endpoints.api.serializers import JobSerializer, OnlineDeploymentSerializer, OnlineEndpointSerializer
 from endpoints.code import upload_code
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
-from endpoints.targets.base import TargetUnavailable
+from endpoints.targets.base import BuildFailed, TargetUnavailable
+from registry.api.views import find_version
+from registry.models import ModelVersion
 from studio.api.parsers import YAMLParser
+from studio.choices import AuditActionChoices
+from studio.models import audit
 
 
 def _endpoint(name: str) -> OnlineEndpoint:
@@ -86,14 +91,11 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
     def _spec(self, data, partial: bool) -> specs.DeploymentSpec:
         spec = specs.parse_deployment(data, partial=partial)
         target = spec.values.get("target")
-        if target and target not in targets.available():
-            raise ValidationError(
-                {
-                    "target": [
-                        f"the {target} target is not available here; use {', '.join(targets.available())}."
-                    ]
-                }
-            )
+        if target:
+            try:
+                targets.check(target)
+            except targets.TargetUnavailable as exc:
+                raise ValidationError({"target": [str(exc)]}) from None
         return spec
 
     @extend_schema(
@@ -180,3 +182,48 @@ class CodeUploadView(APIView):
             "size": snapshot.size,
         }
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class PackageView(APIView):
+    """The build context of a model version or a deployment, as a .tar.gz to `docker build` anywhere."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "mode",
+                str,
+                enum=["offline", "online"],
+                description="offline (default): every wheel is in the context, so the image builds with "
+                "no network; online: pinned requirements only, fetched by pip at build time.",
+            )
+        ],
+        responses={(200, "application/gzip"): bytes},
+    )
+    def get(self, request, model_name=None, version=None, endpoint_name=None, name=None):
+        mode = request.query_params.get("mode", "offline")
+        if mode not in ("offline", "online"):
+            raise ValidationError({"mode": ["must be offline or online."]})
+        try:
+            if endpoint_name is not None:
+                deployment = _deployment(endpoint_name, name)
+                spec = packaging.for_deployment(deployment, *artifacts.deployment_content(deployment))
+            else:
+                found = find_version(ModelVersion.objects.select_related("model"), model_name, version)
+                spec = packaging.for_model_version(found, artifacts.model_dir(found))
+            archive, folder = packaging.context_archive(
+                spec, offline=mode == "offline", client=packaging.optional_engine()
+            )
+        except (packaging.PackagingError, BuildFailed, artifacts.ContentMissing) as exc:
+            raise ValidationError(str(exc)) from None
+        audit(request.user, AuditActionChoices.DOWNLOADED, "build context", spec.label)
+        return FileResponse(
+            archive, as_attachment=True, filename=f"{folder}.tar.gz", content_type="application/gzip"
+        )
+
+
+def _deployment(endpoint_name: str, name: str) -> OnlineDeployment:
+    endpoint = _endpoint(endpoint_name)
+    try:
+        return endpoint.deployments.select_related("endpoint", "model_version__model").get(name=name)
+    except OnlineDeployment.DoesNotExist:
+        raise NotFound(f"Endpoint {endpoint_name!r} has no deployment {name!r}.") from None

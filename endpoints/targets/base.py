@@ -1,6 +1,12 @@
-"""What every target driver offers: start a replica, tell whether it lives, stop it, read its logs."""
+"""What every target driver offers.
 
-from dataclasses import dataclass
+A driver prepares what a deployment's replicas run (an interpreter, an image), then starts, checks,
+stops and reads the logs of single replicas; `reconcile` removes what it runs that no replica row
+knows any more. Converging, scaling and rolling updates are built on these in `endpoints.converge`, the
+same for every target.
+"""
+
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +19,24 @@ class ReplicaFailed(Exception):
     """A replica could not start or died; the message says why and carries its log's tail."""
 
 
+class BuildFailed(Exception):
+    """What replicas run could not be built; the message names the failing step and the log's tail."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        super().__init__(message + (f"\n--- build log (last lines) ---\n{log_tail}" if log_tail else ""))
+
+
+@dataclass
+class Prepared:
+    """What a deployment's replicas run, with paths as the replicas see them."""
+
+    python: str
+    model_dir: Path
+    code_dir: Path | None
+    image: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
 @dataclass
 class ReplicaLaunch:
     """Everything a driver needs to run one replica of the model server."""
@@ -23,10 +47,16 @@ class ReplicaLaunch:
     scoring_script: str
     environment: dict[str, str]
     log_path: Path
+    image: str = ""
+    instance_type: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class Target(Protocol):
     name: str
+
+    def prepare(self, deployment, model_dir: Path, code_dir: Path | None, log) -> Prepared:
+        """Build (or find built) what the deployment's replicas run; raise BuildFailed if it cannot be."""
 
     def start(self, replica, launch: ReplicaLaunch) -> None:
         """Start the replica; set replica.url and replica.handle (and save nothing: the caller saves)."""
@@ -39,3 +69,6 @@ class Target(Protocol):
 
     def logs(self, replica, lines: int) -> str:
         """The last lines the replica wrote."""
+
+    def reconcile(self) -> list[str]:
+        """Remove what this installation runs that no replica row knows any more; returns their names."""

@@ -194,7 +194,7 @@ def test_the_wizard_walks_through_its_steps(live_server, endpoint, team, browser
     page.check("input[name=env_mode][value=studio]")
     page.click("text=Next →")
     page.wait_for_url("**/endpoints/new/target/")
-    expect(page.locator("input[name=target][value=docker]")).to_be_disabled()
+    expect(page.locator("input[name=target][value=kubernetes]")).to_be_disabled()
     browser_page.screenshot("wizard-target")
     page.click("text=Next →")
     page.wait_for_url("**/endpoints/new/traffic/")

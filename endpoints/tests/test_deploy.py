@@ -5,57 +5,20 @@ import signal
 import time
 from datetime import timedelta
 
-import httpx
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from endpoints import tasks
 from endpoints.choices import JobStateChoices
 from endpoints.models import Job, OnlineDeployment, Replica
 from endpoints.targets.local import LocalTarget
-from registry.tests.factories import form, zip_bytes
+from endpoints.tests.support import CONDA, ENDPOINTS, deploy, register, score, upload_code
+from registry.tests.factories import zip_bytes
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("eager_jobs", "cleanup_endpoints"),
 ]
-
-ENDPOINTS = "/api/v1/online-endpoints/"
-CONDA = {
-    "name": "model-env",
-    "channels": ["conda-forge"],
-    "dependencies": ["python=3.11", "pip", {"pip": ["scikit-learn==1.9.1", "joblib"]}],
-}
-
-
-def _register(client, name, content, model_type="custom_model"):
-    response = client.post(
-        "/api/v1/models/",
-        form(name, content, f"{name}.zip", archive=True, type=model_type),
-        format="multipart",
-    )
-    assert response.status_code == 201, response.json()
-    return response.json()
-
-
-def _upload_code(client, content):
-    response = client.post(
-        "/api/v1/code/", {"archive": SimpleUploadedFile("code.zip", content)}, format="multipart"
-    )
-    assert response.status_code in (200, 201), response.json()
-    return response.json()["id"]
-
-
-def _deploy(client, endpoint, spec, all_traffic=True):
-    query = "?all_traffic=true" if all_traffic else ""
-    response = client.post(f"{ENDPOINTS}{endpoint}/deployments/{query}", spec, format="json")
-    assert response.status_code == 202, response.json()
-    return response.json()
-
-
-def _score(replica_url, payload):
-    return httpx.post(f"{replica_url}/score", json=payload, timeout=10)
 
 
 def _pid_gone(pid: int) -> bool:
@@ -68,15 +31,15 @@ def _pid_gone(pid: int) -> bool:
 
 def test_an_mlflow_model_deploys_with_no_code_and_answers(team, mlflow_model_zip):
     client = team.contributor.client()
-    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "fraud"}, format="json")
     started = time.monotonic()
-    body = _deploy(client, "fraud", {"name": "blue", "model": "azureml:clf@latest"})
+    body = deploy(client, "fraud", {"name": "blue", "model": "azureml:clf@latest"})
     assert body["job"]["state"] == "succeeded", body["job"]
     replica = body["replicas"][0] if body["replicas"] else None
     deployment = client.get(f"{ENDPOINTS}fraud/deployments/blue/").json()
     replica = deployment["replicas"][0]
-    answer = _score(replica["url"], {"input_data": [[0.0, 1.0], [1.0, 0.0]]})
+    answer = score(replica["url"], {"input_data": [[0.0, 1.0], [1.0, 0.0]]})
     elapsed = time.monotonic() - started
     assert answer.status_code == 200, answer.text
     assert answer.json() == [0, 1]
@@ -91,11 +54,11 @@ def test_an_mlflow_model_deploys_with_no_code_and_answers(team, mlflow_model_zip
 def test_azures_sample_shape_deploys_with_its_scoring_script_and_conda_file(team, azure_sample_zips):
     model_zip, code_zip = azure_sample_zips
     client = team.contributor.client()
-    _register(client, "regression", model_zip)
-    code = _upload_code(client, code_zip)
-    assert _upload_code(client, code_zip) == code, "the same code is one snapshot"
+    register(client, "regression", model_zip)
+    code = upload_code(client, code_zip)
+    assert upload_code(client, code_zip) == code, "the same code is one snapshot"
     client.post(ENDPOINTS, {"name": "sample"}, format="json")
-    body = _deploy(
+    body = deploy(
         client,
         "sample",
         {
@@ -117,7 +80,7 @@ def test_azures_sample_shape_deploys_with_its_scoring_script_and_conda_file(team
     messages = " ".join(event["message"] for event in body["job"]["events"])
     assert "conda channels are not used" in messages
     replica = client.get(f"{ENDPOINTS}sample/deployments/blue/").json()["replicas"][0]
-    answer = _score(replica["url"], {"data": [[1.0, 2.0], [3.0, 4.0]]})
+    answer = score(replica["url"], {"data": [[1.0, 2.0], [3.0, 4.0]]})
     assert answer.status_code == 200, answer.text
     assert len(answer.json()) == 2
     logs = client.get(f"{ENDPOINTS}sample/deployments/blue/logs/?lines=50").json()
@@ -127,20 +90,20 @@ def test_azures_sample_shape_deploys_with_its_scoring_script_and_conda_file(team
 def test_a_scoring_script_that_raises_in_init_fails_the_job_with_its_message(team, azure_sample_zips):
     model_zip, _ = azure_sample_zips
     client = team.contributor.client()
-    _register(client, "regression", model_zip)
+    register(client, "regression", model_zip)
     broken = zip_bytes(
         {
             "score.py": b"def init():\n    raise RuntimeError('weights are corrupt')\n\ndef run(d):\n    return d\n"
         }
     )
     client.post(ENDPOINTS, {"name": "broken"}, format="json")
-    body = _deploy(
+    body = deploy(
         client,
         "broken",
         {
             "name": "blue",
             "model": "azureml:regression:1",
-            "code_configuration": {"code": _upload_code(client, broken), "scoring_script": "score.py"},
+            "code_configuration": {"code": upload_code(client, broken), "scoring_script": "score.py"},
         },
         all_traffic=False,
     )
@@ -155,15 +118,15 @@ def test_a_scoring_script_that_raises_in_init_fails_the_job_with_its_message(tea
 def test_a_missing_scoring_script_fails_before_anything_starts(team, azure_sample_zips):
     model_zip, code_zip = azure_sample_zips
     client = team.contributor.client()
-    _register(client, "regression", model_zip)
+    register(client, "regression", model_zip)
     client.post(ENDPOINTS, {"name": "noscript"}, format="json")
-    body = _deploy(
+    body = deploy(
         client,
         "noscript",
         {
             "name": "blue",
             "model": "azureml:regression:1",
-            "code_configuration": {"code": _upload_code(client, code_zip), "scoring_script": "missing.py"},
+            "code_configuration": {"code": upload_code(client, code_zip), "scoring_script": "missing.py"},
         },
         all_traffic=False,
     )
@@ -174,16 +137,16 @@ def test_a_missing_scoring_script_fails_before_anything_starts(team, azure_sampl
 def test_a_package_that_cannot_be_installed_fails_with_the_install_log(team, azure_sample_zips):
     model_zip, code_zip = azure_sample_zips
     client = team.contributor.client()
-    _register(client, "regression", model_zip)
+    register(client, "regression", model_zip)
     client.post(ENDPOINTS, {"name": "badenv"}, format="json")
-    body = _deploy(
+    body = deploy(
         client,
         "badenv",
         {
             "name": "blue",
             "model": "azureml:regression:1",
             "code_configuration": {
-                "code": _upload_code(client, code_zip),
+                "code": upload_code(client, code_zip),
                 "scoring_script": "onlinescoring/score.py",
             },
             "environment": {"pip_requirements": "scikit-learn==0.0.0.1"},
@@ -198,9 +161,9 @@ def test_a_package_that_cannot_be_installed_fails_with_the_install_log(team, azu
 
 def test_scaling_and_updating_keep_the_endpoint_and_replace_replicas(team, mlflow_model_zip):
     client = team.contributor.client()
-    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "rolling"}, format="json")
-    _deploy(client, "rolling", {"name": "blue", "model": "azureml:clf:1"})
+    deploy(client, "rolling", {"name": "blue", "model": "azureml:clf:1"})
     keys = client.post(f"{ENDPOINTS}rolling/credentials/").json()
     uri = client.get(f"{ENDPOINTS}rolling/").json()["scoring_uri"]
     first = Replica.objects.get()
@@ -212,7 +175,7 @@ def test_scaling_and_updating_keep_the_endpoint_and_replace_replicas(team, mlflo
     assert Replica.objects.count() == 2
     assert Replica.objects.filter(pk=first.pk).exists(), "scaling up keeps the replica that serves"
 
-    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
     updated = client.patch(
         f"{ENDPOINTS}rolling/deployments/blue/",
         {"model": "azureml:clf:2", "instance_count": 1},
@@ -222,16 +185,16 @@ def test_scaling_and_updating_keep_the_endpoint_and_replace_replicas(team, mlflo
     replicas = list(Replica.objects.all())
     assert [(r.generation, r.index) for r in replicas] == [(2, 0)]
     assert _pid_gone(first.handle["pid"]), "the old generation's processes are gone"
-    assert _score(replicas[0].url, {"input_data": [[0.0, 1.0]]}).json() == [0]
+    assert score(replicas[0].url, {"input_data": [[0.0, 1.0]]}).json() == [0]
     assert client.post(f"{ENDPOINTS}rolling/credentials/").json() == keys
     assert client.get(f"{ENDPOINTS}rolling/").json()["scoring_uri"] == uri
 
 
 def test_deleting_leaves_no_replica_process_behind(team, mlflow_model_zip):
     client = team.contributor.client()
-    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "gone"}, format="json")
-    _deploy(client, "gone", {"name": "blue", "model": "azureml:clf:1", "instance_count": 2})
+    deploy(client, "gone", {"name": "blue", "model": "azureml:clf:1", "instance_count": 2})
     pids = [replica.handle["pid"] for replica in Replica.objects.all()]
     response = client.delete(f"{ENDPOINTS}gone/")
     assert response.status_code == 202
@@ -243,9 +206,9 @@ def test_deleting_leaves_no_replica_process_behind(team, mlflow_model_zip):
 
 def test_a_replica_that_dies_is_restarted_by_the_supervisor(team, mlflow_model_zip):
     client = team.contributor.client()
-    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "phoenix"}, format="json")
-    _deploy(client, "phoenix", {"name": "blue", "model": "azureml:clf:1"})
+    deploy(client, "phoenix", {"name": "blue", "model": "azureml:clf:1"})
     replica = Replica.objects.get()
     os.killpg(replica.handle["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -254,12 +217,12 @@ def test_a_replica_that_dies_is_restarted_by_the_supervisor(team, mlflow_model_z
     assert tasks.supervise_replicas() == 1
     replica.refresh_from_db()
     assert replica.restarts == 1 and replica.state == "ready"
-    assert _score(replica.url, {"input_data": [[1.0, 0.0]]}).json() == [1]
+    assert score(replica.url, {"input_data": [[1.0, 0.0]]}).json() == [1]
 
 
 def test_a_job_whose_worker_died_is_run_again_by_the_reaper(team, mlflow_model_zip, settings):
     client = team.contributor.client()
-    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "reaped"}, format="json")
     settings.CELERY_TASK_ALWAYS_EAGER = False
     from studio.celery import app
@@ -284,28 +247,28 @@ def test_a_job_whose_worker_died_is_run_again_by_the_reaper(team, mlflow_model_z
 def test_requirements_studio_lacks_get_an_isolated_environment_built_once(team, settings, tmp_path):
     settings.STUDIO_HOME = tmp_path  # a fresh environment cache, so the first deploy must build
     client = team.contributor.client()
-    _register(client, "text", zip_bytes({"model/notes.txt": b"nothing to load"}))
+    register(client, "text", zip_bytes({"model/notes.txt": b"nothing to load"}))
     script = zip_bytes(
         {
             "score.py": b"import json\nfrom text_unidecode import unidecode\n\n"
             b"def init():\n    pass\n\ndef run(raw):\n    return unidecode(json.loads(raw)['text'])\n"
         }
     )
-    code = _upload_code(client, script)
+    code = upload_code(client, script)
     spec = {
         "model": "azureml:text:1",
         "code_configuration": {"code": code, "scoring_script": "score.py"},
         "environment": {"pip_requirements": "text-unidecode==1.3"},
     }
     client.post(ENDPOINTS, {"name": "isolated"}, format="json")
-    first = _deploy(client, "isolated", {"name": "blue", **spec})
+    first = deploy(client, "isolated", {"name": "blue", **spec})
     assert first["job"]["state"] == "succeeded", first["job"]["error"]
     messages = " ".join(event["message"] for event in first["job"]["events"])
     assert "Building environment" in messages
     replica = Replica.objects.get(deployment__name="blue")
-    assert _score(replica.url, {"text": "Ærøskøbing"}).json() == "AEroskobing"
+    assert score(replica.url, {"text": "Ærøskøbing"}).json() == "AEroskobing"
 
-    second = _deploy(client, "isolated", {"name": "green", **spec}, all_traffic=False)
+    second = deploy(client, "isolated", {"name": "green", **spec}, all_traffic=False)
     assert second["job"]["state"] == "succeeded", second["job"]["error"]
     assert "Using the cached environment" in " ".join(event["message"] for event in second["job"]["events"])
 
@@ -316,7 +279,7 @@ def test_a_port_taken_while_a_replica_starts_is_retried_on_another(team, mlflow_
     from endpoints.targets import local
 
     client = team.contributor.client()
-    _register(client, "clf", mlflow_model_zip, "mlflow_model")
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "ports"}, format="json")
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
@@ -326,7 +289,7 @@ def test_a_port_taken_while_a_replica_starts_is_retried_on_another(team, mlflow_
     original = local._free_port
     monkeypatch.setattr(local, "_free_port", lambda: next(ports, None) or original())
     try:
-        body = _deploy(client, "ports", {"name": "blue", "model": "azureml:clf:1"})
+        body = deploy(client, "ports", {"name": "blue", "model": "azureml:clf:1"})
     finally:
         squatter.close()
     assert body["job"]["state"] == "succeeded", body["job"]["error"]

@@ -409,10 +409,10 @@ def test_the_target_step_offers_only_available_targets(team):
     wizard_post(contributor, "model", {"model": str(version)})
     wizard_post(contributor, "code", {"code_mode": "no_code", "env_mode": "studio"})
     html = contributor.get("/endpoints/new/target/").content.decode()
-    assert 'value="docker" disabled' in html and "not available in this installation" in html
-    refused = wizard_post(contributor, "target", {"target": "docker", "instance_count": "1"})
+    assert 'value="kubernetes" disabled' in html and "not available in this installation" in html
+    refused = wizard_post(contributor, "target", {"target": "kubernetes", "instance_count": "1"})
     assert refused.status_code == 400
-    assert "the docker target is not available here; use local." in refused.content.decode()
+    assert "The kubernetes target is not available in this installation" in refused.content.decode()
     zero = wizard_post(contributor, "target", {"target": "local", "instance_count": "0"})
     assert "must be a whole number of at least 1, not 0." in zero.content.decode()
 

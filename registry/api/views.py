@@ -63,6 +63,16 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         return Response(body, status=status.HTTP_201_CREATED)
 
 
+def find_version(queryset, name: str, version: str) -> ModelVersion:
+    """The version (`latest` allowed) or a 404 that says whether the model or the version is missing."""
+    try:
+        return queryset.resolve(name, version)
+    except ModelVersion.DoesNotExist:
+        if not RegisteredModel.objects.filter(name=name).exists():
+            raise NotFound(f"There is no model named {name!r}.") from None
+        raise NotFound(f"Model {name!r} has no version {version!r}.") from None
+
+
 class ModelVersionViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -91,13 +101,7 @@ class ModelVersionViewSet(
         return super().list(request, *args, **kwargs)
 
     def get_object(self):
-        name, version = self.kwargs["model_name"], self.kwargs["version"]
-        try:
-            found = self.get_queryset().resolve(name, version)
-        except ModelVersion.DoesNotExist:
-            if not RegisteredModel.objects.filter(name=name).exists():
-                raise NotFound(f"There is no model named {name!r}.") from None
-            raise NotFound(f"Model {name!r} has no version {version!r}.") from None
+        found = find_version(self.get_queryset(), self.kwargs["model_name"], self.kwargs["version"])
         self.check_object_permissions(self.request, found)
         return found
 

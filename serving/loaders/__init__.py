@@ -20,14 +20,24 @@ class Predictor(Protocol):
         """Predictions for every row of `item`; raises BadInput for input the model cannot take."""
 
 
+def native_flavor(flavors: dict[str, Any]) -> str | None:
+    """The flavor served without MLflow itself (scikit-learn, ONNX), if the model has one."""
+    if "sklearn" in flavors and (flavors["sklearn"] or {}).get("pickled_model"):
+        return "sklearn"
+    if "onnx" in flavors and (flavors["onnx"] or {}).get("data"):
+        return "onnx"
+    return None
+
+
 def load_predictor(folder: Path, flavors: dict[str, Any], threads: int) -> Predictor:
     """The fastest loader that handles one of the model's flavors; LoadError says what to install."""
     pyfunc_conf = flavors.get("python_function") or {}
-    if "sklearn" in flavors and flavors["sklearn"].get("pickled_model"):
+    native = native_flavor(flavors)
+    if native == "sklearn":
         from serving.loaders.sklearn import SklearnPredictor
 
         return SklearnPredictor(folder, flavors["sklearn"], pyfunc_conf)
-    if "onnx" in flavors and flavors["onnx"].get("data"):
+    if native == "onnx":
         from serving.loaders.onnx import OnnxPredictor
 
         return OnnxPredictor(folder, flavors["onnx"], threads)

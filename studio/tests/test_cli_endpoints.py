@@ -211,7 +211,7 @@ def test_the_azure_sample_deploys_with_progress_shows_logs_and_is_deleted(studio
     err = created.stderr
     assert "Registered model my-endpoint-blue version 1" in err
     assert "Uploading code onlinescoring" in err
-    assert f"Warning: environment.image '{IMAGE}' is not used by the local target" in err
+    assert f"Warning: environment.image '{IMAGE}' is not used: replicas run in a Python environment" in err
     # Progress: the job's events as they come, each with the percentage reached.
     assert "Creating deployment my-endpoint/blue..." in err
     assert "Fetching model my-endpoint-blue" in err
@@ -359,8 +359,10 @@ def test_a_scoring_script_whose_init_raises_fails_the_deployment(studio_process,
 def test_what_the_server_refuses_is_said_before_anything_runs(studio, sample):
     studio("online-endpoint", "create", "-f", str(sample / "endpoint.yml"))
     blue = sample / "blue-deployment.yml"
-    local = studio("online-deployment", "create", "-f", str(blue), "--local", fails=True)
-    assert "target: the docker target is not available here; use local." in local.stderr
+    kubernetes = blue.with_name("kubernetes.yml")
+    kubernetes.write_text(blue.read_text() + "target: kubernetes\n")
+    elsewhere = studio("online-deployment", "create", "-f", str(kubernetes), fails=True)
+    assert "target: The kubernetes target is not available in this installation" in elsewhere.stderr
 
     unknown = blue.with_name("unknown.yml")
     unknown.write_text(blue.read_text() + "stage: prod\n")

@@ -1,0 +1,653 @@
+"""Build contexts and images of the model server with one model version, for the docker target and for
+people who build images themselves.
+
+A build context is a plain folder that can be read, edited and built with `docker build` anywhere:
+
+    Dockerfile           two stages: the locked requirements installed into a venv, then the server image
+    requirements.in      what the model (or its environment) asks for, plus the model server's own needs
+    requirements.lock    every package pinned for the base image's Python and platform; in offline mode
+                         with the sha256 of each wheel, installed with `pip install --require-hashes`
+    wheels/              offline mode: every wheel, so the image installs with `pip install --no-index`
+                         and builds with no network at all
+    serving/             the model server
+    model/               the model version's files
+    code/                the scoring code, when there is a scoring script
+    studio-context.json  what went in: digests of the model and code, the base image, the platform, the tag
+
+Images are tagged by a digest of their inputs: the same inputs give the same tag, and a tag that exists
+is not built again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import platform as host_platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+from endpoints import environments
+from endpoints.targets.base import BuildFailed
+
+# Bump when the Dockerfile or the context's layout changes, so images made by the old layout are rebuilt.
+LAYOUT_VERSION = "1"
+SERVER_PORT = 5001
+APP_ROOT = PurePosixPath("/var/azureml-app")
+ENV_ROOT = PurePosixPath("/opt/studio/env")
+IMAGE_PYTHON = str(ENV_ROOT / "bin" / "python")
+# An unprivileged user that exists in no base image: nothing in the image is writable by it.
+IMAGE_USER = "65532:65532"
+FETCH_TIMEOUT_S = 900
+BUILD_TIMEOUT_S = 1800
+# Build output is reported in batches, so a long pip install does not become hundreds of job events.
+REPORT_EVERY_S = 1.0
+# glibc assumed for a base image that cannot be inspected: Debian bookworm's, which python:3.11-slim uses.
+ASSUMED_GLIBC = "2.36"
+LIBC_PROBE = (
+    "import platform, sys; "
+    "print(f'{sys.version_info[0]}.{sys.version_info[1]}', platform.machine(), platform.libc_ver()[1])"
+)
+
+
+class PackagingError(Exception):
+    """What was asked cannot be packaged; the message says what to change."""
+
+
+@dataclass
+class PackageSpec:
+    """One model version with its code and requirements: what an image serves."""
+
+    label: str
+    model_name: str
+    model_version: str
+    model_digest: str
+    model_dir: Path
+    code_dir: Path | None = None
+    code_digest: str = ""
+    scoring_script: str = ""
+    requirements: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def image_model_dir(self) -> PurePosixPath:
+        # Where Azure ML puts a registered model in its images, so scoring scripts find it the same way.
+        return APP_ROOT / "azureml-models" / self.model_name / self.model_version
+
+    @property
+    def image_code_dir(self) -> PurePosixPath | None:
+        return APP_ROOT / "code" if self.code_dir is not None else None
+
+    @property
+    def repository(self) -> str:
+        return "studio-model/" + re.sub(r"[^a-z0-9._-]+", "-", self.model_name.lower()).strip("-._")
+
+
+def for_deployment(deployment, model_dir: Path, code_dir: Path | None) -> PackageSpec:
+    requirements, python, warnings = environments.requirements_for(deployment)
+    _python_warning(python, warnings)
+    return PackageSpec(
+        label=f"{deployment.endpoint.name}/{deployment.name}",
+        model_name=deployment.model_version.model.name,
+        model_version=str(deployment.model_version.version),
+        model_digest=deployment.model_version.digest,
+        model_dir=model_dir,
+        code_dir=code_dir,
+        code_digest=deployment.code_digest if code_dir is not None else "",
+        scoring_script=deployment.scoring_script if code_dir is not None else "",
+        requirements=requirements,
+        warnings=warnings,
+    )
+
+
+def for_model_version(version, model_dir: Path) -> PackageSpec:
+    """A bare model version: only an MLflow model can be served without a scoring script."""
+    if not version.mlflow:
+        raise PackagingError(
+            f"{version.model.name}:{version.version} is a {version.type}: it needs a scoring script to be "
+            "served. Package a deployment of it instead (studio online-deployment package "
+            "--endpoint-name E --name D)."
+        )
+    requirements, _, warnings = environments.model_requirements(version)
+    return PackageSpec(
+        label=f"{version.model.name}:{version.version}",
+        model_name=version.model.name,
+        model_version=str(version.version),
+        model_digest=version.digest,
+        model_dir=model_dir,
+        requirements=requirements,
+        warnings=warnings,
+    )
+
+
+def _python_warning(python: str | None, warnings: list[str]) -> None:
+    if python:
+        warnings.append(
+            f"The environment asks for Python {python}; the image has the base image's Python "
+            f"({settings.STUDIO_DOCKER_BASE_IMAGE}). Set STUDIO_DOCKER_BASE_IMAGE to change it."
+        )
+
+
+def optional_engine():
+    """The Docker engine if one answers (it can tell the base image's platform), else None."""
+    from endpoints.targets.base import TargetUnavailable
+    from endpoints.targets.docker import engine
+
+    try:
+        return engine()
+    except TargetUnavailable:
+        return None
+
+
+# --- the base image's platform ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What wheels must fit: the base image's Python version, machine and glibc."""
+
+    python: str
+    machine: str
+    glibc: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"cp{self.python.replace('.', '')}-manylinux_{self.glibc.replace('.', '_')}_{self.machine}"
+
+    def pip_arguments(self) -> list[str]:
+        # pip does not widen a PEP 600 tag to the older glibc versions it includes: list every one.
+        major, minor = (int(part) for part in self.glibc.split(".")[:2])
+        tags = [f"manylinux_{major}_{m}_{self.machine}" for m in range(minor, 4, -1)]
+        tags += [f"manylinux{legacy}_{self.machine}" for legacy in ("2014", "2010", "1")]
+        arguments = ["--only-binary=:all:", "--python-version", self.python]
+        for tag in tags:
+            arguments += ["--platform", tag]
+        return arguments
+
+
+def platform_of(base_image: str, client=None) -> Platform:
+    """Ask the base image itself when an engine has it; otherwise read the version from its name."""
+    if client is not None:
+        with contextlib.suppress(Exception):
+            image = client.images.get(base_image)
+            cache = Path(settings.STUDIO_HOME) / "cache" / "platforms" / f"{image.id.split(':')[-1]}.json"
+            if cache.is_file():
+                return Platform(**json.loads(cache.read_text()))
+            output = client.containers.run(
+                image.id, ["python3", "-c", LIBC_PROBE], network_disabled=True, remove=True
+            )
+            python, machine, glibc = output.decode().split()
+            found = Platform(python, machine, glibc, f"probed from {base_image} ({image.short_id})")
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(asdict(found)))
+            return found
+    match = re.search(r":(\d+)\.(\d+)", base_image)
+    python = f"{match[1]}.{match[2]}" if match else f"{sys.version_info.major}.{sys.version_info.minor}"
+    return Platform(
+        python,
+        host_platform.machine(),
+        ASSUMED_GLIBC,
+        f"assumed from the name {base_image} (no Docker engine to ask)",
+    )
+
+
+# --- requirements and wheels -----------------------------------------------------------------------
+
+
+def requirements_in(spec: PackageSpec) -> list[str]:
+    """The model's requirements first, then the model server's: a model's pins win over our ranges."""
+    return [*spec.requirements, *environments.SERVING_REQUIREMENTS]
+
+
+@dataclass
+class Wheel:
+    path: Path
+    name: str
+    version: str
+    sha256: str
+
+
+def _wheel(path: Path) -> Wheel:
+    name, version, _, _ = parse_wheel_filename(path.name)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return Wheel(path, canonicalize_name(name), str(version), digest.hexdigest())
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One pip writing into a wheel folder at a time: another must not read a half-written wheel."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fetch_wheels(requirements: list[str], target: Platform, out, log) -> list[Wheel]:
+    """Resolve the requirements for the platform and fetch every wheel into the shared wheel cache.
+
+    Only wheels: nothing is compiled for a platform that is not this one. Output goes to `out` (the
+    build log); a requirement that cannot be resolved raises BuildFailed with pip's own words.
+    """
+    cache = Path(settings.STUDIO_WHEEL_CACHE) / target.key
+    with tempfile.TemporaryDirectory() as scratch:
+        listing = Path(scratch) / "requirements.in"
+        listing.write_text("\n".join(requirements) + "\n")
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+            *target.pip_arguments(),
+            "--dest",
+            str(cache),
+            "-r",
+            str(listing),
+        ]
+        log(f"Resolving {len(requirements)} requirements for {target.key} ({target.source}).")
+        out.write(f"$ pip download ... -r requirements.in   # for {target.key}\n")
+        out.flush()
+        with _locked(cache):
+            try:
+                done = subprocess.run(
+                    command,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=FETCH_TIMEOUT_S,
+                )
+            except subprocess.TimeoutExpired:
+                raise BuildFailed(f"Fetching wheels took longer than {FETCH_TIMEOUT_S}s.") from None
+    out.write(done.stdout)
+    out.flush()
+    if done.returncode != 0:
+        errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR")]
+        raise BuildFailed(
+            "The requirements could not be resolved to wheels for the image "
+            f"(Python {target.python}, {target.machine}, glibc {target.glibc}); fix the requirements "
+            "or the environment's conda file.",
+            "\n".join(errors or done.stdout.splitlines()[-20:]),
+        )
+    wheels = []
+    for line in done.stdout.splitlines():
+        found = re.match(r"\s*(?:Saved|File was already downloaded) (.+\.whl)\s*$", line)
+        if found:
+            with contextlib.suppress(InvalidWheelFilename):
+                wheels.append(_wheel(cache / Path(found[1]).name))
+    megabytes = sum(wheel.path.stat().st_size for wheel in wheels) / 1e6
+    log(f"Fetched {len(wheels)} wheels ({megabytes:.0f} MB).")
+    return sorted(wheels, key=lambda wheel: wheel.name)
+
+
+def lock_text(wheels: list[Wheel], *, hashes: bool) -> str:
+    lines = ["# Every package the image installs, pinned. Written by Studio from requirements.in."]
+    for wheel in wheels:
+        pin = f"{wheel.name}=={wheel.version}"
+        lines.append(f"{pin} \\\n    --hash=sha256:{wheel.sha256}" if hashes else pin)
+    return "\n".join(lines) + "\n"
+
+
+# --- the context -----------------------------------------------------------------------------------
+
+
+def _serving_files() -> list[Path]:
+    """The model server's source: everything under serving/ but the gateway and the tests."""
+    root = Path(settings.BASE_DIR) / "serving"
+    skip = {"gateway", "tests", "__pycache__"}
+    return sorted(
+        path
+        for path in root.rglob("*.py")
+        if not skip & set(path.relative_to(root).parts[:-1]) and path.is_file()
+    )
+
+
+def content_key(spec: PackageSpec, base_identity: str, target: Platform, *, offline: bool) -> str:
+    """The digest of everything that decides an image's content."""
+    serving = hashlib.sha256()
+    root = Path(settings.BASE_DIR)
+    for path in _serving_files():
+        serving.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    inputs = {
+        "layout": LAYOUT_VERSION,
+        "base": base_identity,
+        "platform": target.key,
+        "requirements": requirements_in(spec),
+        "model": [spec.model_name, spec.model_version, spec.model_digest],
+        "code": [spec.code_digest, spec.scoring_script],
+        "serving": serving.hexdigest(),
+        "offline": offline,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _copy_tree(source: Path, destination: Path) -> None:
+    """Copy with modes every user can read: the image runs as an unprivileged user."""
+    destination.mkdir(parents=True, exist_ok=True)
+    destination.chmod(0o755)
+    for path in sorted(source.rglob("*")):
+        target = destination / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            target.chmod(0o755)
+        elif path.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            target.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
+
+
+def dockerfile(spec: PackageSpec, base_image: str, tag: str, *, offline: bool) -> str:
+    model_dir, code_dir = spec.image_model_dir, spec.image_code_dir
+    server = ["python", "-m", "serving.server", "--host", "0.0.0.0", "--port", str(SERVER_PORT)]
+    server += ["--model-dir", str(model_dir)]
+    environment = {
+        "PATH": f"{ENV_ROOT}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": "/opt/studio/server",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/tmp",  # noqa: S108 (the container's own /tmp)
+        "AZUREML_MODEL_DIR": str(model_dir),
+        "STUDIO_MODEL_DIR": str(model_dir),
+    }
+    if code_dir is not None:
+        server += ["--code", str(code_dir), "--scoring-script", spec.scoring_script]
+        environment |= {
+            "AZUREML_SOURCE_DIRECTORY": str(code_dir),
+            "AZUREML_ENTRY_SCRIPT": spec.scoring_script,
+        }
+    pip = f"{ENV_ROOT}/bin/python -m pip install --no-cache-dir --disable-pip-version-check"
+    if offline:
+        install = [
+            "COPY requirements.lock /opt/studio/requirements.lock",
+            "COPY wheels/ /opt/studio/wheels/",
+            f"RUN python3 -m venv {ENV_ROOT} \\",
+            f"    && {pip} --no-index \\",
+            "       --find-links /opt/studio/wheels --require-hashes -r /opt/studio/requirements.lock",
+        ]
+        how = f"docker build --network none -t {tag} .    (every wheel is in wheels/)"
+    else:
+        install = [
+            "COPY requirements.lock /opt/studio/requirements.lock",
+            f"RUN python3 -m venv {ENV_ROOT} \\",
+            f"    && {pip} -r /opt/studio/requirements.lock",
+        ]
+        how = f"docker build -t {tag} .    (pip fetches the pinned packages from its index)"
+    health = (
+        "import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{SERVER_PORT}/health/ready', timeout=2)"
+    )
+    lines = [
+        f"# The model server with {spec.label}, written by Studio. Build it with:",
+        f"#   {how}",
+        f"ARG BASE_IMAGE={base_image}",
+        "",
+        "FROM ${BASE_IMAGE} AS install",
+        *install,
+        "",
+        "FROM ${BASE_IMAGE}",
+        f"COPY --from=install {ENV_ROOT} {ENV_ROOT}",
+        "COPY serving/ /opt/studio/server/serving/",
+        f"COPY model/ {model_dir}/",
+        *([f"COPY code/ {code_dir}/"] if code_dir is not None else []),
+        "ENV " + " \\\n    ".join(f"{name}={value}" for name, value in environment.items()),
+        f"WORKDIR {code_dir or model_dir}",
+        f"USER {IMAGE_USER}",
+        f"EXPOSE {SERVER_PORT}",
+        "HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \\",
+        f"    CMD {json.dumps(['python', '-c', health])}",
+        f"CMD {json.dumps(server)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Context:
+    folder: Path
+    tag: str
+    key: str
+    platform: Platform
+    wheels: list[Wheel]
+
+
+def image_tag(spec: PackageSpec, key: str) -> str:
+    return f"{spec.repository}:{key[:20]}"
+
+
+def write_context(
+    spec: PackageSpec,
+    folder: Path,
+    *,
+    base_image: str,
+    target: Platform,
+    key: str,
+    offline: bool,
+    out,
+    log,
+) -> Context:
+    """Write the build context into `folder` (which must be empty or missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = image_tag(spec, key)
+    _copy_tree(spec.model_dir, folder / "model")
+    if spec.code_dir is not None:
+        _copy_tree(spec.code_dir, folder / "code")
+    serving_root = Path(settings.BASE_DIR)
+    for path in _serving_files():
+        destination = folder / path.relative_to(serving_root)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+        destination.chmod(0o644)
+    for path in (folder / "serving").rglob("*"):
+        if path.is_dir():
+            path.chmod(0o755)
+    wanted = requirements_in(spec)
+    (folder / "requirements.in").write_text("\n".join(wanted) + "\n")
+    wheels = fetch_wheels(wanted, target, out, log)
+    (folder / "requirements.lock").write_text(lock_text(wheels, hashes=offline))
+    if offline:
+        (folder / "wheels").mkdir()
+        for wheel in wheels:
+            destination = folder / "wheels" / wheel.path.name
+            try:
+                destination.hardlink_to(wheel.path)
+            except OSError:
+                shutil.copyfile(wheel.path, destination)
+    (folder / "Dockerfile").write_text(dockerfile(spec, base_image, tag, offline=offline))
+    (folder / ".dockerignore").write_text("studio-context.json\n")
+    manifest = {
+        "package": spec.label,
+        "tag": tag,
+        "content_key": key,
+        "mode": "offline" if offline else "online",
+        "base_image": base_image,
+        "platform": asdict(target),
+        "model": {"name": spec.model_name, "version": spec.model_version, "digest": spec.model_digest},
+        "code": {"digest": spec.code_digest, "scoring_script": spec.scoring_script}
+        if spec.code_dir
+        else None,
+        "warnings": spec.warnings,
+    }
+    (folder / "studio-context.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Context(folder, tag, key, target, wheels)
+
+
+def context_archive(
+    spec: PackageSpec, *, offline: bool, client=None
+) -> tuple[tempfile.SpooledTemporaryFile, str]:
+    """The build context as a .tar.gz (in a temporary file) and the folder name inside it."""
+    base_image = settings.STUDIO_DOCKER_BASE_IMAGE
+    target = platform_of(base_image, client)
+    identity = base_image
+    if client is not None:
+        with contextlib.suppress(Exception):
+            identity = client.images.get(base_image).id
+    key = content_key(spec, identity, target, offline=offline)
+    name = f"{spec.repository.split('/')[-1]}-{spec.model_version}-{key[:12]}"
+    with tempfile.TemporaryDirectory(dir=_scratch()) as scratch:
+        folder = Path(scratch) / name
+        write_context(
+            spec,
+            folder,
+            base_image=base_image,
+            target=target,
+            key=key,
+            offline=offline,
+            out=io.StringIO(),
+            log=lambda *args, **kwargs: None,
+        )
+        # Handed to the caller, who streams it out and closes it.
+        archive = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=_scratch())  # noqa: SIM115
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            tar.add(folder, arcname=name, filter=_reproducible)
+    archive.seek(0)
+    return archive, name
+
+
+def _reproducible(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    return info
+
+
+def _scratch() -> Path:
+    folder = Path(settings.STUDIO_HOME) / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+def build_log_path(key: str) -> Path:
+    return Path(settings.STUDIO_HOME) / "builds" / f"{key[:20]}.log"
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def base_image_id(client, base_image: str, log) -> str:
+    """The base image's id, pulling it if the engine does not have it and a registry can be reached."""
+    import docker.errors
+
+    try:
+        return client.images.get(base_image).id
+    except docker.errors.ImageNotFound:
+        pass
+    log(f"Pulling the base image {base_image}.")
+    try:
+        return client.images.pull(base_image).id
+    except docker.errors.APIError as exc:
+        raise BuildFailed(
+            f"The base image {base_image} is not on the Docker host and could not be pulled "
+            f"({exc.explanation or exc}). Build a local one with `make docker-base-image` and set "
+            "STUDIO_DOCKER_BASE_IMAGE=studio/python:3.11, or make the image available to the engine."
+        ) from None
+
+
+def build_image(client, spec: PackageSpec, log) -> str:
+    """The image for `spec`, built with no network (every wheel in the context) unless it exists."""
+    import docker.errors
+
+    base_image = settings.STUDIO_DOCKER_BASE_IMAGE
+    base_id = base_image_id(client, base_image, log)
+    target = platform_of(base_image, client)
+    key = content_key(spec, base_id, target, offline=True)
+    tag = image_tag(spec, key)
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(tag)
+        log(f"Image {tag} is built already (same model, code, requirements and base).")
+        return tag
+    log_path = build_log_path(key)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"Building image {tag}; the build log is kept at {log_path}.")
+    with tempfile.TemporaryDirectory(dir=_scratch()) as scratch, log_path.open("w") as out:
+        folder = Path(scratch) / "context"
+        write_context(
+            spec, folder, base_image=base_image, target=target, key=key, offline=True, out=out, log=log
+        )
+        _docker_build(client, folder, tag, base_image, key, out, log, log_path)
+    return tag
+
+
+def _docker_build(
+    client, folder: Path, tag: str, base_image: str, key: str, out, log, log_path: Path
+) -> None:
+    import docker.errors
+
+    step, pending, reported = "", [], time.monotonic()
+
+    def report() -> None:
+        nonlocal pending, reported
+        if pending:
+            log("\n".join(pending[-40:]))
+        pending, reported = [], time.monotonic()
+
+    try:
+        stream = client.api.build(
+            path=str(folder),
+            tag=tag,
+            buildargs={"BASE_IMAGE": base_image},
+            network_mode="none",
+            labels={"studio.content-key": key},
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        for chunk in stream:
+            text = chunk.get("stream", "")
+            if text:
+                out.write(text)
+                for line in text.splitlines():
+                    line = line.rstrip()
+                    if line.startswith("Step "):
+                        report()
+                        step = line
+                        log(line)
+                    elif line and not line.startswith(" ---> "):
+                        pending.append(line)
+                if time.monotonic() - reported >= REPORT_EVERY_S:
+                    report()
+            if "error" in chunk:
+                out.write(chunk["error"] + "\n")
+                out.flush()
+                report()
+                raise BuildFailed(
+                    f"The image build failed at {step or 'its start'}: {chunk['error'].strip()}",
+                    _tail(log_path),
+                )
+        report()
+    except docker.errors.APIError as exc:
+        out.write(f"{exc}\n")
+        out.flush()
+        raise BuildFailed(
+            f"The Docker engine refused the build: {exc.explanation or exc}", _tail(log_path)
+        ) from None
+    log(f"Built image {tag}.")

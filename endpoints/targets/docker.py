@@ -1,0 +1,201 @@
+"""The docker target: each replica is a container of an image built for the deployment.
+
+Images are built from a generated context (`endpoints.packaging`) with no network, and tagged by content.
+Containers carry labels naming this installation, the endpoint, the deployment and the replica, so
+`reconcile` can find and remove containers whose replica row is gone. A replica publishes the model
+server's port on the host's loopback (on a port Studio picks, so it keeps it across restarts), or, with
+STUDIO_DOCKER_NETWORK, joins the network the gateway shares and is reached by its container name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+from pathlib import Path
+
+from django.conf import settings
+
+from endpoints import packaging
+from endpoints.targets.base import Prepared, ReplicaFailed, ReplicaLaunch, TargetUnavailable
+from endpoints.targets.instance_types import UnknownInstanceType, fit_to_host, lookup
+
+LABEL = "studio"
+STOP_GRACE_S = 10
+# Docker restarts a crashed model server by itself a few times; after that the supervisor replaces it.
+RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
+RUNNING = {"created", "running", "restarting"}
+
+
+def installation_id() -> str:
+    """Names this Studio among others sharing an engine; made once and kept under STUDIO_HOME."""
+    path = Path(settings.STUDIO_HOME) / "installation-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        import secrets
+
+        value = secrets.token_hex(6)
+        path.write_text(value)
+        return value
+
+
+def engine():
+    """A client of the Docker engine, or TargetUnavailable saying how to get one."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:
+        raise TargetUnavailable(
+            "The docker target needs a Docker engine and none answers "
+            f"({type(exc).__name__}: {exc}). Start dockerd (or set DOCKER_HOST), or use target: local."
+        ) from None
+    return client
+
+
+def _free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def container_name(replica) -> str:
+    deployment = replica.deployment
+    raw = f"studio-{installation_id()}-{deployment.endpoint.name}-{replica.replica_id}"
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)
+
+
+class DockerTarget:
+    name = "docker"
+
+    def __init__(self) -> None:
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = engine()
+        return self._client
+
+    def prepare(self, deployment, model_dir: Path, code_dir: Path | None, log) -> Prepared:
+        spec = packaging.for_deployment(deployment, model_dir, code_dir)
+        for warning in spec.warnings:
+            log(warning, level="warning")
+        image = packaging.build_image(self.client, spec, log)
+        warnings = self._limits(deployment.instance_type)[1]
+        return Prepared(
+            packaging.IMAGE_PYTHON,
+            Path(str(spec.image_model_dir)),
+            Path(str(spec.image_code_dir)) if spec.image_code_dir else None,
+            image=image,
+            warnings=warnings,
+        )
+
+    def _limits(self, instance_type: str) -> tuple[dict, list[str]]:
+        try:
+            size = lookup(instance_type)
+        except UnknownInstanceType as exc:
+            raise ReplicaFailed(str(exc)) from None
+        info = self.client.info()
+        size, warnings = fit_to_host(size, int(info.get("NCPU") or 1), int(info.get("MemTotal") or 0))
+        return {"nano_cpus": int(size.cores * 1e9), "mem_limit": size.memory_bytes}, warnings
+
+    def start(self, replica, launch: ReplicaLaunch) -> None:
+        import docker.errors
+
+        name = container_name(replica)
+        self._remove(name)
+        labels = {
+            LABEL: installation_id(),
+            f"{LABEL}.replica-pk": str(replica.pk),
+            **{f"{LABEL}.{key}": value for key, value in launch.labels.items()},
+        }
+        options = {
+            "name": name,
+            "detach": True,
+            "environment": launch.environment,
+            "labels": labels,
+            "restart_policy": RESTART_POLICY,
+            "init": True,
+            "stop_signal": "SIGTERM",
+            **self._limits(launch.instance_type)[0],
+        }
+        port = packaging.SERVER_PORT
+        if settings.STUDIO_DOCKER_NETWORK:
+            options["network"] = settings.STUDIO_DOCKER_NETWORK
+            url = f"http://{name}:{port}"
+        else:
+            address = settings.STUDIO_DOCKER_PUBLISH_ADDRESS
+            host_port = _free_port(address)
+            options["ports"] = {f"{port}/tcp": (address, host_port)}
+            url = f"http://{address}:{host_port}"
+        try:
+            container = self.client.containers.run(launch.image, **options)
+        except docker.errors.APIError as exc:
+            self._remove(name)
+            message = str(exc.explanation or exc)
+            if "port is already allocated" in message or "address already in use" in message:
+                message = f"address already in use: {message}"
+            raise ReplicaFailed(f"Docker could not start replica {replica.replica_id}: {message}") from None
+        replica.url = url
+        replica.handle = {"container": container.id, "name": name}
+
+    def _container(self, replica):
+        import docker.errors
+
+        ident = (replica.handle or {}).get("container")
+        if not ident:
+            return None
+        try:
+            return self.client.containers.get(ident)
+        except docker.errors.NotFound:
+            return None
+
+    def alive(self, replica) -> bool:
+        container = self._container(replica)
+        return container is not None and container.status in RUNNING
+
+    def stop(self, replica) -> None:
+        name = (replica.handle or {}).get("name")
+        container = self._container(replica)
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.stop(timeout=STOP_GRACE_S)
+        if name:
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(name).remove(force=True)
+
+    def logs(self, replica, lines: int) -> str:
+        import docker.errors
+
+        container = self._container(replica)
+        if container is None:
+            return ""
+        try:
+            return container.logs(tail=lines).decode(errors="replace").rstrip("\n")
+        except docker.errors.NotFound:  # removed since it was found
+            return ""
+
+    def reconcile(self) -> list[str]:
+        from endpoints.models import Replica
+
+        # Listed before the rows are read: a replica started in between has its row already.
+        found = self.client.containers.list(all=True, filters={"label": f"{LABEL}={installation_id()}"})
+        claimed = {int(pk) for c in found if (pk := c.labels.get(f"{LABEL}.replica-pk", "")).isdigit()}
+        known = set(Replica.objects.filter(pk__in=claimed).values_list("pk", flat=True))
+        removed = []
+        for container in found:
+            pk = container.labels.get(f"{LABEL}.replica-pk", "")
+            if pk.isdigit() and int(pk) in known:
+                continue
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+                removed.append(container.name)
+        return removed
