@@ -29,5 +29,10 @@ lint: install
 bench: install
 	$(BIN)/python -m bench
 
+# A Python base image for model images, made without any registry (Debian's mmdebstrap + docker import).
+DOCKER_BASE_IMAGE ?= studio/python:3.11
+docker-base-image:
+	docker/base-image.sh $(DOCKER_BASE_IMAGE)
+
 clean:
 	rm -rf $(VENV) .studio

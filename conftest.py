@@ -158,3 +158,47 @@ def gateway(live_server, settings, monkeypatch, tmp_path):
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def wheel_folder(tmp_path_factory) -> Path:
+    """One wheel cache for the whole run: each package is fetched once, whichever test packs it."""
+    return tmp_path_factory.mktemp("wheels")
+
+
+@pytest.fixture
+def shared_wheels(settings, wheel_folder):
+    settings.STUDIO_WHEEL_CACHE = wheel_folder
+    return wheel_folder
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The Docker engine and a base image it has. Without them the tests skip, saying why, unless
+    STUDIO_REQUIRE_DOCKER=1 (CI) makes that a failure."""
+    import docker
+
+    give_up = pytest.fail if os.environ.get("STUDIO_REQUIRE_DOCKER") == "1" else pytest.skip
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 -- whatever the reason, there is no engine to test with
+        give_up(f"No Docker engine answers ({exc}); start dockerd to run the docker target's tests.")
+    base = os.environ.get("STUDIO_DOCKER_BASE_IMAGE") or "studio/python:3.11"
+    try:
+        client.images.get(base)
+    except docker.errors.ImageNotFound:
+        give_up(f"The base image {base} is not on the Docker host; build it with `make docker-base-image`.")
+    return client, base
+
+
+@pytest.fixture
+def docker_target(settings, docker_engine, shared_wheels):
+    """The docker target on the test's engine; no container of this installation outlives the test."""
+    from endpoints.targets.docker import LABEL, installation_id
+
+    client, base = docker_engine
+    settings.STUDIO_DOCKER_BASE_IMAGE = base
+    yield client
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL}={installation_id()}"}):
+        container.remove(force=True)

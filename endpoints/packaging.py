@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import io
 import json
@@ -81,6 +82,16 @@ class PackageSpec:
     scoring_script: str = ""
     requirements: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The Python version the environment asks for, if any: the image has its base image's.
+    python: str | None = None
+
+    def python_warning(self, target: Platform) -> str | None:
+        if self.python and not f"{self.python}.".startswith(f"{target.python}."):
+            return (
+                f"The environment asks for Python {self.python}; the image has Python {target.python}, its "
+                "base image's. Set STUDIO_DOCKER_BASE_IMAGE to an image with the Python you need."
+            )
+        return None
 
     @property
     def image_model_dir(self) -> PurePosixPath:
@@ -98,7 +109,6 @@ class PackageSpec:
 
 def for_deployment(deployment, model_dir: Path, code_dir: Path | None) -> PackageSpec:
     requirements, python, warnings = environments.requirements_for(deployment)
-    _python_warning(python, warnings)
     return PackageSpec(
         label=f"{deployment.endpoint.name}/{deployment.name}",
         model_name=deployment.model_version.model.name,
@@ -110,6 +120,7 @@ def for_deployment(deployment, model_dir: Path, code_dir: Path | None) -> Packag
         scoring_script=deployment.scoring_script if code_dir is not None else "",
         requirements=requirements,
         warnings=warnings,
+        python=python,
     )
 
 
@@ -131,14 +142,6 @@ def for_model_version(version, model_dir: Path) -> PackageSpec:
         requirements=requirements,
         warnings=warnings,
     )
-
-
-def _python_warning(python: str | None, warnings: list[str]) -> None:
-    if python:
-        warnings.append(
-            f"The environment asks for Python {python}; the image has the base image's Python "
-            f"({settings.STUDIO_DOCKER_BASE_IMAGE}). Set STUDIO_DOCKER_BASE_IMAGE to change it."
-        )
 
 
 def optional_engine():
@@ -498,6 +501,8 @@ def context_archive(
     """The build context as a .tar.gz (in a temporary file) and the folder name inside it."""
     base_image = settings.STUDIO_DOCKER_BASE_IMAGE
     target = platform_of(base_image, client)
+    if warning := spec.python_warning(target):
+        spec.warnings.append(warning)
     identity = base_image
     if client is not None:
         with contextlib.suppress(Exception):
@@ -518,7 +523,11 @@ def context_archive(
         )
         # Handed to the caller, who streams it out and closes it.
         archive = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=_scratch())  # noqa: SIM115
-        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        # No timestamps, owners or gzip mtime: the same context gives the same bytes.
+        with (
+            gzip.GzipFile(filename="", fileobj=archive, mode="wb", mtime=0) as packed,
+            tarfile.open(fileobj=packed, mode="w") as tar,
+        ):
             tar.add(folder, arcname=name, filter=_reproducible)
     archive.seek(0)
     return archive, name
@@ -577,6 +586,8 @@ def build_image(client, spec: PackageSpec, log) -> str:
     base_image = settings.STUDIO_DOCKER_BASE_IMAGE
     base_id = base_image_id(client, base_image, log)
     target = platform_of(base_image, client)
+    if warning := spec.python_warning(target):
+        log(warning, level="warning")
     key = content_key(spec, base_id, target, offline=True)
     tag = image_tag(spec, key)
     with contextlib.suppress(docker.errors.ImageNotFound):

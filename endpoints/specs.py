@@ -189,7 +189,7 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
         values["target"] = data["target"]
     if "instance_type" in data:
         values["instance_type"] = str(data["instance_type"] or "")
-        if values.get("target") == TargetChoices.DOCKER:
+        if values.get("target") == TargetChoices.DOCKER and values["instance_type"]:
             try:
                 instance_types.lookup(values["instance_type"])
             except instance_types.UnknownInstanceType as exc:

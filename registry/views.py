@@ -109,6 +109,9 @@ class ModelVersionView(StudioPageMixin, View):
             "download_url": reverse(
                 "registry-api:modelversion-download", args=[found.model.name, found.version]
             ),
+            "package_url": reverse(
+                "endpoints-api:modelversion-package", args=[found.model.name, found.version]
+            ),
             "tags_form": ModelVersionTagsForm(initial={"tags": found.tags}),
             "description_form": ModelVersionDescriptionForm(initial={"description": found.description}),
         }

@@ -94,6 +94,9 @@ class DockerTarget:
         )
 
     def _limits(self, instance_type: str) -> tuple[dict, list[str]]:
+        """Docker's CPU and memory options for the instance type; none without one."""
+        if not instance_type:
+            return {}, []
         try:
             size = lookup(instance_type)
         except UnknownInstanceType as exc:

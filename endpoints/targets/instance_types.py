@@ -51,8 +51,6 @@ _SIZES = {
     "Standard_E64s_v3": (64, 432),
 }
 INSTANCE_TYPES = {name.lower(): InstanceType(name, *size) for name, size in _SIZES.items()}
-# What a deployment without an instance_type gets: Azure's default size for managed online endpoints.
-DEFAULT = INSTANCE_TYPES["standard_ds3_v2"]
 
 
 class UnknownInstanceType(ValueError):
@@ -60,9 +58,7 @@ class UnknownInstanceType(ValueError):
 
 
 def lookup(name: str) -> InstanceType:
-    """The size called `name` (case-insensitive, as Azure accepts it); the default when empty."""
-    if not name:
-        return DEFAULT
+    """The size called `name`, case-insensitive as Azure accepts it."""
     try:
         return INSTANCE_TYPES[name.lower()]
     except KeyError:

@@ -241,4 +241,4 @@ def test_a_packaged_context_builds_with_the_network_disabled_and_serves(
         assert answer.status_code == 200 and answer.json() == [1]
     finally:
         container.remove(force=True)
-        docker_target.images.remove(image.id, force=True)
+        docker_target.images.remove(tag)

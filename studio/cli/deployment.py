@@ -412,3 +412,85 @@ def get_logs(client: Client, name: str, endpoint_name: str, lines: int, output_f
         # The header goes to stderr: stdout stays the logs, ready for grep.
         output.note(f"==> replica {replica['id']} ({replica['state']}) <==")
         click.echo(replica.get("log") or "", nl=not (replica.get("log") or "").endswith("\n"))
+
+
+@online_deployment.command()
+@click.option("-n", "--name", help="The deployment to package (with --endpoint-name).")
+@click.option("-e", "--endpoint-name", help="The deployment's endpoint.")
+@click.option(
+    "--model",
+    "model_reference",
+    help="Package a bare MLflow model version instead: azureml:NAME:VERSION (or NAME:VERSION).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["offline", "online"]),
+    default="offline",
+    show_default=True,
+    help="offline: every wheel is in the context and the image builds with no network; online: pinned "
+    "requirements only, fetched by pip at build time.",
+)
+@click.option(
+    "--output-path",
+    type=click.Path(path_type=Path),
+    help="A folder to write the context into (default: ./<context name>), or a file ending in .tar.gz.",
+)
+@pass_client
+def package(
+    client: Client,
+    name: str | None,
+    endpoint_name: str | None,
+    model_reference: str | None,
+    mode: str,
+    output_path: Path | None,
+) -> None:
+    """Write the Docker build context of a deployment or a model version.
+
+    The context holds a Dockerfile, the model, the scoring code, the model server, a locked requirements
+    file and, in offline mode, every wheel: build it anywhere with `docker build --network none -t TAG .`.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+
+    if model_reference and (name or endpoint_name):
+        raise CliError("Give either --model or --name with --endpoint-name, not both.")
+    if model_reference:
+        model_name, _, version = model_reference.removeprefix("azureml:").rpartition(":")
+        if not model_name or not version:
+            raise CliError(f"--model {model_reference!r} is not azureml:NAME:VERSION.")
+        source = f"/models/{quote(model_name, safe='')}/versions/{quote(version, safe='')}/package"
+        label = f"Packaging model {model_name}:{version}"
+    elif name and endpoint_name:
+        source = deployment_path(endpoint_name, name) + "package/"
+        label = f"Packaging deployment {endpoint_name}/{name}"
+    else:
+        raise CliError("Say what to package: --name and --endpoint-name, or --model azureml:NAME:VERSION.")
+    if (
+        output_path is not None
+        and output_path.exists()
+        and (output_path.is_file() or any(output_path.iterdir()))
+    ):
+        raise CliError(f"{output_path} exists already; remove it or choose another --output-path.")
+    with tempfile.TemporaryDirectory(prefix=".studio-package-", dir=Path.cwd()) as scratch:
+        archive = Path(scratch) / "context.tar.gz"
+        with archive.open("wb") as out:
+            client.download(f"{source}?mode={mode}", out, label)
+        if output_path is not None and output_path.name.endswith(".tar.gz"):
+            shutil.move(archive, output_path)
+            output.note(f"Saved the build context to {output_path}.")
+            return
+        unpacked = Path(scratch) / "unpacked"
+        with tarfile.open(archive) as tar:
+            tar.extractall(unpacked, filter="data")
+        (top,) = list(unpacked.iterdir())
+        destination = output_path or Path.cwd() / top.name
+        if destination.exists() and any(destination.iterdir()):
+            raise CliError(f"{destination} exists already; remove it or choose another --output-path.")
+        if destination.exists():
+            destination.rmdir()
+        shutil.move(top, destination)
+    output.note(f"Wrote the build context to {destination}. Build it with:")
+    click.echo(
+        f"docker build {'--network none ' if mode == 'offline' else ''}-t {top.name.lower()} {destination}"
+    )

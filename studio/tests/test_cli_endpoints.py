@@ -409,3 +409,65 @@ def test_invoke_scores_through_the_gateway(gateway, studio, sample):
                      "--deployment-name", "green", fails=True)  # fmt: skip
     assert "The endpoint answered 404" in nowhere.stderr
     studio("online-endpoint", "delete", "-n", "my-endpoint", "--yes")
+
+
+def test_local_runs_azures_sample_in_docker_and_scores_through_the_gateway(
+    gateway, studio, sample, docker_target
+):
+    """`--local`, as `az ml` spells "run it in local Docker": the same YAML, served from a container."""
+    studio("online-endpoint", "create", "-f", str(sample / "endpoint.yml"))
+    created = studio(
+        "online-deployment", "create", "-f", str(sample / "blue-deployment.yml"), "--local", "--all-traffic"
+    )
+    assert "images are built on STUDIO_DOCKER_BASE_IMAGE" in created.stderr
+    assert "Preparing what replicas run on the docker target." in created.stderr
+    shown = as_json(studio("online-deployment", "show", "-n", "blue", "-e", "my-endpoint", "-o", "json"))
+    assert shown["target"] == "docker" and shown["provisioning_state"] == "Succeeded"
+    answer = invoke_when_routed(
+        studio, "--name", "my-endpoint", "--request-file", str(sample / "sample-request.json")
+    )
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout) == pytest.approx([55.0, 55.0], abs=0.01)
+    logs = studio("online-deployment", "get-logs", "--name", "blue", "--endpoint-name", "my-endpoint")
+    assert "Init complete" in logs.stdout, "the scoring script's logging, read from the container"
+    studio("online-endpoint", "delete", "-n", "my-endpoint", "--yes")
+    assert docker_target.containers.list(all=True, filters={"label": "studio.endpoint=my-endpoint"}) == []
+
+
+def test_package_writes_a_build_context_to_read_edit_and_build(studio, tmp_path, shared_wheels):
+    import tarfile
+
+    from registry.tests.factories import save_sklearn_mlflow_model
+
+    model = save_sklearn_mlflow_model(tmp_path / "clf")
+    studio("model", "create", "--name", "clf", "--path", str(model), "--type", "mlflow_model")
+    folder = tmp_path / "context"
+    made = studio(
+        "online-deployment",
+        "package",
+        "--model",
+        "azureml:clf:1",
+        "--mode",
+        "online",
+        "--output-path",
+        str(folder),
+    )
+    assert f"Wrote the build context to {folder}." in made.stderr
+    assert made.stdout.startswith("docker build -t clf-1-")
+    assert (folder / "Dockerfile").is_file() and (folder / "model" / "clf" / "MLmodel").is_file()
+    assert "scikit-learn==" in (folder / "requirements.lock").read_text()
+
+    archive = tmp_path / "clf.tar.gz"
+    studio(
+        "online-deployment", "package", "--model", "clf:1", "--mode", "online", "--output-path", str(archive)
+    )
+    assert tarfile.is_tarfile(archive)
+
+    taken = studio(
+        "online-deployment", "package", "--model", "clf:1", "--output-path", str(folder), fails=True
+    )
+    assert "exists already; remove it or choose another --output-path." in taken.stderr
+    vague = studio("online-deployment", "package", fails=True)
+    assert "Say what to package: --name and --endpoint-name, or --model azureml:NAME:VERSION." in vague.stderr
+    custom = studio("online-deployment", "package", "--model", "clf:9", fails=True)
+    assert "Model 'clf' has no version '9'." in custom.stderr

@@ -116,3 +116,13 @@ def test_the_gateway_reads_its_route_table_from_the_web_service(services):
 def test_the_web_runs_uvicorn_not_runserver(services):
     command = services["web"]["command"]
     assert command[0] == "uvicorn" and "runserver" not in command
+
+
+def test_the_worker_runs_docker_deployments_on_the_network_the_gateway_shares():
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    worker = document["services"]["worker"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in worker["volumes"]
+    assert "studio-data:/data" in worker["volumes"], "the worker keeps STUDIO_HOME"
+    network = worker["environment"]["STUDIO_DOCKER_NETWORK"]
+    assert document["networks"]["default"]["name"] == network
+    assert "networks" not in document["services"]["gateway"], "the gateway is on the default network"

@@ -1,0 +1,138 @@
+"""Build contexts from the REST API: what a user gets to read, edit and `docker build` anywhere.
+
+Wheels come from the package index the machine is configured with; no Docker engine is needed.
+"""
+
+import hashlib
+import io
+import re
+import tarfile
+
+import pytest
+
+from endpoints.tests.support import CONDA, ENDPOINTS, register, upload_code
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("shared_wheels")]
+
+
+def _context(response) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    assert response.status_code == 200, response.content[:500]
+    assert response["Content-Type"] == "application/gzip"
+    archive = b"".join(response.streaming_content)
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            _, _, inner = member.name.partition("/")
+            data = tar.extractfile(member).read() if member.isfile() else b""
+            found[inner] = (member, data)
+    return found
+
+
+def _text(context, name: str) -> str:
+    return context[name][1].decode()
+
+
+def test_an_offline_context_carries_every_wheel_its_lock_pins_by_hash(team, mlflow_model_zip):
+    client = team.reader.client()
+    register(team.contributor.client(), "clf", mlflow_model_zip, "mlflow_model")
+    context = _context(client.get("/api/v1/models/clf/versions/1/package"))
+    dockerfile = _text(context, "Dockerfile")
+    assert "--find-links /opt/studio/wheels --require-hashes" in dockerfile and "--no-index" in dockerfile
+    assert "docker build --network none" in dockerfile
+    assert "--model-dir" in dockerfile and "--scoring-script" not in dockerfile
+    asked = _text(context, "requirements.in").split()
+    assert asked[:2] == ["scikit-learn==1.9.1", "skops==0.16.0"], "the model's pins come first"
+    lock = _text(context, "requirements.lock")
+    pins = dict(re.findall(r"^([a-z0-9-]+)==\S+ \\\n    --hash=sha256:([0-9a-f]{64})$", lock, re.M))
+    assert {"scikit-learn", "skops", "numpy", "uvicorn", "orjson"} <= set(pins)
+    wheels = {name: data for name, (_, data) in context.items() if name.startswith("wheels/")}
+    assert len(wheels) == len(pins), "one wheel per pinned package"
+    assert sorted(hashlib.sha256(data).hexdigest() for data in wheels.values()) == sorted(pins.values())
+    assert "serving/server.py" in context and "serving/loaders/sklearn.py" in context
+    assert not [name for name in context if name.startswith(("serving/gateway", "serving/tests"))]
+    assert "model/model/MLmodel" in context
+    members = [member for member, _ in context.values() if member.isfile()]
+    assert all(member.mode & 0o044 == 0o044 and member.uid == 0 and member.mtime == 0 for member in members)
+
+
+def test_an_online_context_is_small_and_the_same_bytes_every_time(team, mlflow_model_zip):
+    client = team.contributor.client()
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
+    first = client.get("/api/v1/models/clf/versions/latest/package?mode=online")
+    context = _context(first)
+    assert not [name for name in context if name.startswith("wheels/")]
+    assert "--hash" not in _text(context, "requirements.lock")
+    assert "pip install" in _text(context, "Dockerfile") and "--no-index" not in _text(context, "Dockerfile")
+    again = client.get("/api/v1/models/clf/versions/1/package?mode=online")
+    assert b"".join(again.streaming_content) == b"".join(
+        client.get("/api/v1/models/clf/versions/1/package?mode=online").streaming_content
+    )
+
+
+def test_a_deployment_context_holds_its_code_and_its_environments_packages(team, azure_sample_zips):
+    model_zip, code_zip = azure_sample_zips
+    client = team.contributor.client()
+    register(client, "regression", model_zip)
+    client.post(ENDPOINTS, {"name": "sample"}, format="json")
+    created = client.post(
+        f"{ENDPOINTS}sample/deployments/",
+        {
+            "name": "blue",
+            "model": "azureml:regression:1",
+            "code_configuration": {
+                "code": upload_code(client, code_zip),
+                "scoring_script": "onlinescoring/score.py",
+            },
+            "environment": {"conda_file": CONDA},
+        },
+        format="json",
+    )
+    assert created.status_code == 202
+    context = _context(client.get(f"{ENDPOINTS}sample/deployments/blue/package/?mode=online"))
+    dockerfile = _text(context, "Dockerfile")
+    assert "COPY code/ /var/azureml-app/code/" in dockerfile
+    assert '"--scoring-script", "onlinescoring/score.py"' in dockerfile
+    assert "AZUREML_MODEL_DIR=/var/azureml-app/azureml-models/regression/1" in dockerfile
+    assert _text(context, "requirements.in").split()[:2] == ["scikit-learn==1.9.1", "joblib"]
+    assert "code/onlinescoring/score.py" in context
+    assert "model/model/sklearn_regression_model.pkl" in context
+
+
+def test_what_cannot_be_packaged_is_refused_with_what_to_do(team, azure_sample_zips):
+    client = team.contributor.client()
+    register(client, "regression", azure_sample_zips[0])
+    custom = client.get("/api/v1/models/regression/versions/1/package")
+    assert custom.status_code == 400
+    assert "needs a scoring script" in custom.json()["error"]["message"]
+    assert "studio online-deployment package" in custom.json()["error"]["message"]
+    mode = client.get("/api/v1/models/regression/versions/1/package?mode=sideways")
+    assert mode.status_code == 400 and mode.json()["error"]["message"] == "mode: must be offline or online."
+    missing = client.get("/api/v1/models/nothing/versions/1/package")
+    assert missing.status_code == 404 and "no model named 'nothing'" in missing.json()["error"]["message"]
+    assert client.get(f"{ENDPOINTS}nowhere/deployments/blue/package/").status_code == 404
+
+
+def test_a_docker_deployment_names_a_known_instance_type(team, mlflow_model_zip):
+    client = team.contributor.client()
+    register(client, "clf", mlflow_model_zip, "mlflow_model")
+    client.post(ENDPOINTS, {"name": "sized"}, format="json")
+    refused = client.post(
+        f"{ENDPOINTS}sized/deployments/",
+        {"name": "blue", "model": "azureml:clf:1", "target": "docker", "instance_type": "Standard_NC6s_v3"},
+        format="json",
+    )
+    assert refused.status_code == 400
+    message = refused.json()["error"]["message"]
+    assert "instance_type: 'Standard_NC6s_v3' is not a known instance type" in message
+    assert "Standard_DS3_v2" in message and "GPU sizes are not available" in message
+
+
+def test_the_version_page_offers_the_build_context(team, mlflow_model_zip, client):
+    register(team.contributor.client(), "clf", mlflow_model_zip, "mlflow_model")
+    client.force_login(team.reader.user)
+    page = client.get("/models/clf/versions/1/").content.decode()
+    assert 'action="/api/v1/models/clf/versions/1/package"' in page
+    assert "studio online-deployment package --model azureml:clf:1" in page
+    downloaded = client.get("/api/v1/models/clf/versions/1/package?mode=online")
+    assert downloaded.status_code == 200
+    assert downloaded["Content-Disposition"].startswith('attachment; filename="clf-1-')
