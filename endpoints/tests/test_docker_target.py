@@ -16,6 +16,7 @@ from endpoints import tasks
 from endpoints.models import OnlineDeployment, Replica
 from endpoints.targets.docker import LABEL, installation_id
 from endpoints.tests.support import CONDA, ENDPOINTS, deploy, register, score, upload_code
+from registry.models import ModelVersion
 from studio.testkit import free_port, until
 
 pytestmark = [
@@ -242,3 +243,30 @@ def test_a_packaged_context_builds_with_the_network_disabled_and_serves(
     finally:
         container.remove(force=True)
         docker_target.images.remove(tag)
+
+
+def test_the_wizard_offers_docker_and_deploys_to_it(team, mlflow_model_zip, docker_target):
+    from endpoints.tests.test_pages import wizard_post
+    from studio.testing import signed_in
+
+    register(team.contributor.client(), "clf", mlflow_model_zip, "mlflow_model")
+    browser = signed_in(team.contributor.user)
+    browser.get("/endpoints/new/")
+    wizard_post(
+        browser, "endpoint", {"mode": "new", "name": "wizard", "auth_mode": "key", "deployment": "blue"}
+    )
+    wizard_post(browser, "model", {"model": str(ModelVersion.objects.get(model__name="clf"))})
+    wizard_post(browser, "code", {"code_mode": "no_code", "env_mode": "studio"})
+    page = browser.get("/endpoints/new/target/").content.decode()
+    assert 'value="docker">' in page and 'value="docker" disabled' not in page
+    answered = wizard_post(
+        browser, "target", {"target": "docker", "instance_count": "1", "instance_type": "Standard_F2s_v2"}
+    )
+    assert answered.status_code == 302, answered.content.decode()[-2000:]
+    wizard_post(browser, "traffic", {"mode": "all"})
+    assert "target: docker" in browser.get("/endpoints/new/review/").content.decode()
+    assert browser.post("/endpoints/new/review/").status_code == 302
+    deployment = OnlineDeployment.objects.get(endpoint__name="wizard")
+    assert (deployment.target, deployment.provisioning_state) == ("docker", "Succeeded")
+    (container,) = _containers(docker_target, endpoint="wizard")
+    assert container.attrs["HostConfig"]["NanoCpus"] == 2_000_000_000
