@@ -59,6 +59,17 @@ def _fresh_base(client, base: str, nonce: str) -> str:
     return tag
 
 
+def _built_on(client, base: str) -> list:
+    """Model images built since `base` whose layers start from it."""
+    base_id = client.images.get(base).id
+    found = []
+    for image in client.images.list(name="studio-model", filters={"since": base}):
+        history = {layer.get("Id") for layer in image.history()}
+        if base_id in history:
+            found.append(image)
+    return found
+
+
 def _studio_rounds(work: Path, base: str) -> dict[str, float]:
     port, gateway_port = free_port(), free_port()
     env = {
@@ -218,11 +229,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-docker-") as tmp:
             work = Path(tmp)
             figures = _studio_rounds(work, fresh)
-            ours = [image for image in client.images.list(filters={"since": fresh}) if image.tags]
-            sizes = [image.attrs["Size"] for image in ours if image.tags[0].startswith("studio-model/")]
+            sizes = [image.attrs["Size"] for image in _built_on(client, fresh)]
             peer, peer_size = _mlflow_round(client, work, fresh, work / "v1" / "model")
     finally:
-        for image in client.images.list(filters={"since": fresh}):
+        # Only what this run built: its model images (built on its own base) and that base.
+        for image in _built_on(client, fresh):
             for tag in image.tags:
                 client.images.remove(tag, force=True)
         client.images.remove(fresh, force=True)

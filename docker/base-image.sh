@@ -24,6 +24,10 @@ fi
 echo "Building $tag from Debian $suite ($mirror)"
 # minbase: only Essential packages and apt; python3-venv brings ensurepip (pip and setuptools wheels).
 # Documentation, locales and apt lists are left out to keep the image small.
+# Imported under a temporary name and given its tag only once it runs Python: a failed build never
+# leaves an image that the check above would take for a good one.
+staging="$tag-incomplete-$$"
+trap 'docker rmi "$staging" >/dev/null 2>&1 || true' EXIT
 mmdebstrap --variant=minbase --quiet \
     --include=python3,python3-venv,python-is-python3,ca-certificates \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -36,5 +40,7 @@ mmdebstrap --variant=minbase --quiet \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["python3"]' \
         --message "Debian $suite with Python, made by mmdebstrap" \
-        - "$tag"
-docker run --rm --network none "$tag" python3 -c 'import sys, venv; print("Python", sys.version.split()[0])'
+        - "$staging"
+docker run --rm --network none "$staging" python3 -c 'import sys, venv; print("Python", sys.version.split()[0])'
+docker tag "$staging" "$tag"
+echo "Built $tag"

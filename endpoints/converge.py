@@ -17,7 +17,7 @@ from endpoints import artifacts
 from endpoints.choices import JobKindChoices, ProvisioningStateChoices, ReplicaStateChoices
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, Replica, RouteTableVersion
 from endpoints.targets import get_target
-from endpoints.targets.base import BuildFailed, Prepared, ReplicaFailed, ReplicaLaunch
+from endpoints.targets.base import BuildFailed, Prepared, QuietLog, ReplicaFailed, ReplicaLaunch
 
 # The gateway long-polls the route table; give it a moment to drop retiring replicas before they stop.
 DRAIN_S = 1.5
@@ -125,11 +125,11 @@ def _start_replica(target, deployment, replica, launch_for, log) -> None:
     """Start one replica, trying again on a fresh port if it dies at once (a port taken meanwhile)."""
     for attempt in range(1, MAX_START_ATTEMPTS + 1):
         launch = launch_for(replica)
-        target.start(replica, launch)
-        replica.state = ReplicaStateChoices.STARTING
-        replica.save()
-        log(f"Started replica {replica.replica_id} at {replica.url}.")
         try:
+            target.start(replica, launch)
+            replica.state = ReplicaStateChoices.STARTING
+            replica.save()
+            log(f"Started replica {replica.replica_id} at {replica.url}.")
             _wait_ready(target, replica, _readiness_timeout(deployment), log)
             return
         except ReplicaFailed as exc:
@@ -187,16 +187,6 @@ def restart_replica(replica: Replica, target) -> None:
     with transaction.atomic():
         Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.READY)
         RouteTableVersion.bump()
-
-
-class QuietLog:
-    """A job log for work outside a job: nothing to report to."""
-
-    def __call__(self, *args, **kwargs) -> None:
-        pass
-
-    def heartbeat(self) -> None:
-        pass
 
 
 def retire(

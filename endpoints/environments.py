@@ -22,14 +22,11 @@ from packaging.utils import canonicalize_name
 from endpoints.targets.base import BuildFailed
 from serving.loaders import native_flavor
 
-SERVING_REQUIREMENTS = ["uvicorn[standard]>=0.30", "orjson>=3.9", "numpy>=1.26"]
+# What the model server imports itself, as ranges: a model's own pins win.
+SERVING_REQUIREMENTS = ["uvicorn[standard]>=0.30", "orjson>=3.9", "numpy>=1.26", "PyYAML>=6"]
 # Conda packages that are the toolchain itself, not libraries to install with pip.
 CONDA_SKIP = {"python", "pip", "setuptools", "wheel"}
 BUILD_TIMEOUT_S = 1800
-
-
-class EnvironmentBuildFailed(BuildFailed):
-    pass
 
 
 @dataclass
@@ -128,13 +125,12 @@ def _uv() -> str:
     beside = Path(sys.executable).with_name("uv")
     found = str(beside) if beside.exists() else shutil.which("uv")
     if not found:
-        raise EnvironmentBuildFailed(
-            "uv is not installed; install it (pip install uv) to build environments."
-        )
+        raise BuildFailed("uv is not installed; install it (pip install uv) to build environments.")
     return found
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a build log, for an error message."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -174,7 +170,7 @@ def resolve(deployment, log) -> Runtime:
                 [uv, "venv", "--python", current, str(root)], stdout=out, stderr=subprocess.STDOUT, env=env
             )
         if made.returncode != 0:
-            raise EnvironmentBuildFailed("Could not create a virtual environment.", _tail(build_log))
+            raise BuildFailed("Could not create a virtual environment.", log_tail(build_log))
         requirements_file = root / "requirements.txt"
         requirements_file.write_text("\n".join(requirements + SERVING_REQUIREMENTS) + "\n")
         try:
@@ -186,13 +182,13 @@ def resolve(deployment, log) -> Runtime:
                 timeout=BUILD_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
-            raise EnvironmentBuildFailed(
-                f"Installing the requirements took longer than {BUILD_TIMEOUT_S}s.", _tail(build_log)
+            raise BuildFailed(
+                f"Installing the requirements took longer than {BUILD_TIMEOUT_S}s.", log_tail(build_log)
             ) from None
     if installed.returncode != 0:
-        raise EnvironmentBuildFailed(
+        raise BuildFailed(
             "The environment's requirements could not be installed; fix the conda file or pip requirements.",
-            _tail(build_log),
+            log_tail(build_log),
         )
     (root / ".ready").touch()
     log(f"Environment {key} is ready.")

@@ -406,7 +406,7 @@ class TargetStepForm(forms.Form):
     def clean_target(self) -> str:
         target = self.cleaned_data["target"]
         try:
-            targets.check(target)
+            targets.get_target(target)
         except targets.TargetUnavailable as exc:
             raise ValidationError(str(exc)) from None
         return target

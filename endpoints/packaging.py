@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -42,7 +43,7 @@ from django.conf import settings
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from endpoints import environments
-from endpoints.targets.base import BuildFailed
+from endpoints.targets.base import BuildFailed, QuietLog
 
 # Bump when the Dockerfile or the context's layout changes, so images made by the old layout are rebuilt.
 LAYOUT_VERSION = "1"
@@ -53,7 +54,7 @@ IMAGE_PYTHON = str(ENV_ROOT / "bin" / "python")
 # An unprivileged user that exists in no base image: nothing in the image is writable by it.
 IMAGE_USER = "65532:65532"
 FETCH_TIMEOUT_S = 900
-BUILD_TIMEOUT_S = 1800
+BUILD_TIMEOUT_S = environments.BUILD_TIMEOUT_S
 # Build output is reported in batches, so a long pip install does not become hundreds of job events.
 REPORT_EVERY_S = 1.0
 # glibc assumed for a base image that cannot be inspected: Debian bookworm's, which python:3.11-slim uses.
@@ -104,7 +105,9 @@ class PackageSpec:
 
     @property
     def repository(self) -> str:
-        return "studio-model/" + re.sub(r"[^a-z0-9._-]+", "-", self.model_name.lower()).strip("-._")
+        # Docker's rules: lowercase, no two separators in a row, bounded length.
+        name = re.sub(r"[^a-z0-9]+", "-", self.model_name.lower()).strip("-")[:64]
+        return f"studio-model/{name or 'model'}"
 
 
 def for_deployment(deployment, model_dir: Path, code_dir: Path | None) -> PackageSpec:
@@ -184,28 +187,54 @@ class Platform:
 
 def platform_of(base_image: str, client=None) -> Platform:
     """Ask the base image itself when an engine has it; otherwise read the version from its name."""
+    import docker.errors
+
     if client is not None:
-        with contextlib.suppress(Exception):
+        try:
             image = client.images.get(base_image)
-            cache = Path(settings.STUDIO_HOME) / "cache" / "platforms" / f"{image.id.split(':')[-1]}.json"
-            if cache.is_file():
-                return Platform(**json.loads(cache.read_text()))
-            output = client.containers.run(
-                image.id, ["python3", "-c", LIBC_PROBE], network_disabled=True, remove=True
-            )
-            python, machine, glibc = output.decode().split()
-            found = Platform(python, machine, glibc, f"probed from {base_image} ({image.short_id})")
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(asdict(found)))
-            return found
+        except docker.errors.ImageNotFound:
+            image = None
+        if image is not None:
+            return _probe(client, image, base_image)
     match = re.search(r":(\d+)\.(\d+)", base_image)
     python = f"{match[1]}.{match[2]}" if match else f"{sys.version_info.major}.{sys.version_info.minor}"
     return Platform(
         python,
         host_platform.machine(),
         ASSUMED_GLIBC,
-        f"assumed from the name {base_image} (no Docker engine to ask)",
+        f"assumed from the name {base_image} (no Docker engine has it to ask)",
     )
+
+
+def _probe(client, image, base_image: str) -> Platform:
+    """Run the base image's python3 once to learn its version, machine and glibc; kept per image id."""
+    import docker.errors
+
+    cache = Path(settings.STUDIO_HOME) / "cache" / "platforms" / f"{image.id.split(':')[-1]}.json"
+    if cache.is_file():
+        return Platform(**json.loads(cache.read_text()))
+    container = None
+    try:
+        container = client.containers.create(image.id, ["python3", "-c", LIBC_PROBE], network_disabled=True)
+        container.start()
+        code = container.wait(timeout=60)["StatusCode"]
+        output = container.logs().decode(errors="replace")
+        python, machine, glibc = output.split() if code == 0 else ("", "", "")
+    except (docker.errors.APIError, ValueError, OSError) as exc:
+        raise BuildFailed(f"Could not run python3 in the base image {base_image}: {exc}") from None
+    finally:
+        if container is not None:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+    if not glibc:
+        raise BuildFailed(
+            f"The base image {base_image} has no python3 with glibc (it answered {output.strip()[:300]!r}); "
+            "model images need a glibc-based image with Python and its venv module, such as python:3.11-slim."
+        )
+    found = Platform(python, machine, glibc, f"probed from {base_image} ({image.short_id})")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(asdict(found)))
+    return found
 
 
 # --- requirements and wheels -----------------------------------------------------------------------
@@ -234,15 +263,43 @@ def _wheel(path: Path) -> Wheel:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """One pip writing into a wheel folder at a time: another must not read a half-written wheel."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def _locked(path: Path, log) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, heartbeating the job while another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                log.heartbeat()
+                time.sleep(0.5)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_logged(command: list[str], out, log, timeout_s: float) -> tuple[int, str]:
+    """Run a command, its output into the build log line by line, the job heartbeating meanwhile."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(timeout_s, process.kill)
+    watchdog.start()
+    lines, beat = [], time.monotonic()
+    try:
+        for line in process.stdout:
+            out.write(line)
+            lines.append(line)
+            if time.monotonic() - beat > 5:
+                log.heartbeat()
+                beat = time.monotonic()
+        code = process.wait()
+    finally:
+        watchdog.cancel()
+    out.flush()
+    if code < 0:
+        raise BuildFailed(f"{command[2:4]} took longer than {timeout_s:.0f}s and was stopped.")
+    return code, "".join(lines)
 
 
 def fetch_wheels(requirements: list[str], target: Platform, out, log) -> list[Wheel]:
@@ -272,30 +329,19 @@ def fetch_wheels(requirements: list[str], target: Platform, out, log) -> list[Wh
         ]
         log(f"Resolving {len(requirements)} requirements for {target.key} ({target.source}).")
         out.write(f"$ pip download ... -r requirements.in   # for {target.key}\n")
-        out.flush()
-        with _locked(cache):
-            try:
-                done = subprocess.run(
-                    command,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    timeout=FETCH_TIMEOUT_S,
-                )
-            except subprocess.TimeoutExpired:
-                raise BuildFailed(f"Fetching wheels took longer than {FETCH_TIMEOUT_S}s.") from None
-    out.write(done.stdout)
-    out.flush()
-    if done.returncode != 0:
-        errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR")]
+        # One pip at a time writes into a wheel folder: another must not read a half-written wheel.
+        with _locked(cache / ".lock", log):
+            code, output = _run_logged(command, out, log, FETCH_TIMEOUT_S)
+    if code != 0:
+        errors = [line for line in output.splitlines() if line.startswith("ERROR")]
         raise BuildFailed(
             "The requirements could not be resolved to wheels for the image "
             f"(Python {target.python}, {target.machine}, glibc {target.glibc}); fix the requirements "
             "or the environment's conda file.",
-            "\n".join(errors or done.stdout.splitlines()[-20:]),
+            "\n".join(errors or output.splitlines()[-20:]),
         )
     wheels = []
-    for line in done.stdout.splitlines():
+    for line in output.splitlines():
         found = re.match(r"\s*(?:Saved|File was already downloaded) (.+\.whl)\s*$", line)
         if found:
             with contextlib.suppress(InvalidWheelFilename):
@@ -519,16 +565,20 @@ def context_archive(
             key=key,
             offline=offline,
             out=io.StringIO(),
-            log=lambda *args, **kwargs: None,
+            log=QuietLog(),
         )
         # Handed to the caller, who streams it out and closes it.
         archive = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=_scratch())  # noqa: SIM115
-        # No timestamps, owners or gzip mtime: the same context gives the same bytes.
-        with (
-            gzip.GzipFile(filename="", fileobj=archive, mode="wb", mtime=0) as packed,
-            tarfile.open(fileobj=packed, mode="w") as tar,
-        ):
-            tar.add(folder, arcname=name, filter=_reproducible)
+        try:
+            # No timestamps, owners or gzip mtime: the same context gives the same bytes.
+            with (
+                gzip.GzipFile(filename="", fileobj=archive, mode="wb", mtime=0) as packed,
+                tarfile.open(fileobj=packed, mode="w") as tar,
+            ):
+                tar.add(folder, arcname=name, filter=_reproducible)
+        except BaseException:
+            archive.close()
+            raise
     archive.seek(0)
     return archive, name
 
@@ -553,13 +603,6 @@ def build_log_path(key: str) -> Path:
     return Path(settings.STUDIO_HOME) / "builds" / f"{key[:20]}.log"
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def base_image_id(client, base_image: str, log) -> str:
     """The base image's id, pulling it if the engine does not have it and a registry can be reached."""
     import docker.errors
@@ -581,8 +624,6 @@ def base_image_id(client, base_image: str, log) -> str:
 
 def build_image(client, spec: PackageSpec, log) -> str:
     """The image for `spec`, built with no network (every wheel in the context) unless it exists."""
-    import docker.errors
-
     base_image = settings.STUDIO_DOCKER_BASE_IMAGE
     base_id = base_image_id(client, base_image, log)
     target = platform_of(base_image, client)
@@ -590,20 +631,34 @@ def build_image(client, spec: PackageSpec, log) -> str:
         log(warning, level="warning")
     key = content_key(spec, base_id, target, offline=True)
     tag = image_tag(spec, key)
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.get(tag)
+    if _exists(client, tag):
         log(f"Image {tag} is built already (same model, code, requirements and base).")
         return tag
     log_path = build_log_path(key)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"Building image {tag}; the build log is kept at {log_path}.")
-    with tempfile.TemporaryDirectory(dir=_scratch()) as scratch, log_path.open("w") as out:
-        folder = Path(scratch) / "context"
-        write_context(
-            spec, folder, base_image=base_image, target=target, key=key, offline=True, out=out, log=log
-        )
-        _docker_build(client, folder, tag, base_image, key, out, log, log_path)
+    # Two jobs wanting the same image: one builds it, the other finds it built.
+    with _locked(log_path.with_suffix(".lock"), log):
+        if _exists(client, tag):
+            log(f"Image {tag} was built meanwhile by another job.")
+            return tag
+        log(f"Building image {tag}; the build log is kept at {log_path}.")
+        with tempfile.TemporaryDirectory(dir=_scratch()) as scratch, log_path.open("w") as out:
+            folder = Path(scratch) / "context"
+            write_context(
+                spec, folder, base_image=base_image, target=target, key=key, offline=True, out=out, log=log
+            )
+            # The base by id: the image is what the key says even if the name moves meanwhile.
+            _docker_build(client, folder, tag, base_id, key, out, log, log_path)
     return tag
+
+
+def _exists(client, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def _docker_build(
@@ -652,13 +707,13 @@ def _docker_build(
                 report()
                 raise BuildFailed(
                     f"The image build failed at {step or 'its start'}: {chunk['error'].strip()}",
-                    _tail(log_path),
+                    environments.log_tail(log_path),
                 )
         report()
     except docker.errors.APIError as exc:
         out.write(f"{exc}\n")
         out.flush()
         raise BuildFailed(
-            f"The Docker engine refused the build: {exc.explanation or exc}", _tail(log_path)
+            f"The Docker engine refused the build: {exc.explanation or exc}", environments.log_tail(log_path)
         ) from None
     log(f"Built image {tag}.")

@@ -8,10 +8,11 @@ from django.db import IntegrityError, transaction
 from rest_framework.exceptions import ValidationError
 
 from endpoints import credentials
-from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices
+from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices, TargetChoices
 from endpoints.jobs import start_job
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, RouteTableVersion, validate_endpoint_name
 from endpoints.specs import DeploymentSpec
+from endpoints.targets import instance_types
 from studio.api.errors import Conflict
 from studio.choices import AuditActionChoices
 from studio.models import audit
@@ -24,7 +25,6 @@ REPLICA_FIELDS = {
     "scoring_script",
     "environment_version",
     "environment",
-    "target",
     "instance_type",
     "request_settings",
     "liveness_probe",
@@ -139,6 +139,15 @@ def _busy(deployment: OnlineDeployment) -> None:
         )
 
 
+def _check_size(target: str, instance_type: str) -> None:
+    """On the docker target an instance type sets container limits, so it must be one Studio knows."""
+    if target == TargetChoices.DOCKER and instance_type:
+        try:
+            instance_types.lookup(instance_type)
+        except instance_types.UnknownInstanceType as exc:
+            raise ValidationError({"instance_type": [str(exc)]}) from None
+
+
 def create_deployment(
     endpoint: OnlineEndpoint, name: str, spec: DeploymentSpec, user, all_traffic: bool
 ) -> Job:
@@ -146,6 +155,7 @@ def create_deployment(
         validate_endpoint_name(name)
     except Exception as exc:
         raise ValidationError({"name": list(getattr(exc, "messages", [str(exc)]))}) from None
+    _check_size(spec.values.get("target", TargetChoices.LOCAL), spec.values.get("instance_type", ""))
     if endpoint.provisioning_state == ProvisioningStateChoices.DELETING:
         raise Conflict(f"Endpoint {endpoint.name!r} is being deleted.")
     try:
@@ -178,6 +188,16 @@ def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) 
     changed = {key for key, value in spec.values.items() if getattr(deployment, key) != value}
     if not changed:
         return None
+    if "target" in changed:
+        raise ValidationError(
+            {
+                "target": [
+                    f"cannot change from {deployment.target} to {spec.values['target']}: create a new "
+                    "deployment on that target and move the traffic to it."
+                ]
+            }
+        )
+    _check_size(deployment.target, spec.values.get("instance_type", deployment.instance_type))
     model = spec.values.get("model_version", deployment.model_version)
     code = spec.values.get("code_digest", deployment.code_digest)
     if model.type == "custom_model" and not code:

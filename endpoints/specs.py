@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from rest_framework.exceptions import ValidationError
 
 from endpoints.choices import AuthModeChoices, TargetChoices
-from endpoints.targets import instance_types
 from registry.models import EnvironmentVersion, ModelVersion
 
 MODEL_REF_RE = re.compile(
@@ -178,7 +177,10 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
                 "code_configuration",
                 "needs code (an uploaded code snapshot, azureml:code:<sha256>) and scoring_script.",
             )
-        values["code_digest"], values["scoring_script"] = match["digest"], str(code["scoring_script"])
+        script = str(code["scoring_script"])
+        if any(ord(character) < 32 for character in script) or ".." in script.split("/"):
+            raise _error("code_configuration", "scoring_script must be a path inside the code folder.")
+        values["code_digest"], values["scoring_script"] = match["digest"], script
     if "environment" in data:
         values["environment_version"], values["environment"] = resolve_environment(
             data["environment"], warnings
@@ -189,11 +191,6 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
         values["target"] = data["target"]
     if "instance_type" in data:
         values["instance_type"] = str(data["instance_type"] or "")
-        if values.get("target") == TargetChoices.DOCKER and values["instance_type"]:
-            try:
-                instance_types.lookup(values["instance_type"])
-            except instance_types.UnknownInstanceType as exc:
-                raise _error("instance_type", str(exc)) from None
     if "instance_count" in data:
         values["instance_count"] = _positive_int(data["instance_count"], "instance_count")
     if "scale_settings" in data:

@@ -108,7 +108,11 @@ def supervise_replicas() -> int:
     ).select_related("deployment__endpoint", "deployment__model_version")
     for replica in replicas:
         target = get_target(replica.deployment.target)
-        if target.alive(replica) and _live(replica):
+        try:
+            if target.alive(replica) and _live(replica):
+                continue
+        except TargetUnavailable:
+            logger.warning("replica %s: its target is out of reach; not touching it", replica.replica_id)
             continue
         logger.warning("replica %s is not live; restarting it", replica.replica_id)
         target.stop(replica)
@@ -122,6 +126,10 @@ def supervise_replicas() -> int:
             continue
         restarted += 1
     for name in available():
-        for removed in get_target(name).reconcile():
-            logger.warning("removed %s: no deployment replica owns it", removed)
+        try:
+            removed = get_target(name).reconcile()
+        except TargetUnavailable:
+            continue  # no engine here: nothing of ours can run on it either
+        for leftover in removed:
+            logger.warning("removed %s: no deployment replica owns it", leftover)
     return restarted

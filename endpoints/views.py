@@ -521,9 +521,8 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
             except Exception:  # noqa: BLE001 -- a version deleted meanwhile is asked for again on its step
                 context["version"] = None
         if step == "target":
-            usable = targets.available()
             context["target_options"] = [
-                (value, label, value in usable) for value, label in TargetChoices.choices
+                (value, label, value in targets.available()) for value, label in TargetChoices.choices
             ]
         if step == "review":
             context.update(body_yaml=deployment_yaml(state), sample=sample_body(context.get("version")))

@@ -15,6 +15,7 @@ from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
 from endpoints.targets.base import BuildFailed, TargetUnavailable
 from registry.api.views import find_version
 from registry.models import ModelVersion
+from studio.api.errors import ServiceUnavailable
 from studio.api.parsers import YAMLParser
 from studio.choices import AuditActionChoices
 from studio.models import audit
@@ -93,7 +94,7 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
         target = spec.values.get("target")
         if target:
             try:
-                targets.check(target)
+                targets.get_target(target)
             except targets.TargetUnavailable as exc:
                 raise ValidationError({"target": [str(exc)]}) from None
         return spec
@@ -143,10 +144,13 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
         except ValueError:
             raise ValidationError({"lines": ["must be a whole number."]}) from None
         target = targets.get_target(deployment.target)
-        replicas = [
-            {"id": replica.replica_id, "state": replica.state, "log": target.logs(replica, lines)}
-            for replica in deployment.replicas.all()
-        ]
+        try:
+            replicas = [
+                {"id": replica.replica_id, "state": replica.state, "log": target.logs(replica, lines)}
+                for replica in deployment.replicas.all()
+            ]
+        except TargetUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from None
         return Response({"deployment": deployment.name, "replicas": replicas})
 
 

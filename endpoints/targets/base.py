@@ -26,6 +26,16 @@ class BuildFailed(Exception):
         super().__init__(message + (f"\n--- build log (last lines) ---\n{log_tail}" if log_tail else ""))
 
 
+class QuietLog:
+    """A job log for work outside a job: nothing to report to."""
+
+    def __call__(self, *args, **kwargs) -> None:
+        pass
+
+    def heartbeat(self) -> None:
+        pass
+
+
 @dataclass
 class Prepared:
     """What a deployment's replicas run, with paths as the replicas see them."""

@@ -10,8 +10,9 @@ STUDIO_DOCKER_NETWORK, joins the network the gateway shares and is reached by it
 from __future__ import annotations
 
 import contextlib
-import re
+import os
 import socket
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -29,23 +30,36 @@ RUNNING = {"created", "running", "restarting"}
 
 def installation_id() -> str:
     """Names this Studio among others sharing an engine; made once and kept under STUDIO_HOME."""
+    import secrets
+
     path = Path(settings.STUDIO_HOME) / "installation-id"
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        import secrets
+        with path.open("x") as out:  # the first process to get here decides; the others read its value
+            out.write(secrets.token_hex(6))
+    except FileExistsError:
+        pass
+    for _ in range(50):
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.01)  # written by the process that made it, a moment ago
+    raise RuntimeError(f"{path} is empty; remove it and Studio makes a new one.")
 
-        value = secrets.token_hex(6)
-        path.write_text(value)
-        return value
+
+_engine: tuple[int, object] | None = None
 
 
 def engine():
-    """A client of the Docker engine, or TargetUnavailable saying how to get one."""
+    """This process's client of the Docker engine, or TargetUnavailable saying how to get one."""
+    global _engine
     import docker
 
-    try:
+    if _engine is not None and _engine[0] == os.getpid():
+        client = _engine[1]
+    else:
         client = docker.from_env(timeout=120)
+        _engine = (os.getpid(), client)
+    try:
         client.ping()
     except Exception as exc:
         raise TargetUnavailable(
@@ -55,16 +69,20 @@ def engine():
     return client
 
 
-def _free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
+def _free_port(address: str) -> int | None:
+    """A port free on `address`, so the replica keeps it across restarts; None where the address is
+    not this host's (a remote engine): Docker then picks one."""
+    try:
+        with socket.socket() as sock:
+            sock.bind((address, 0))
+            return sock.getsockname()[1]
+    except OSError:
+        return None
 
 
 def container_name(replica) -> str:
-    deployment = replica.deployment
-    raw = f"studio-{installation_id()}-{deployment.endpoint.name}-{replica.replica_id}"
-    return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)
+    # Endpoint and deployment names hold letters, digits and dashes only: `_` keeps the parts apart.
+    return f"studio-{installation_id()}_{replica.deployment.endpoint.name}_{replica.replica_id}"
 
 
 class DockerTarget:
@@ -81,10 +99,12 @@ class DockerTarget:
 
     def prepare(self, deployment, model_dir: Path, code_dir: Path | None, log) -> Prepared:
         spec = packaging.for_deployment(deployment, model_dir, code_dir)
-        for warning in spec.warnings:
-            log(warning, level="warning")
-        image = packaging.build_image(self.client, spec, log)
-        warnings = self._limits(deployment.instance_type)[1]
+        warnings = self._limits(deployment.instance_type)[1]  # the engine answers, the size fits: first
+        image = self._built_for(deployment)
+        if image is None:
+            for warning in spec.warnings:
+                log(warning, level="warning")
+            image = packaging.build_image(self.client, spec, log)
         return Prepared(
             packaging.IMAGE_PYTHON,
             Path(str(spec.image_model_dir)),
@@ -92,6 +112,21 @@ class DockerTarget:
             image=image,
             warnings=warnings,
         )
+
+    def _built_for(self, deployment) -> str | None:
+        """The image the current generation's replicas run: restarts and scaling reuse it, so every
+        replica of a generation runs the same image even if Studio or the base image changed since."""
+        import docker.errors
+
+        for replica in deployment.replicas.filter(generation=deployment.generation):
+            image = (replica.handle or {}).get("image")
+            if image:
+                try:
+                    self.client.images.get(image)
+                except docker.errors.ImageNotFound:
+                    continue
+                return image
+        return None
 
     def _limits(self, instance_type: str) -> tuple[dict, list[str]]:
         """Docker's CPU and memory options for the instance type; none without one."""
@@ -125,15 +160,12 @@ class DockerTarget:
             "stop_signal": "SIGTERM",
             **self._limits(launch.instance_type)[0],
         }
-        port = packaging.SERVER_PORT
+        port = f"{packaging.SERVER_PORT}/tcp"
+        address = settings.STUDIO_DOCKER_PUBLISH_ADDRESS
         if settings.STUDIO_DOCKER_NETWORK:
             options["network"] = settings.STUDIO_DOCKER_NETWORK
-            url = f"http://{name}:{port}"
         else:
-            address = settings.STUDIO_DOCKER_PUBLISH_ADDRESS
-            host_port = _free_port(address)
-            options["ports"] = {f"{port}/tcp": (address, host_port)}
-            url = f"http://{address}:{host_port}"
+            options["ports"] = {port: (address, _free_port(address))}
         try:
             container = self.client.containers.run(launch.image, **options)
         except docker.errors.APIError as exc:
@@ -142,8 +174,13 @@ class DockerTarget:
             if "port is already allocated" in message or "address already in use" in message:
                 message = f"address already in use: {message}"
             raise ReplicaFailed(f"Docker could not start replica {replica.replica_id}: {message}") from None
-        replica.url = url
-        replica.handle = {"container": container.id, "name": name}
+        if settings.STUDIO_DOCKER_NETWORK:
+            replica.url = f"http://{name}:{packaging.SERVER_PORT}"
+        else:
+            container.reload()
+            published = container.attrs["NetworkSettings"]["Ports"][port][0]["HostPort"]
+            replica.url = f"http://{address}:{published}"
+        replica.handle = {"container": container.id, "name": name, "image": launch.image}
 
     def _container(self, replica):
         import docker.errors

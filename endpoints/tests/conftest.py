@@ -11,6 +11,7 @@ from registry.tests.factories import save_sklearn_mlflow_model
 
 SCORE_PY = b"""
 import json
+import os
 
 import joblib
 

@@ -5,9 +5,11 @@ STUDIO_REQUIRE_DOCKER=1 (CI).
 """
 
 import io
+import re
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -205,7 +207,31 @@ def test_a_broken_requirement_fails_the_job_with_pips_words_and_leaves_nothing(
     assert "could not be resolved to wheels" in job["error"]
     assert "studio-no-such-package==1.0" in job["error"], "pip's own error line is in the message"
     assert OnlineDeployment.objects.get(name="blue").provisioning_state == "Failed"
-    assert _containers(docker_target, endpoint="broken") == []
+
+
+def test_a_failing_build_step_fails_the_job_with_the_step_and_the_logs_tail(
+    team, mlflow_model_zip, docker_target, settings
+):
+    """A base image whose Python lacks venv: the build's RUN step fails, and the job says which and why."""
+    broken = f"studio-test/no-venv:{installation_id()}"
+    recipe = f"FROM {settings.STUDIO_DOCKER_BASE_IMAGE}\nRUN rm -r /usr/lib/python3.11/venv\n".encode()
+    docker_target.images.build(fileobj=io.BytesIO(recipe), tag=broken, network_mode="none", rm=True)
+    settings.STUDIO_DOCKER_BASE_IMAGE = broken
+    try:
+        client = team.contributor.client()
+        register(client, "clf", mlflow_model_zip, "mlflow_model")
+        client.post(ENDPOINTS, {"name": "nobuild"}, format="json")
+        job = deploy(client, "nobuild", {"name": "blue", "model": "azureml:clf:1", "target": "docker"})["job"]
+        assert job["state"] == "failed"
+        assert re.search(r"The image build failed at Step \d+/\d+ : RUN python3 -m venv", job["error"]), job[
+            "error"
+        ]
+        assert "No module named venv" in job["error"], "the log's tail is in the message"
+        kept = re.search(r"the build log is kept at (\S+\.log)", _messages(job))[1]
+        assert "No module named venv" in Path(kept).read_text()
+        assert _containers(docker_target, endpoint="nobuild") == []
+    finally:
+        docker_target.images.remove(broken, force=True)
 
 
 def test_a_packaged_context_builds_with_the_network_disabled_and_serves(

@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from endpoints.models import Job, OnlineDeployment
 from endpoints.tests.support import CONDA, ENDPOINTS, register, upload_code
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("shared_wheels")]
@@ -125,6 +126,21 @@ def test_a_docker_deployment_names_a_known_instance_type(team, mlflow_model_zip)
     message = refused.json()["error"]["message"]
     assert "instance_type: 'Standard_NC6s_v3' is not a known instance type" in message
     assert "Standard_DS3_v2" in message and "GPU sizes are not available" in message
+
+    sized = client.post(
+        f"{ENDPOINTS}sized/deployments/",
+        {"name": "blue", "model": "azureml:clf:1", "target": "docker", "instance_type": "standard_f2s_v2"},
+        format="json",
+    )
+    assert sized.status_code == 202, "Azure's size names are case-insensitive"
+    deployment = f"{ENDPOINTS}sized/deployments/blue/"
+    Job.objects.update(state="succeeded")  # as if its create job had run: no engine is needed here
+    resized = client.patch(deployment, {"instance_type": "Standard_NC6s_v3"}, format="json")
+    assert resized.status_code == 400, "the deployment's own target is checked when only the size changes"
+    moved = client.patch(deployment, {"target": "local"}, format="json")
+    assert moved.status_code == 400
+    assert "cannot change from docker to local: create a new deployment" in moved.json()["error"]["message"]
+    assert OnlineDeployment.objects.get(name="blue").instance_type == "standard_f2s_v2", "nothing was saved"
 
 
 def test_the_version_page_offers_the_build_context(team, mlflow_model_zip, client):

@@ -23,6 +23,12 @@ class PayloadTooLarge(exceptions.APIException):
     default_detail = "The upload is too large."
 
 
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "service_unavailable"
+    default_detail = "A service Studio needs does not answer."
+
+
 def _message(detail) -> str:
     if isinstance(detail, list):
         return " ".join(_message(item) for item in detail)

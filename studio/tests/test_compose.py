@@ -126,3 +126,8 @@ def test_the_worker_runs_docker_deployments_on_the_network_the_gateway_shares():
     network = worker["environment"]["STUDIO_DOCKER_NETWORK"]
     assert document["networks"]["default"]["name"] == network
     assert "networks" not in document["services"]["gateway"], "the gateway is on the default network"
+    assert worker["group_add"] == ["${DOCKER_GID:-999}"], "the worker's user may use the socket"
+    base = document["x-studio-env"]["STUDIO_DOCKER_BASE_IMAGE"]
+    assert base == "${STUDIO_DOCKER_BASE_IMAGE:-python:3.11-slim}", (
+        "web packages on the base the worker builds on"
+    )
