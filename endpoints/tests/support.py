@@ -1,5 +1,9 @@
 """Steps the endpoint tests share: register a model, upload code, deploy, score a replica."""
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import httpx
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -40,3 +44,46 @@ def deploy(client, endpoint, spec, all_traffic=True):
 
 def score(replica_url, payload):
     return httpx.post(f"{replica_url}/score", json=payload, timeout=10)
+
+
+AZURE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest"
+
+
+def azure_sample_spec(code: str, **overrides) -> dict:
+    """Azure's sample deployment (blue-deployment.yml) with an uploaded code snapshot, as a body."""
+    return {
+        "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
+        "name": "blue",
+        "model": "azureml:regression:1",
+        "code_configuration": {"code": code, "scoring_script": "onlinescoring/score.py"},
+        "environment": {"conda_file": CONDA, "image": AZURE_IMAGE},
+        "instance_type": "Standard_DS3_v2",
+        "instance_count": 1,
+        **overrides,
+    }
+
+
+@contextlib.contextmanager
+def steady_load(url: str, payload: dict, headers: dict, clients: int = 2) -> Iterator[dict]:
+    """Clients scoring in a loop while the block runs; the dict yielded counts answers and failures."""
+    seen = {"answered": 0, "failures": []}
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(timeout=10) as session:
+            while not stop.is_set():
+                answer = session.post(url, json=payload, headers=headers)
+                if answer.status_code == 200:
+                    seen["answered"] += 1
+                else:
+                    seen["failures"].append((answer.status_code, answer.text[:200]))
+
+    workers = [threading.Thread(target=load) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(15)

@@ -12,7 +12,7 @@ from endpoints import tasks
 from endpoints.choices import JobStateChoices
 from endpoints.models import Job, OnlineDeployment, Replica
 from endpoints.targets.local import LocalTarget
-from endpoints.tests.support import CONDA, ENDPOINTS, deploy, register, score, upload_code
+from endpoints.tests.support import ENDPOINTS, azure_sample_spec, deploy, register, score, upload_code
 from registry.tests.factories import zip_bytes
 
 pytestmark = [
@@ -58,23 +58,7 @@ def test_azures_sample_shape_deploys_with_its_scoring_script_and_conda_file(team
     code = upload_code(client, code_zip)
     assert upload_code(client, code_zip) == code, "the same code is one snapshot"
     client.post(ENDPOINTS, {"name": "sample"}, format="json")
-    body = deploy(
-        client,
-        "sample",
-        {
-            "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
-            "name": "blue",
-            "endpoint_name": "sample",
-            "model": "azureml:regression:1",
-            "code_configuration": {"code": code, "scoring_script": "onlinescoring/score.py"},
-            "environment": {
-                "conda_file": CONDA,
-                "image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest",
-            },
-            "instance_type": "Standard_DS3_v2",
-            "instance_count": 1,
-        },
-    )
+    body = deploy(client, "sample", azure_sample_spec(code, endpoint_name="sample"))
     assert body["job"]["state"] == "succeeded", body["job"]["error"]
     assert any("image" in warning for warning in body["warnings"])
     messages = " ".join(event["message"] for event in body["job"]["events"])

@@ -7,7 +7,6 @@ STUDIO_REQUIRE_DOCKER=1 (CI).
 import io
 import re
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +16,15 @@ import pytest
 from endpoints import tasks
 from endpoints.models import OnlineDeployment, Replica
 from endpoints.targets.docker import LABEL, installation_id
-from endpoints.tests.support import CONDA, ENDPOINTS, deploy, register, score, upload_code
+from endpoints.tests.support import (
+    ENDPOINTS,
+    azure_sample_spec,
+    deploy,
+    register,
+    score,
+    steady_load,
+    upload_code,
+)
 from registry.models import ModelVersion
 from studio.testkit import free_port, until
 
@@ -81,33 +88,15 @@ def test_an_mlflow_model_runs_as_containers_behind_the_gateway(
     assert len(logs) == 2 and all('"Listening"' in replica["log"] for replica in logs), logs
 
     # A new model version rolls in under load: new containers answer before old ones leave.
-    failures, answered, stop = [], [0], threading.Event()
-
-    def load():
-        with httpx.Client(timeout=10) as session:
-            while not stop.is_set():
-                answer = session.post(endpoint["scoring_uri"], json=PAYLOAD, headers=headers)
-                if answer.status_code == 200:
-                    answered[0] += 1
-                else:
-                    failures.append((answer.status_code, answer.text[:200]))
-
-    workers = [threading.Thread(target=load) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
+    with steady_load(endpoint["scoring_uri"], PAYLOAD, headers) as seen:
         register(client, "clf", mlflow_model_zip, "mlflow_model")
         updated = client.patch(
             f"{ENDPOINTS}fraud/deployments/blue/", {"model": "azureml:clf:2"}, format="json"
         )
         assert updated.json()["job"]["state"] == "succeeded", updated.json()["job"]["error"]
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(15)
-    assert failures == [], failures[:5]
-    assert answered[0] > 10
+    assert seen["failures"] == [], seen["failures"][:5]
+    assert seen["answered"] > 10
     now_running = _containers(docker_target, endpoint="fraud", deployment="blue")
     assert len(now_running) == 2
     assert not {c.id for c in running} & {c.id for c in now_running}, "the old containers are gone"
@@ -148,17 +137,7 @@ def test_azures_sample_shape_builds_once_and_answers_from_its_container(
     register(client, "regression", model_zip)
     code = upload_code(client, code_zip)
     client.post(ENDPOINTS, {"name": "sample"}, format="json")
-    spec = {
-        "name": "blue",
-        "model": "azureml:regression:1",
-        "code_configuration": {"code": code, "scoring_script": "onlinescoring/score.py"},
-        "environment": {
-            "conda_file": CONDA,
-            "image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest",
-        },
-        "instance_type": "Standard_DS3_v2",
-        "target": "docker",
-    }
+    spec = azure_sample_spec(code, target="docker")
     body = deploy(client, "sample", spec)
     assert body["job"]["state"] == "succeeded", body["job"]["error"]
     assert any("images are built on STUDIO_DOCKER_BASE_IMAGE" in warning for warning in body["warnings"])

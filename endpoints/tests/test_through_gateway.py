@@ -1,11 +1,11 @@
 """End to end: deploy through the API, score through the real gateway reading the real route table."""
 
-import threading
 import time
 
 import httpx
 import pytest
 
+from endpoints.tests.support import steady_load
 from studio.testkit import until
 
 pytestmark = [
@@ -57,33 +57,15 @@ def test_a_deployment_answers_through_the_gateway_and_survives_an_update_under_l
     )
 
     # Load runs while a new model version rolls in: new replicas are ready before old ones leave.
-    failures, answered, stop = [], [0], threading.Event()
-
-    def load():
-        with httpx.Client(timeout=10) as session:
-            while not stop.is_set():
-                response = session.post(endpoint["scoring_uri"], json=payload, headers=headers)
-                if response.status_code == 200:
-                    answered[0] += 1
-                else:
-                    failures.append((response.status_code, response.text[:200]))
-
-    workers = [threading.Thread(target=load) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
+    with steady_load(endpoint["scoring_uri"], payload, headers) as seen:
         _register(client, "clf", mlflow_model_zip)
         updated = client.patch(
             f"{ENDPOINTS}fraud/deployments/blue/", {"model": "azureml:clf:2"}, format="json"
         )
         assert updated.json()["job"]["state"] == "succeeded", updated.json()["job"]["error"]
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(15)
-    assert failures == [], failures[:5]
-    assert answered[0] > 10
+    assert seen["failures"] == [], seen["failures"][:5]
+    assert seen["answered"] > 10
     assert client.post(f"{ENDPOINTS}fraud/credentials/").json()["primaryKey"] == key
 
     # A regenerated key takes effect at the gateway within a second or two.
