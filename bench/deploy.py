@@ -2,8 +2,9 @@
 
 A no-code MLflow scikit-learn model (saved by MLflow itself) is deployed on the local target of a
 real `studio up` (control plane, Celery worker on the embedded broker, gateway), through the CLI, and the
-clock stops at the first 200 from the gateway. The peer measured in the same run is
-`mlflow models serve`: from launch to its first answer. Run: `python -m bench deploy`.
+clock stops at the first 200 from the gateway. Rounds start once Studio is up: its ports answer and,
+with STUDIO_WARM_START on (the default), its warm template listens. The peer measured in the same run
+is `mlflow models serve`: from launch to its first answer. Run: `python -m bench deploy`.
 
 Studio's time is also broken down into phases, from the job's timestamps and events: the CLI until the
 job row exists, the job waiting for a worker, each step of converging, the CLI noticing the job ended,
@@ -24,47 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from studio.testkit import free_port, wait_for_port
+from bench._studio import first_answer, running, save_model
+from studio.testkit import free_port
 
-REPO = Path(__file__).resolve().parents[1]
 ROUNDS = int(os.environ.get("BENCH_DEPLOY_ROUNDS", "3"))
-TOKEN = "stu_bench-deploy-token"  # noqa: S105 (a throwaway admin token for this run's own Studio)
-BODY = b'{"inputs": [[0.0, 1.0], [1.0, 0.0]]}'  # a shape both servers accept
-
-
-def _save_model(folder: Path) -> Path:
-    import mlflow.sklearn
-    import numpy as np
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    features = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.9], [0.9, 0.1]])
-    labels = np.array([0, 1, 0, 1])
-    model = LogisticRegression().fit(features, labels)
-    path = folder / "model"
-    mlflow.sklearn.save_model(
-        model,
-        str(path),
-        signature=infer_signature(features, model.predict(features)),
-        pip_requirements=["scikit-learn", "skops"],
-    )
-    return path
-
-
-def _first_answer(url: str, headers: dict, process: subprocess.Popen, deadline_s: float = 300.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before answering")
-            try:
-                if client.post(url, content=BODY, headers=headers).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-    raise TimeoutError(f"no answer from {url}")
-
 
 # Phases of one deploy, each ending at the job event that starts with this text (in order).
 _EVENT_PHASES = (
@@ -101,107 +65,58 @@ def _breakdown(job: dict, launched: float, cli_done: float, answered: float) -> 
 
 
 def _studio_rounds(work: Path, model: Path) -> tuple[list[float], list[dict[str, float]]]:
-    port, gateway_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "STUDIO_HOME": str(work / "home"),
-        "STUDIO_ADMIN_USER": "bench",
-        "STUDIO_ADMIN_TOKEN": TOKEN,
-        "STUDIO_CONFIG": str(work / "cli.json"),
-        "STUDIO_URL": f"http://127.0.0.1:{port}",
-        "STUDIO_TOKEN": TOKEN,
-    }
-    for name in ("DATABASE_URL", "CELERY_BROKER_URL"):
-        env.pop(name, None)
-    studio = str(Path(sys.executable).with_name("studio"))
-    up = subprocess.Popen(
-        [studio, "up", "--port", str(port), "--gateway-port", str(gateway_port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     times, breakdowns = [], []
-    try:
-        wait_for_port(port, timeout=120, process=up)
-        wait_for_port(gateway_port, timeout=60, process=up)
-
-        def cli(*args: str) -> None:
-            subprocess.run([studio, *args], env=env, check=True, capture_output=True)
-
-        cli("model", "create", "--name", "bench", "--path", str(model), "--type", "mlflow_model")
+    with running(work) as studio:
+        studio.cli("model", "create", "--name", "bench", "--path", str(model), "--type", "mlflow_model")
         for round_ in range(ROUNDS):
             name = f"bench-{round_}"
-            cli("online-endpoint", "create", "--name", name)
-            key = httpx.post(
-                f"http://127.0.0.1:{port}/api/v1/online-endpoints/{name}/credentials/",
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            ).json()["primaryKey"]
+            studio.cli("online-endpoint", "create", "--name", name)
+            url, headers = studio.scoring(name)
             spec = work / f"{name}.yml"
             spec.write_text(f"name: blue\nendpoint_name: {name}\nmodel: azureml:bench:1\ninstance_count: 1\n")
             started, launched = time.monotonic(), time.time()
-            cli("online-deployment", "create", "-f", str(spec), "--all-traffic")
+            studio.cli("online-deployment", "create", "-f", str(spec), "--all-traffic")
             cli_done = time.time()
-            _first_answer(
-                f"http://127.0.0.1:{gateway_port}/endpoints/{name}/score",
-                {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-                up,
-            )
+            studio.first_answer(url, headers)
             times.append(time.monotonic() - started)
-            deployment = httpx.get(
-                f"http://127.0.0.1:{port}/api/v1/online-endpoints/{name}/deployments/blue/",
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            ).json()
-            breakdowns.append(_breakdown(deployment["job"], launched, cli_done, time.time()))
-            cli("online-endpoint", "delete", "--name", name, "--yes")
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        up.wait(60)
+            answered = time.time()
+            deployment = studio.api("GET", f"online-endpoints/{name}/deployments/blue/")
+            breakdowns.append(_breakdown(deployment["job"], launched, cli_done, answered))
+            studio.cli("online-endpoint", "delete", "--name", name, "--yes")
     return times, breakdowns
 
 
 def _mlflow_rounds(model: Path) -> list[float]:
     times = []
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    for _ in range(ROUNDS):
-        port = free_port()
-        started = time.monotonic()
-        # mlflow runs `uvicorn` by name: the venv's bin must be on PATH.
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        process = subprocess.Popen(
-            [
-                mlflow,
-                "models",
-                "serve",
-                "-m",
-                str(model),
-                "--env-manager",
-                "local",
-                "-p",
-                str(port),
-                "-w",
-                "1",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            _first_answer(
-                f"http://127.0.0.1:{port}/invocations", {"Content-Type": "application/json"}, process
+    # mlflow runs `uvicorn` by name: the venv's bin must be on PATH.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    command = [mlflow, "models", "serve", "-m", str(model), "--env-manager", "local", "-w", "1"]
+    with httpx.Client(timeout=5) as client:
+        for _ in range(ROUNDS):
+            port = free_port()
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [*command, "-p", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
-            times.append(time.monotonic() - started)
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(30)
+            try:
+                url = f"http://127.0.0.1:{port}/invocations"
+                first_answer(client, url, {"Content-Type": "application/json"}, process)
+                times.append(time.monotonic() - started)
+            finally:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(30)
     return times
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         work = Path(tmp)
-        model = _save_model(work)
+        model = save_model(work)
         studio, breakdowns = _studio_rounds(work, model)
         peer = _mlflow_rounds(model)
     print("\nDeploy to first answer (no-code MLflow scikit-learn model, local target)")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.deploy import TOKEN, _first_answer, _save_model
-from studio.testkit import free_port, wait_for_port
+from bench._studio import BODY, running, save_model
+from studio.testkit import free_port
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -71,36 +70,8 @@ def _built_on(client, base: str) -> list:
 
 
 def _studio_rounds(work: Path, base: str) -> dict[str, float]:
-    port, gateway_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "STUDIO_HOME": str(work / "home"),
-        "STUDIO_ADMIN_USER": "bench",
-        "STUDIO_ADMIN_TOKEN": TOKEN,
-        "STUDIO_CONFIG": str(work / "cli.json"),
-        "STUDIO_URL": f"http://127.0.0.1:{port}",
-        "STUDIO_TOKEN": TOKEN,
-        "STUDIO_DOCKER_BASE_IMAGE": base,
-    }
-    for name in ("DATABASE_URL", "CELERY_BROKER_URL"):
-        env.pop(name, None)
-    studio = str(Path(sys.executable).with_name("studio"))
-    up = subprocess.Popen(
-        [studio, "up", "--port", str(port), "--gateway-port", str(gateway_port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     figures = {}
-    try:
-        wait_for_port(port, timeout=120, process=up)
-        wait_for_port(gateway_port, timeout=60, process=up)
-
-        def cli(*args: str) -> None:
-            done = subprocess.run([studio, *args], env=env, capture_output=True, text=True)
-            if done.returncode:
-                raise RuntimeError(f"studio {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    with running(work, STUDIO_DOCKER_BASE_IMAGE=base) as studio:
 
         def deployment(name: str, version: int) -> Path:
             spec = work / f"{name}-{version}.yml"
@@ -110,52 +81,46 @@ def _studio_rounds(work: Path, base: str) -> dict[str, float]:
             )
             return spec
 
-        cli(
-            "model",
+        def timed(label: str, *command: str, deployment_header: str = "") -> None:
+            """Run a CLI command and wait for the first 200 after it, through the gateway."""
+            extra = {"azureml-model-deployment": deployment_header} if deployment_header else {}
+            started = time.monotonic()
+            studio.cli(*command)
+            studio.first_answer(url, {**headers, **extra})
+            figures[label] = time.monotonic() - started
+
+        model = save_model(work / "v1")
+        studio.cli("model", "create", "--name", "bench", "--path", str(model), "--type", "mlflow_model")
+        studio.cli("online-endpoint", "create", "--name", "bench")
+        url, headers = studio.scoring("bench")
+        blue_1, blue_2 = deployment("blue", 1), deployment("blue", 2)
+        timed(
+            "cold build, create -> first answer",
+            "online-deployment",
             "create",
-            "--name",
-            "bench",
-            "--path",
-            str(_save_model(work / "v1")),
-            "--type",
-            "mlflow_model",
+            "-f",
+            str(blue_1),
+            "--all-traffic",
         )
-        cli("online-endpoint", "create", "--name", "bench")
-        key = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/online-endpoints/bench/credentials/",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ).json()["primaryKey"]
-        scoring = f"http://127.0.0.1:{gateway_port}/endpoints/bench/score"
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-        started = time.monotonic()
-        cli("online-deployment", "create", "-f", str(deployment("blue", 1)), "--all-traffic")
-        _first_answer(scoring, headers, up)
-        figures["cold build, create -> first answer"] = time.monotonic() - started
-
-        cli(
-            "model",
+        model = save_model(work / "v2")
+        studio.cli("model", "create", "--name", "bench", "--path", str(model), "--type", "mlflow_model")
+        timed(
+            "new model version, update -> done and answering",
+            "online-deployment",
+            "update",
+            "-f",
+            str(blue_2),
+        )
+        green = deployment("green", 2)
+        timed(
+            "same inputs, create -> first answer (no build)",
+            "online-deployment",
             "create",
-            "--name",
-            "bench",
-            "--path",
-            str(_save_model(work / "v2")),
-            "--type",
-            "mlflow_model",
+            "-f",
+            str(green),
+            deployment_header="green",
         )
-        started = time.monotonic()
-        cli("online-deployment", "update", "-f", str(deployment("blue", 2)))
-        _first_answer(scoring, headers, up)
-        figures["new model version, update -> done and answering"] = time.monotonic() - started
-
-        started = time.monotonic()
-        cli("online-deployment", "create", "-f", str(deployment("green", 2)))
-        _first_answer(scoring, {**headers, "azureml-model-deployment": "green"}, up)
-        figures["same inputs, create -> first answer (no build)"] = time.monotonic() - started
-        cli("online-endpoint", "delete", "--name", "bench", "--yes")
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        up.wait(60)
+        studio.cli("online-endpoint", "delete", "--name", "bench", "--yes")
     return figures
 
 
@@ -196,13 +161,12 @@ def _mlflow_round(client, work: Path, base: str, model: Path) -> tuple[float, in
     container = client.containers.run(image.id, detach=True, ports={"8080/tcp": ("127.0.0.1", port)})
     try:
         deadline = time.monotonic() + 300
-        body = b'{"inputs": [[0.0, 1.0], [1.0, 0.0]]}'
         with httpx.Client(timeout=5) as session:
             while time.monotonic() < deadline:
                 try:
                     answer = session.post(
                         f"http://127.0.0.1:{port}/invocations",
-                        content=body,
+                        content=BODY,
                         headers={"Content-Type": "application/json"},
                     )
                     if answer.status_code == 200:

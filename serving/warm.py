@@ -2,15 +2,17 @@
 
 Most of a replica's cold start is its interpreter importing the serving stack: uvicorn, numpy, pandas,
 scikit-learn, skops. The template imports all that once, with the math libraries limited to one thread,
-then listens on a Unix socket. For each request it forks a child that becomes the replica: a session of
-its own, default signal handlers, no inherited files, stdin from /dev/null, output appended to the
+then listens on a Unix socket. For each request it forks a child that becomes the replica: detached
+(setsid), default signal handlers, no inherited files, stdin from /dev/null, output appended to the
 replica's log, exactly the requested environment and working directory, then `serving.server` with
 workers forked too, so they inherit the imports. The template never imports user code or loads a model;
 the children do, as cold replicas would.
 
 Only Studio's own interpreter has a template; replicas of isolated environments start cold. A request
 whose environment sets what only a fresh interpreter can honour (`PYTHON*`, `LD_*`, allocator and
-math-library tuning other than thread counts) is refused, and its replica starts cold too.
+math-library tuning other than thread counts) is refused, and its replica starts cold too. So is every
+request once the model server's code or the preloaded libraries changed on disk (an upgrade, an edit):
+the template then stops, and the next one loads the new code.
 
 Protocol: one JSON line per connection, answered by one JSON line.
     request  {"argv": [...serving.server flags], "env": {...}, "cwd": "...", "log": "/abs/path.log"}
@@ -28,6 +30,7 @@ import importlib
 import io
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -123,6 +126,14 @@ class Started:
     start: str | None
 
 
+class BadRequest(ValueError):
+    """A request the template cannot act on; the message says what was wrong."""
+
+
+class Outdated(Exception):
+    """The template's code is not what is on disk any more."""
+
+
 @contextlib.contextmanager
 def _addressable(path: Path):
     """A path short enough for a Unix socket address that names `path`."""
@@ -145,7 +156,7 @@ def _read_line(conn: socket.socket) -> bytes:
             break
         data += chunk
         if len(data) > MAX_REQUEST_BYTES:
-            raise ValueError(f"message longer than {MAX_REQUEST_BYTES} bytes")
+            raise BadRequest(f"the message is longer than {MAX_REQUEST_BYTES} bytes")
     return data.split(b"\n", 1)[0]
 
 
@@ -180,7 +191,10 @@ def request_start(
         raise WarmStartUnavailable(f"the template at {path} closed the connection without answering")
     if "error" in answer:
         raise WarmStartUnavailable(str(answer["error"]))
-    return Started(int(answer["pid"]), answer.get("start"))
+    try:
+        return Started(int(answer["pid"]), answer.get("start"))
+    except (KeyError, TypeError, ValueError):
+        raise WarmStartUnavailable(f"the template at {path} answered {answer!r}, not a pid") from None
 
 
 def template_pid(path: Path) -> int | None:
@@ -221,15 +235,28 @@ def stop_template(path: Path, timeout: float = 10.0) -> bool:
 # --- the template ---------------------------------------------------------------------------------
 
 
-class BadRequest(Exception):
-    pass
-
-
 def _start_ticks(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def code_stamp() -> dict[str, int]:
+    """Modification times of the model server's modules and of the preloaded libraries' packages.
+
+    A template whose stamp changed holds code that is no longer on disk (an upgrade, an edit): it must
+    not start replicas with it."""
+    files = [path for path in Path(__file__).parent.rglob("*.py") if "tests" not in path.parts]
+    for name in PRELOAD:
+        module = sys.modules.get(name.split(".")[0])
+        if module is not None and getattr(module, "__file__", None):
+            files.append(Path(module.__file__))
+    stamp = {}
+    for path in files:
+        with contextlib.suppress(OSError):
+            stamp[str(path)] = path.stat().st_mtime_ns
+    return stamp
 
 
 def _startup_only(name: str) -> bool:
@@ -240,7 +267,15 @@ def _startup_only(name: str) -> bool:
     return name not in THREAD_VARIABLES and name.startswith(_STARTUP_ONLY_PREFIXES)
 
 
-def _parse_request(raw: bytes) -> tuple[list[str], dict[str, str], str, str]:
+@dataclass(frozen=True)
+class Request:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    log: str
+
+
+def _parse_request(raw: bytes) -> Request:
     try:
         request = json.loads(raw)
     except ValueError as exc:
@@ -260,18 +295,27 @@ def _parse_request(raw: bytes) -> tuple[list[str], dict[str, str], str, str]:
         raise BadRequest(f"cwd must be an existing folder's absolute path, not {cwd!r}")
     if not isinstance(log, str) or not os.path.isabs(log):
         raise BadRequest(f"log must be an absolute path, not {log!r}")
-    return argv, env, cwd, log
+    return Request(argv, env, cwd, log)
 
 
 class Template:
     """Accepts requests one at a time and forks a replica for each; reaps the replicas that exit."""
 
-    def __init__(self, path: Path, listener: socket.socket, log: Any, start_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        listener: socket.socket,
+        log: Any,
+        start_env: dict[str, str],
+        import_env: dict[str, str],
+    ) -> None:
         self.path = path
         self.listener = listener
         self.log = log
         self.start_env = start_env
+        self.import_env = import_env
         self.inode = os.stat(path).st_ino
+        self.code = code_stamp()
         self.stopping = False
 
     def serve(self) -> None:
@@ -319,18 +363,31 @@ class Template:
         pid = None
         try:
             conn.settimeout(REQUEST_TIMEOUT_S)
-            argv, env, cwd, log = _parse_request(_read_line(conn))
-            self._check_environment(env)
+            try:
+                raw = _read_line(conn)
+            except OSError as exc:
+                raise BadRequest(f"the request could not be read: {exc}") from None
+            request = _parse_request(raw)
+            self._check_environment(request.env)
+            if code_stamp() != self.code:
+                self.stopping = True
+                raise Outdated(
+                    "the model server's code or its libraries changed since this template loaded them; "
+                    "it stops, and the next template loads the new ones"
+                )
             # Reaped only once its start time is read: a child that exits at once is still reported.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
             try:
-                pid = self._fork(conn, argv, env, cwd, log)
+                pid = self._fork(conn, request)
                 answer: dict[str, Any] = {"pid": pid, "start": _start_ticks(pid)}
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-            self.log.info("Replica started", event="replica_started", child=pid, log_path=log)
+            self.log.info("Replica started", event="replica_started", child=pid, log_path=request.log)
         except BadRequest as exc:
             answer = {"error": f"bad request: {exc}"}
+        except Outdated as exc:
+            self.log.warning(str(exc), event="outdated")
+            answer = {"error": str(exc)}
         except Exception as exc:  # one request must never take the template down
             self.log.error(
                 f"Cannot start a replica: {exc}", event="start_failed", traceback=traceback.format_exc()
@@ -342,7 +399,7 @@ class Template:
             if pid is not None:
                 # Nobody learnt of this replica, so nobody would ever stop it.
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.killpg(pid, signal.SIGKILL)
         finally:
             conn.close()
 
@@ -351,30 +408,39 @@ class Template:
             name for name, value in env.items() if _startup_only(name) and self.start_env.get(name) != value
         )
         if differing:
-            raise BadRequest(
-                f"{', '.join(differing)} take effect only when an interpreter starts; start this replica cold"
-            )
+            raise BadRequest(f"only a new interpreter reads {', '.join(differing)}: start this replica cold")
 
-    def _fork(self, conn: socket.socket, argv: list[str], env: dict[str, str], cwd: str, log: str) -> int:
+    def _fork(self, conn: socket.socket, request: Request) -> int:
         try:
-            log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            log_fd = os.open(request.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise BadRequest(f"cannot open the log file {log}: {exc.strerror}") from None
+            raise BadRequest(f"cannot open the log file {request.log}: {exc.strerror}") from None
+        settled, settled_writer = os.pipe()
         try:
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             pid = os.fork()
             if pid == 0:
-                _become_replica(self.listener, conn, log_fd, argv, env, cwd)
+                _become_replica(self.listener, conn, log_fd, request, self.import_env)
+            os.close(settled_writer)
+            # The child closes every inherited descriptor, this pipe's too, once it has called setsid:
+            # answer only then, so the caller can signal its process group at once.
+            select.select([settled], [], [], REQUEST_TIMEOUT_S)
         finally:
             os.close(log_fd)
+            os.close(settled)
+            with contextlib.suppress(OSError):
+                os.close(settled_writer)
         return pid
 
 
 def _become_replica(
-    listener: socket.socket, conn: socket.socket, log_fd: int, argv: list[str], env: dict[str, str], cwd: str
+    listener: socket.socket, conn: socket.socket, log_fd: int, request: Request, import_env: dict[str, str]
 ) -> None:
-    """In the forked child: become `python -m serving.server ARGV` as a fresh process would; never returns."""
+    """In the forked child: become `python -m serving.server ARGV` as a fresh process would; never returns.
+
+    `import_env` is what the preloaded libraries added to the environment when imported; they are
+    imported in this process too, so it keeps their additions where the request sets nothing else."""
     code: Any = 1
     try:
         os.setsid()
@@ -398,13 +464,15 @@ def _become_replica(
         )
         inherited_pythonpath = os.environ.get("PYTHONPATH", "")
         os.environ.clear()
-        os.environ.update(env)
-        os.chdir(cwd)
-        sys.path[:] = _replica_sys_path(cwd, inherited_pythonpath, env.get("PYTHONPATH", ""))
+        os.environ.update(request.env)
+        for name, value in import_env.items():
+            os.environ.setdefault(name, value)
+        os.chdir(request.cwd)
+        sys.path[:] = _replica_sys_path(request.cwd, inherited_pythonpath, request.env.get("PYTHONPATH", ""))
         from serving import server
 
-        sys.argv = [server.__file__, *argv]
-        code = server.main(argv, start_method="fork")
+        sys.argv = [server.__file__, *request.argv]
+        code = server.main(request.argv, start_method="fork")
     except SystemExit as exc:
         code = exc.code
     except BaseException:
@@ -428,9 +496,11 @@ def _replica_sys_path(cwd: str, template_pythonpath: str, pythonpath: str) -> li
     return [cwd, *(entry for entry in pythonpath.split(os.pathsep) if entry), *rest]
 
 
-def _preload(log: Any) -> None:
+def _preload(log: Any) -> dict[str, str]:
+    """Import the serving stack; returns the variables the imports added to the environment."""
     from serving.worker import uvicorn_choices
 
+    before = dict(os.environ)
     started = time.perf_counter()
     missing = []
     for name in PRELOAD:
@@ -468,6 +538,7 @@ def _preload(log: Any) -> None:
             event="threads_running",
             threads=names,
         )
+    return {name: value for name, value in os.environ.items() if before.get(name) != value}
 
 
 def _hold_lock(path: Path, wait: bool) -> int | None:
@@ -492,7 +563,8 @@ def _hold_lock(path: Path, wait: bool) -> int | None:
     return fd
 
 
-def _listen(path: Path) -> socket.socket:
+def _bind(path: Path) -> socket.socket:
+    """The template's socket, bound but not yet listening: callers are refused until it is warm."""
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)  # a previous template's: we hold the lock, so it is gone
@@ -503,7 +575,6 @@ def _listen(path: Path) -> socket.socket:
             listener.bind(address)
     finally:
         os.umask(previous)
-    listener.listen(64)
     return listener
 
 
@@ -546,13 +617,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    _preload(log)
     try:
-        listener = _listen(path)
+        # Before the preload: a folder that cannot hold a socket fails in milliseconds, not seconds.
+        listener = _bind(path)
     except OSError as exc:
         print(f"error: cannot listen on {path}: {exc}", file=sys.stderr)
         return 2
-    template = Template(path, listener, log, start_env)
+    import_env = _preload(log)
+    listener.listen(64)
+    template = Template(path, listener, log, start_env, import_env)
     signal.signal(signal.SIGCHLD, template.child_exited)
     log.info("Ready to start replicas", event="listening", socket=str(path))
     try:

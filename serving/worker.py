@@ -25,7 +25,7 @@ THREAD_VARIABLES = (
     "NUMEXPR_NUM_THREADS",
     "BLIS_NUM_THREADS",
 )
-# Which variable sets each thread pool threadpoolctl can resize, keyed as threadpoolctl names them.
+# The variable that sizes each thread pool threadpoolctl can resize, by its `internal_api` name.
 _POOL_VARIABLES = {
     "openmp": "OMP_NUM_THREADS",
     "openblas": "OPENBLAS_NUM_THREADS",
@@ -53,16 +53,18 @@ def apply_math_thread_limits(threads: int) -> None:
     """
     limit_math_threads(threads)
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # no math library that it could resize is installed either
         return
-    limits = {}
+    controller = ThreadpoolController()
     for pool, name in _POOL_VARIABLES.items():
         try:
-            limits[pool] = max(1, int(os.environ[name]))
+            wanted = max(1, int(os.environ[name]))
         except ValueError:
             continue  # the library ignored a value it could not read, so this does too
-    threadpool_limits(limits=limits)
+        selected = controller.select(internal_api=pool)
+        if selected.lib_controllers:
+            selected.limit(limits=wanted)
     numexpr = sys.modules.get("numexpr")
     if numexpr is not None:
         with contextlib.suppress(ValueError):

@@ -58,9 +58,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _source_root() -> str:
-    # The model server is Django-free; replicas import it from Studio's own source tree.
-    return str(Path(settings.BASE_DIR))
+def _process_env(home: str, variables: dict[str, str]) -> dict[str, str]:
+    """A replica's (or the template's) whole environment: a small base, then its own variables."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", home),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        **variables,
+        # The model server is Django-free; replicas import it from Studio's own source tree.
+        "PYTHONPATH": str(Path(settings.BASE_DIR)),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _warm_startable(launch: ReplicaLaunch) -> bool:
@@ -80,33 +88,29 @@ def _start_warm(launch: ReplicaLaunch, arguments: list[str], env: dict, cwd: str
     try:
         return warm.request_start(path, arguments, env, cwd, str(launch.log_path))
     except warm.TemplateNotRunning:
-        start_template(path)
+        try:
+            start_template(path)
+        except OSError as exc:
+            logger.warning("Cannot start the warm template at %s: %s", path, exc)
     except warm.WarmStartUnavailable as exc:
         logger.info("Starting a replica cold: %s", exc)
     return None
 
 
 def start_template(path: Path) -> None:
-    """Start the warm template for `path` in its own session, unless one runs or is starting."""
+    """Start the warm template for `path`, detached like a replica, unless one runs or is starting."""
     if warm.template_pid(path) is not None:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = Path(settings.STUDIO_HOME) / "logs" / "warm.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", str(settings.STUDIO_HOME)),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "PYTHONPATH": _source_root(),
-        "PYTHONUNBUFFERED": "1",
-    }
     with log_path.open("ab") as log:
         subprocess.Popen(
             warm.command(sys.executable, path),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=_process_env(str(settings.STUDIO_HOME), {}),
             cwd=str(path.parent),
             start_new_session=True,
         )
@@ -124,14 +128,7 @@ class LocalTarget:
 
     def start(self, replica, launch: ReplicaLaunch) -> None:
         port = _free_port()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(launch.model_dir)),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            **launch.environment,
-            "PYTHONPATH": _source_root(),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = _process_env(str(launch.model_dir), launch.environment)
         arguments = ["--host", "127.0.0.1", "--port", str(port), "--model-dir", str(launch.model_dir)]
         if launch.code_dir is not None:
             arguments += ["--code", str(launch.code_dir), "--scoring-script", launch.scoring_script]

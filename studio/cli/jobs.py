@@ -12,7 +12,9 @@ from studio.cli.progress import job_progress
 if TYPE_CHECKING:
     from studio.cli.client import Client
 
-POLL_INTERVAL_S = 0.25
+# (seconds since following began, poll interval from then on): a deploy on a warm replica ends within
+# a second, a cold one within seconds; a long job (an environment build) need not be asked so often.
+POLL_INTERVALS_S = ((0.0, 0.05), (1.0, 0.25), (60.0, 1.0))
 FINISHED = {"succeeded", "failed"}
 
 
@@ -34,6 +36,7 @@ def follow(client: Client, job: dict, label: str, *, wait: bool = True) -> dict:
         output.note(f"{label}: started job {job['id']}; not waiting for it (--no-wait).")
         return job
     seen: set[tuple[str, str, str]] = set()
+    following = time.monotonic()
     with job_progress(label) as report:
         while True:
             fresh = []
@@ -50,7 +53,8 @@ def follow(client: Client, job: dict, label: str, *, wait: bool = True) -> dict:
             report(int(job.get("progress") or 0), fresh)
             if job.get("state") in FINISHED:
                 break
-            time.sleep(POLL_INTERVAL_S)
+            elapsed = time.monotonic() - following
+            time.sleep(next(interval for since, interval in reversed(POLL_INTERVALS_S) if elapsed >= since))
             job = client.get(f"/jobs/{job['id']}/")
     if job["state"] == "failed":
         raise CliError(f"{label} failed (job {job['id']}): {job.get('error') or 'no reason was given.'}")
