@@ -1,10 +1,13 @@
 """Fixtures every test module can use: a team of personas with tokens, stores, a real S3 server."""
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -189,7 +192,22 @@ def docker_engine():
         client.images.get(base)
     except docker.errors.ImageNotFound:
         give_up(f"The base image {base} is not on the Docker host; build it with `make docker-base-image`.")
-    return client, base
+    started = time.time()
+    yield client, base
+    # The model images this run built (each run's models differ), then the build stages they leave
+    # untagged: the engine keeps only what it had.
+    def built_here(image) -> bool:
+        created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").timestamp()
+        return created >= started - 1
+
+    for image in client.images.list(filters={"label": "studio.content-key"}):
+        if built_here(image):
+            for tag in image.tags:
+                client.images.remove(tag, force=True)
+    for image in client.images.list(filters={"dangling": True}):
+        if built_here(image):
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image.id, force=True)
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def _built_on(client, base: str) -> list:
     """Model images built since `base` whose layers start from it."""
     base_id = client.images.get(base).id
     found = []
-    for image in client.images.list(name="studio-model", filters={"since": base}):
+    for image in client.images.list(filters={"label": "studio.content-key", "since": base}):
         history = {layer.get("Id") for layer in image.history()}
         if base_id in history:
             found.append(image)
@@ -200,6 +200,8 @@ def main() -> int:
         for image in _built_on(client, fresh):
             for tag in image.tags:
                 client.images.remove(tag, force=True)
+        for image in client.images.list(filters={"dangling": True, "since": fresh}):
+            client.images.remove(image.id, force=True)  # the build stages this run left untagged
         client.images.remove(fresh, force=True)
     print("\nDocker target (no-code MLflow scikit-learn model, 1 instance, first 200 through the gateway)")
     for label, seconds in figures.items():
