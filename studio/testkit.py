@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 PASSWORD = "correct-horse-battery-staple"  # noqa: S105 (test personas)
 
@@ -72,11 +73,28 @@ class GatewayProcess:
         self.process.wait(20)
 
 
-def until(predicate, timeout: float = 15.0) -> bool:
-    """Whether predicate() became true within timeout seconds, asking every 0.1 s."""
+def until(predicate, timeout: float = 15.0, every: float = 0.1) -> bool:
+    """Whether predicate() became true within timeout seconds, asking every `every` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.1)
+        time.sleep(every)
     return False
+
+
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def process_group(pgid: int) -> list[int]:
+    """Every process of a process group, zombies included."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and (fields := process_stat(int(entry.name))) and int(fields[2]) == pgid
+    ]

@@ -4,7 +4,6 @@ import io
 import os
 import signal
 import socket
-import time
 import zipfile
 from pathlib import Path
 
@@ -16,36 +15,12 @@ from endpoints.targets.local import LocalTarget, start_template, template_socket
 from endpoints.tests.support import ENDPOINTS, deploy, register, score, upload_code
 from registry.tests.factories import zip_bytes
 from serving import warm
+from studio.testkit import process_group, process_stat, until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("eager_jobs", "cleanup_endpoints"),
 ]
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _group(pgid: int) -> list[int]:
-    """Every process of a process group, zombies included."""
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and int(fields[2]) == pgid
-    ]
-
-
-def _until(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _listening(path: Path) -> bool:
@@ -58,7 +33,7 @@ def _listening(path: Path) -> bool:
 
 
 def _wait_for_template(path: Path) -> int:
-    assert _until(lambda: _listening(path), 180), "the warm template never listened"
+    assert until(lambda: _listening(path), 180), "the warm template never listened"
     return warm.template_pid(path)
 
 
@@ -75,7 +50,7 @@ def warm_template(settings, tmp_path, cleanup_endpoints):
 
 
 def _parent(pid: int) -> int:
-    return int(_stat(pid)[1])
+    return int(process_stat(pid)[1])
 
 
 def test_a_deployment_on_studios_python_is_forked_from_the_template_and_answers(
@@ -94,7 +69,7 @@ def test_a_deployment_on_studios_python_is_forked_from_the_template_and_answers(
     pid = replica.handle["pid"]
     assert replica.handle["warm"] is True
     assert _parent(pid) == warm.template_pid(warm_template), "the template forked it"
-    assert len(_group(pid)) == 3, "the replica and its two workers"
+    assert len(process_group(pid)) == 3, "the replica and its two workers"
 
     assert httpx.get(f"{replica.url}/health/ready").status_code == 200
     answer = score(replica.url, {"input_data": [[0.0, 1.0], [1.0, 0.0]]})
@@ -105,7 +80,7 @@ def test_a_deployment_on_studios_python_is_forked_from_the_template_and_answers(
 
     deleted = client.delete(f"{ENDPOINTS}warm/")
     assert deleted.json()["job"]["state"] == "succeeded"
-    assert not _group(pid), "no process of the replica is left, not even a zombie"
+    assert not process_group(pid), "no process of the replica is left, not even a zombie"
 
 
 def test_a_warm_replica_outlives_the_template_which_comes_back_for_the_next(
@@ -118,7 +93,7 @@ def test_a_warm_replica_outlives_the_template_which_comes_back_for_the_next(
     first = Replica.objects.get(deployment__name="blue")
     template = warm.template_pid(warm_template)
     os.kill(template, signal.SIGKILL)
-    assert _until(lambda: warm.template_pid(warm_template) is None)
+    assert until(lambda: warm.template_pid(warm_template) is None)
 
     assert LocalTarget().alive(first)
     assert score(first.url, {"input_data": [[1.0, 0.0]]}).json() == [1]
@@ -134,7 +109,7 @@ def test_a_warm_replica_outlives_the_template_which_comes_back_for_the_next(
     assert Replica.objects.get(deployment__name="red").handle["warm"] is True
 
     client.delete(f"{ENDPOINTS}orphan/")
-    assert not _group(first.handle["pid"])
+    assert not process_group(first.handle["pid"])
 
 
 def _mlflow_zip_without_its_model_file(mlflow_model_zip: bytes) -> bytes:

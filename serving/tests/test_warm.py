@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,31 +17,7 @@ import pytest
 from serving import warm
 from serving.tests.conftest import REPO, SCRIPTS, free_port, linear
 from serving.worker import THREAD_VARIABLES
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _group(pgid: int) -> list[int]:
-    """Every process of a process group, zombies included."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _until(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from studio.testkit import process_group, process_stat, until
 
 
 def replica_env(**extra: str) -> dict[str, str]:
@@ -81,7 +56,7 @@ class Template:
                 pytest.fail(f"the template exited:\n{self.log_path.read_text()[-3000:]}")
             return any(line.get("event") == "listening" for line in _json_lines(self.log_path))
 
-        assert _until(listening, timeout), f"the template is not listening:\n{self.log_path.read_text()}"
+        assert until(listening, timeout), f"the template is not listening:\n{self.log_path.read_text()}"
         return self
 
     def start(self, args: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[warm.Started, str]:
@@ -121,7 +96,7 @@ def _wait_ready(url: str, timeout: float = 60.0) -> None:
             except httpx.TransportError:
                 return False
 
-        assert _until(ready, timeout), f"{url} never became ready"
+        assert until(ready, timeout), f"{url} never became ready"
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +120,8 @@ def fresh_template(tmp_path):
 def test_a_replica_forked_from_the_template_serves_its_model(template, models, tmp_path, model):
     log = tmp_path / "replica.log"
     started, url = template.start(["--model-dir", str(models / model)], replica_env(), models / model, log)
-    assert started.start == _stat(started.pid)[19], "the answer names the replica's own start time"
-    fields = _stat(started.pid)
+    assert started.start == process_stat(started.pid)[19], "the answer names the replica's own start time"
+    fields = process_stat(started.pid)
     assert int(fields[1]) == template.process.pid, "the template forked it"
     assert int(fields[3]) == started.pid, "setsid made it a leader, detached from the template"
     _wait_ready(url)
@@ -156,7 +131,7 @@ def test_a_replica_forked_from_the_template_serves_its_model(template, models, t
     events = {line.get("event") for line in _json_lines(log)}
     assert {"listening", "worker_started", "ready"} <= events, "the replica's output goes to its log"
     os.killpg(started.pid, signal.SIGTERM)
-    assert _until(lambda: not _group(started.pid)), "stopped, with no zombie left"
+    assert until(lambda: not process_group(started.pid)), "stopped, with no zombie left"
 
 
 def test_a_warm_replica_gets_what_a_cold_one_gets(template, tmp_path):
@@ -213,9 +188,9 @@ def test_stopping_a_warm_replica_stops_its_workers(template, models, tmp_path):
         ["--model-dir", str(models / "tensor")], env, models / "tensor", tmp_path / "replica.log"
     )
     _wait_ready(url)
-    assert len(_group(started.pid)) == 3, "the replica and its two workers"
+    assert len(process_group(started.pid)) == 3, "the replica and its two workers"
     os.killpg(started.pid, signal.SIGTERM)
-    assert _until(lambda: not _group(started.pid)), f"left behind: {_group(started.pid)}"
+    assert until(lambda: not process_group(started.pid)), f"left behind: {process_group(started.pid)}"
 
 
 def test_a_warm_replica_outlives_its_template(fresh_template, models, tmp_path):
@@ -229,9 +204,9 @@ def test_a_warm_replica_outlives_its_template(fresh_template, models, tmp_path):
     answer = httpx.post(f"{url}/score", json={"input_data": [[1.0, 1.0]]})
     assert answer.status_code == 200
     assert answer.json() == pytest.approx([linear(1.0, 1.0)])
-    assert int(_stat(started.pid)[1]) != fresh_template.process.pid
+    assert int(process_stat(started.pid)[1]) != fresh_template.process.pid
     os.killpg(started.pid, signal.SIGTERM)
-    assert _until(lambda: not _group(started.pid))
+    assert until(lambda: not process_group(started.pid))
 
 
 def test_a_template_whose_code_changed_on_disk_refuses_and_stops(fresh_template, tmp_path):
@@ -259,16 +234,16 @@ def test_a_replica_whose_init_fails_says_so_and_its_reason_is_in_its_log(templat
             return False
         return [w["state"] for w in answer.json()["error"]["details"]["workers"]] == ["failed"]
 
-    assert _until(failed, 60), "readiness reports the worker that could not load"
+    assert until(failed, 60), "readiness reports the worker that could not load"
     assert "cannot find the model file" in log.read_text()
     os.killpg(started.pid, signal.SIGTERM)
-    assert _until(lambda: not _group(started.pid))
+    assert until(lambda: not process_group(started.pid))
 
 
 def test_a_replica_with_nothing_to_serve_exits_and_is_reaped(template, models, tmp_path):
     log = tmp_path / "replica.log"
     started, _ = template.start(["--model-dir", str(models / "empty")], replica_env(), models / "empty", log)
-    assert _until(lambda: not _group(started.pid), 60), "it exits, and no zombie is left"
+    assert until(lambda: not process_group(started.pid), 60), "it exits, and no zombie is left"
     assert "No MLmodel file" in log.read_text()
 
 
@@ -330,7 +305,7 @@ def test_the_template_answers_bad_requests_with_an_error_and_keeps_serving(templ
     )
     _wait_ready(url)
     os.killpg(started.pid, signal.SIGTERM)
-    assert _until(lambda: not _group(started.pid))
+    assert until(lambda: not process_group(started.pid))
 
 
 def test_a_second_template_for_a_socket_in_use_steps_aside(template):
