@@ -162,10 +162,12 @@ class DockerTarget:
         }
         port = f"{packaging.SERVER_PORT}/tcp"
         address = settings.STUDIO_DOCKER_PUBLISH_ADDRESS
+        host_port = None
         if settings.STUDIO_DOCKER_NETWORK:
             options["network"] = settings.STUDIO_DOCKER_NETWORK
         else:
-            options["ports"] = {port: (address, _free_port(address))}
+            host_port = _free_port(address)
+            options["ports"] = {port: (address, host_port)}
         try:
             container = self.client.containers.run(launch.image, **options)
         except docker.errors.APIError as exc:
@@ -174,13 +176,21 @@ class DockerTarget:
             if "port is already allocated" in message or "address already in use" in message:
                 message = f"address already in use: {message}"
             raise ReplicaFailed(f"Docker could not start replica {replica.replica_id}: {message}") from None
+        # Known before anything else can fail, so a failure below still stops and removes it.
+        replica.handle = {"container": container.id, "name": name, "image": launch.image}
         if settings.STUDIO_DOCKER_NETWORK:
             replica.url = f"http://{name}:{packaging.SERVER_PORT}"
         else:
+            # Read back: Docker picked the port when this host could not (a remote engine).
             container.reload()
-            published = container.attrs["NetworkSettings"]["Ports"][port][0]["HostPort"]
+            bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(port) or []
+            published = bindings[0]["HostPort"] if bindings else host_port
+            if published is None:
+                raise ReplicaFailed(
+                    f"Replica {replica.replica_id} stopped before its port was published. "
+                    "Its log ends with:\n" + container.logs(tail=30).decode(errors="replace")
+                )
             replica.url = f"http://{address}:{published}"
-        replica.handle = {"container": container.id, "name": name, "image": launch.image}
 
     def _container(self, replica):
         import docker.errors
