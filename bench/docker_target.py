@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._studio import BODY, running, save_model
+from bench._studio import first_answer, running, save_model
 from studio.testkit import free_port
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -156,28 +156,20 @@ def _mlflow_round(client, work: Path, base: str, model: Path) -> tuple[float, in
     shutil.copyfile(HOST_CA, context / "host-ca.crt")
     tag = f"studio-bench/mlflow:{uuid.uuid4().hex[:8]}"
     port = free_port()
+    http = httpx.Client(timeout=5)
     started = time.monotonic()
     image, _ = client.images.build(path=str(context), tag=tag, rm=True)
     container = client.containers.run(image.id, detach=True, ports={"8080/tcp": ("127.0.0.1", port)})
     try:
-        deadline = time.monotonic() + 300
-        with httpx.Client(timeout=5) as session:
-            while time.monotonic() < deadline:
-                try:
-                    answer = session.post(
-                        f"http://127.0.0.1:{port}/invocations",
-                        content=BODY,
-                        headers={"Content-Type": "application/json"},
-                    )
-                    if answer.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-            else:
-                raise TimeoutError("MLflow's container never answered:\n" + container.logs().decode()[-2000:])
+        try:
+            first_answer(http, f"http://127.0.0.1:{port}/invocations", {"Content-Type": "application/json"})
+        except TimeoutError:
+            raise TimeoutError(
+                "MLflow's container never answered:\n" + container.logs().decode()[-2000:]
+            ) from None
         return time.monotonic() - started, image.attrs["Size"]
     finally:
+        http.close()
         container.remove(force=True)
         client.images.remove(tag, force=True)
 

@@ -471,15 +471,6 @@ def dockerfile(spec: PackageSpec, base_image: str, tag: str, *, offline: bool) -
     return "\n".join(lines) + "\n"
 
 
-@dataclass
-class Context:
-    folder: Path
-    tag: str
-    key: str
-    platform: Platform
-    wheels: list[Wheel]
-
-
 def image_tag(spec: PackageSpec, key: str) -> str:
     return f"{spec.repository}:{key[:20]}"
 
@@ -494,7 +485,7 @@ def write_context(
     offline: bool,
     out,
     log,
-) -> Context:
+) -> None:
     """Write the build context into `folder` (which must be empty or missing)."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = image_tag(spec, key)
@@ -538,7 +529,6 @@ def write_context(
         "warnings": spec.warnings,
     }
     (folder / "studio-context.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return Context(folder, tag, key, target, wheels)
 
 
 def context_archive(
