@@ -40,6 +40,17 @@ def isolated_stores(request, tmp_path):
     yield
 
 
+@pytest.fixture(autouse=True)
+def route_table_watcher_stopped():
+    """The route-table watcher a test's long-polls started stops with the test: its connections must not
+    outlive the test database (PostgreSQL refuses to drop a database in use), nor its idea of the version
+    leak into the next test."""
+    yield
+    notify = sys.modules.get("endpoints.notify")  # imported only by tests that served a long-poll
+    if notify is not None:
+        notify.stop()
+
+
 @dataclass
 class Persona:
     user: object
@@ -139,14 +150,14 @@ def eager_jobs(settings):
 def cleanup_endpoints():
     """Stop every replica process a test started, and the warm template, whatever the test did."""
     yield
-    from endpoints.converge import QuietLog, retire
-    from endpoints.models import OnlineDeployment
+    from endpoints.models import Replica
     from endpoints.targets import get_target
     from endpoints.targets.local import template_socket
     from serving import warm
 
-    for deployment in OnlineDeployment.objects.all():
-        retire(deployment, get_target(deployment.target), QuietLog(), keep_generation=None)
+    for replica in Replica.objects.select_related("deployment"):
+        get_target(replica.deployment.target).stop(replica)
+    Replica.objects.all().delete()
     warm.stop_template(template_socket())
 
 
@@ -194,6 +205,7 @@ def docker_engine():
         give_up(f"The base image {base} is not on the Docker host; build it with `make docker-base-image`.")
     started = time.time()
     yield client, base
+
     # The model images this run built (each run's models differ), then the build stages they leave
     # untagged: the engine keeps only what it had.
     def built_here(image) -> bool:

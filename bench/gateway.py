@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from serving.processes import stat as process_stat
+
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"  # noqa: S105 - a throwaway secret for a loopback benchmark
 KEY = "bench-key"
@@ -96,11 +98,9 @@ def _cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time used so far by these processes (Linux /proc)."""
     total = 0
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        fields = process_stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")
 
 

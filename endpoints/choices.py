@@ -23,6 +23,17 @@ class ProvisioningStateChoices(models.TextChoices):
         }.get(value, "blue")
 
 
+class EndpointHealthChoices(models.TextChoices):
+    """Derived, never stored: whether the endpoint's live traffic reaches deployments that can serve it."""
+
+    HEALTHY = "Healthy", "Healthy"
+    DEGRADED = "Degraded", "Degraded"
+
+    @classmethod
+    def colour(cls, value: str) -> str:
+        return {cls.HEALTHY: "green", cls.DEGRADED: "orange"}.get(value, "grey")
+
+
 class TargetChoices(models.TextChoices):
     LOCAL = "local", "Local processes"
     DOCKER = "docker", "Docker"

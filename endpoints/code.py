@@ -4,12 +4,12 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from rest_framework.exceptions import ValidationError
 
 from endpoints.models import CodeSnapshot
 from registry import archives
 from registry.choices import ContentKindChoices
 from registry.services import RegistrationError, artifact_store, stage_upload, upload_folder
+from studio.errors import Invalid
 
 
 def upload_code(upload, user) -> tuple[CodeSnapshot, bool]:
@@ -20,7 +20,7 @@ def upload_code(upload, user) -> tuple[CodeSnapshot, bool]:
             with upload.open("rb") as stream:
                 stage_upload(stream, upload.name, ContentKindChoices.FOLDER, staging)
         except (archives.ArchiveRejected, RegistrationError) as exc:
-            raise ValidationError({"archive": [str(exc)]}) from None
+            raise Invalid({"archive": [str(exc)]}) from None
         root = staging / "content"
         files, size, digest = archives.describe(root, tree=True)
         existing = CodeSnapshot.objects.filter(digest=digest).first()

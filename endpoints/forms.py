@@ -1,4 +1,4 @@
-"""Forms of the endpoint pages: the list's filters, the creation wizard's steps, traffic and edits.
+"""Forms of the endpoint pages: the creation wizard's steps, traffic and edits.
 
 Forms check what a form can (a field is there, a YAML text parses); the rules themselves are
 endpoints.services' and endpoints.specs', whose messages the views put on these forms, so the pages
@@ -7,12 +7,9 @@ refuse exactly what the API refuses, with the same words.
 
 import json
 
-import django_filters
 import yaml
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import Q
-from django.db.models.fields.json import KeyTransform
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from rest_framework.exceptions import APIException
@@ -20,9 +17,9 @@ from rest_framework.exceptions import APIException
 from endpoints import targets
 from endpoints.choices import AuthModeChoices, ProvisioningStateChoices, TargetChoices
 from endpoints.models import OnlineEndpoint, validate_endpoint_name
-from registry.filtersets import TagListField
 from registry.forms import FolderField, without_common_folder
 from registry.models import EnvironmentVersion, ModelVersion
+from studio.errors import Refused
 
 NEW, EXISTING = "new", "existing"
 NO_CODE, SCRIPT = "no_code", "script"
@@ -48,8 +45,10 @@ def require_when(form: forms.Form, field: str, switch: str, value: str) -> None:
     form.fields[field].required = chosen == value
 
 
-def service_errors(exc: APIException) -> dict[str, list[str]]:
+def service_errors(exc: Refused | APIException) -> dict[str, list[str]]:
     """A services/specs refusal as {field: [messages]}; a refusal about no one field is under None."""
+    if isinstance(exc, Refused):
+        return exc.errors
     detail = exc.detail
     if isinstance(detail, dict):
         return {
@@ -61,7 +60,9 @@ def service_errors(exc: APIException) -> dict[str, list[str]]:
     return {None: [str(detail)]}
 
 
-def add_service_errors(form: forms.Form, exc: APIException, fields: dict[str, str] | None = None) -> None:
+def add_service_errors(
+    form: forms.Form, exc: Refused | APIException, fields: dict[str, str] | None = None
+) -> None:
     """Put a refusal's messages on the form fields they concern (by `fields`: service key -> form field).
 
     A message about a key the form has no field for stays a form-wide message that names the key, as the
@@ -96,43 +97,6 @@ def resolve_version(reference: str) -> ModelVersion:
         raise ValidationError(
             f"There is no registered model {name!r} with version {version!r}; choose another."
         ) from None
-
-
-# The list's filters
-
-
-class EndpointTagFilter(django_filters.Filter):
-    """`tag=key=value`, repeatable, every pair must hold: the registry's syntax, on endpoint tags."""
-
-    field_class = TagListField
-
-    def filter(self, qs, value):
-        for index, (key, expected) in enumerate(value or []):
-            alias = f"tag_{index}"
-            # KeyTransform takes the key as data, so no key can be read as a lookup path.
-            qs = qs.alias(**{alias: KeyTransform(key, "tags")}).filter(**{alias: expected})
-        return qs
-
-
-class OnlineEndpointFilterSet(django_filters.FilterSet):
-    """Filters of the endpoint list. It belongs in endpoints/filtersets.py once the API filters too."""
-
-    q = django_filters.CharFilter(method="search", label="Search")
-    auth_mode = django_filters.ChoiceFilter(choices=AuthModeChoices.choices)
-    state = django_filters.ChoiceFilter(
-        field_name="provisioning_state", choices=ProvisioningStateChoices.choices
-    )
-    tag = EndpointTagFilter(label="Tags (key=value)")
-    ordering = django_filters.OrderingFilter(fields=(("name", "name"), ("updated_at", "updated_at")))
-
-    class Meta:
-        model = OnlineEndpoint
-        fields = ["q", "auth_mode", "state", "tag"]
-
-    def search(self, qs, name, value):
-        return qs.filter(
-            Q(name__icontains=value) | Q(description__icontains=value) | Q(deployments__name__icontains=value)
-        ).distinct()
 
 
 # The wizard's steps

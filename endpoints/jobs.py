@@ -1,37 +1,70 @@
-"""Jobs: a row first, then a Celery task that takes its id.
+"""Jobs: the user-visible record of "converge this deployment to generation N".
 
-The row carries what a person watching needs (state, progress, events with timestamps) and what the
-reaper needs (task id, heartbeat, attempts). The task is dispatched only once the row is committed.
+A service records the change and the job row in one transaction, and queues the deployment's reconcile
+once it commits. The reconciler (endpoints.reconcile) does the work; it reports into every open job of the
+deployment up to the generation it converges to (events, progress, heartbeat) and finishes them together.
+A job that a newer change overtook finishes with the pass that reached the newer generation, saying so.
 """
 
 from django.db import transaction
 from django.utils import timezone
 
 from endpoints.choices import JobStateChoices
-from endpoints.models import Job, OnlineDeployment
+from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
 
 MAX_EVENTS = 500
+OPEN = (JobStateChoices.QUEUED, JobStateChoices.RUNNING)
 
 
-def start_job(kind: str, endpoint_name: str, deployment: OnlineDeployment | None, user) -> Job:
-    """Create the job row and dispatch its task when the surrounding transaction commits."""
+def start_job(
+    kind: str,
+    endpoint: OnlineEndpoint,
+    deployment: OnlineDeployment | None,
+    user,
+    generation: int | None = None,
+) -> Job:
+    """Create the job row and queue the reconcile that does its work when the transaction commits: the
+    deployment's, or for a job of the whole endpoint (its deletion), the endpoint's."""
     job = Job.objects.create(
         kind=kind,
-        endpoint_name=endpoint_name,
+        endpoint_name=endpoint.name,
         deployment=deployment,
         deployment_name=deployment.name if deployment else "",
+        generation=generation,
         created_by=user if getattr(user, "is_authenticated", False) else None,
         events=[_event("Queued.")],
     )
-    transaction.on_commit(lambda: dispatch(job.pk))
+    if deployment is not None:
+        transaction.on_commit(lambda: dispatch_deployment(deployment.pk, job.pk))
+    else:
+        transaction.on_commit(lambda: dispatch_endpoint(endpoint.pk, job.pk))
     return job
 
 
-def dispatch(job_id) -> None:
-    from endpoints.tasks import run_job
+def dispatch_deployment(deployment_id: int, job_id=None) -> None:
+    """Queue a reconcile of the deployment (any number of these may be queued: one runs at a time)."""
+    from endpoints.tasks import reconcile_deployment
 
-    result = run_job.apply_async(args=[str(job_id)])
-    Job.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
+    result = reconcile_deployment.apply_async(args=[deployment_id])
+    if job_id is not None:
+        Job.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
+
+
+def dispatch_endpoint(endpoint_id: int, job_id=None) -> None:
+    from endpoints.tasks import reconcile_endpoint
+
+    result = reconcile_endpoint.apply_async(args=[endpoint_id])
+    if job_id is not None:
+        Job.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
+
+
+def open_jobs(deployment: OnlineDeployment, up_to: int) -> list[Job]:
+    """The deployment's unfinished jobs whose generation a pass converging to `up_to` settles."""
+    return list(
+        Job.objects.filter(deployment=deployment, state__in=OPEN, generation__lte=up_to).order_by(
+            "created_at"
+        )
+    )
 
 
 def _event(message: str, level: str = "info") -> dict:
@@ -57,6 +90,15 @@ class JobLog:
     def heartbeat(self) -> None:
         self.job.heartbeat_at = timezone.now()
         Job.objects.filter(pk=self.job.pk).update(heartbeat_at=self.job.heartbeat_at)
+
+    def start(self) -> None:
+        """The job is being worked on (once more, if a worker died on it before)."""
+        job, now = self.job, timezone.now()
+        job.state, job.heartbeat_at, job.attempts = JobStateChoices.RUNNING, now, job.attempts + 1
+        job.started_at = job.started_at or now
+        Job.objects.filter(pk=job.pk).update(
+            state=job.state, heartbeat_at=now, attempts=job.attempts, started_at=job.started_at
+        )
 
     def finish(self, state: str, error: str = "") -> None:
         job = self.job

@@ -5,12 +5,13 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connections, models, router
 from django.urls import reverse
 from django.utils import timezone
 
 from endpoints.choices import (
     AuthModeChoices,
+    EndpointHealthChoices,
     JobKindChoices,
     JobStateChoices,
     ProvisioningStateChoices,
@@ -65,6 +66,29 @@ class OnlineEndpoint(models.Model):
     def openapi_uri(self) -> str:
         return f"{settings.STUDIO_GATEWAY_URL.rstrip('/')}/endpoints/{self.name}/swagger.json"
 
+    @property
+    def health_reasons(self) -> list[str]:
+        """Why the endpoint cannot serve as configured: live traffic that goes to a deployment with no
+        ready replica, or to one whose last change failed (it serves an older revision, or nothing)."""
+        reasons = []
+        deployments = {d.name: d for d in self.deployments.all()}
+        for name, percent in sorted(self.traffic.items()):
+            deployment = deployments.get(name)
+            if not percent or deployment is None:
+                continue
+            if not deployment.ready_replicas:
+                reasons.append(f"{name} takes {percent}% of traffic but has no ready replica.")
+            elif deployment.provisioning_state == ProvisioningStateChoices.FAILED:
+                reasons.append(
+                    f"{name} takes {percent}% of traffic and its last change failed; revision "
+                    f"{deployment.serving_revision} still serves."
+                )
+        return reasons
+
+    @property
+    def health(self) -> str:
+        return EndpointHealthChoices.DEGRADED if self.health_reasons else EndpointHealthChoices.HEALTHY
+
 
 class OnlineDeployment(models.Model):
     """One deployment of a model version behind an endpoint, with Azure ML's deployment YAML fields."""
@@ -101,8 +125,20 @@ class OnlineDeployment(models.Model):
     provisioning_state = models.CharField(
         max_length=16, choices=ProvisioningStateChoices.choices, default=ProvisioningStateChoices.CREATING
     )
-    # Bumped by every change that needs new replicas; replicas of older generations are rolled away.
+    # Desired against observed, as Kubernetes controllers keep them (docs/reconciler.md). `generation` is
+    # bumped by every change the reconciler must act on; `revision` only by changes that need new replicas
+    # (replicas carry the revision they run). A reconcile pass records the generation it converged to in
+    # `observed_generation`, success or failure.
     generation = models.PositiveIntegerField(default=1)
+    revision = models.PositiveIntegerField(default=1)
+    observed_generation = models.PositiveIntegerField(default=0)
+    # The last revision that converged, and what its replicas run: after a failed update they keep serving,
+    # and are restarted from this snapshot if they die.
+    serving_revision = models.PositiveIntegerField(null=True, blank=True)
+    serving_spec = models.JSONField(null=True, blank=True)
+    # Traffic given at create (--all-traffic, the wizard's split): the endpoint's whole split, applied when
+    # this deployment first succeeds and dropped if it fails.
+    pending_traffic = models.JSONField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -118,12 +154,20 @@ class OnlineDeployment(models.Model):
     def job(self) -> "Job | None":
         return self.jobs.order_by("-created_at").first()
 
+    @property
+    def converged(self) -> bool:
+        return self.observed_generation >= self.generation
+
+    @property
+    def ready_replicas(self) -> list["Replica"]:
+        return [r for r in self.replicas.all() if r.state == ReplicaStateChoices.READY]
+
 
 class Replica(models.Model):
     """One running copy of a deployment's model server, on whichever target runs it."""
 
     deployment = models.ForeignKey(OnlineDeployment, on_delete=models.CASCADE, related_name="replicas")
-    generation = models.PositiveIntegerField()
+    revision = models.PositiveIntegerField()
     index = models.PositiveIntegerField()
     url = models.CharField(max_length=300, blank=True)
     state = models.CharField(
@@ -132,13 +176,15 @@ class Replica(models.Model):
     # What the target needs to find it again: a pid, a container id, a pod name.
     handle = models.JSONField(default=dict, blank=True)
     restarts = models.PositiveIntegerField(default=0)
+    # Once out of the route table: the table version every live gateway must acknowledge before it stops.
+    drain_version = models.PositiveBigIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["deployment", "generation", "index"]
+        ordering = ["deployment", "revision", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["deployment", "generation", "index"], name="unique_replica_slot")
+            models.UniqueConstraint(fields=["deployment", "revision", "index"], name="unique_replica_slot")
         ]
 
     def __str__(self) -> str:
@@ -146,7 +192,7 @@ class Replica(models.Model):
 
     @property
     def replica_id(self) -> str:
-        return f"{self.deployment.name}-{self.generation}-{self.index}"
+        return f"{self.deployment.name}-{self.revision}-{self.index}"
 
 
 class Job(models.Model):
@@ -160,6 +206,8 @@ class Job(models.Model):
         OnlineDeployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
     deployment_name = models.CharField(max_length=32, blank=True)
+    # The deployment generation this job converges to (none for an endpoint's deletion).
+    generation = models.PositiveIntegerField(null=True, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)
     events = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -185,6 +233,9 @@ class Job(models.Model):
 class RouteTableVersion(models.Model):
     """One row whose number grows with every change the gateway must see; it is the table's ETag."""
 
+    # The PostgreSQL notification channel bump() announces new versions on (endpoints/notify.py listens).
+    CHANNEL = "studio_route_table"
+
     version = models.PositiveBigIntegerField(default=1)
     changed_at = models.DateTimeField(auto_now=True)
 
@@ -198,10 +249,70 @@ class RouteTableVersion(models.Model):
 
     @classmethod
     def bump(cls) -> None:
-        """Call inside the transaction that changed routing state."""
+        """Call inside the transaction that changed routing state.
+
+        On PostgreSQL it also sends `NOTIFY studio_route_table, '<new version>'`, which PostgreSQL delivers
+        when the transaction commits (never if it rolls back): that wakes the held long-polls of every web
+        process at once (endpoints/notify.py). Elsewhere the watchers read the row.
+        """
         updated = cls.objects.filter(pk=1).update(version=models.F("version") + 1, changed_at=timezone.now())
         if not updated:
             cls.objects.get_or_create(pk=1, defaults={"version": 1})
+        connection = connections[router.db_for_write(cls)]
+        if connection.vendor == "postgresql":
+            table = connection.ops.quote_name(cls._meta.db_table)
+            with connection.cursor() as cursor:
+                # The version as this transaction wrote it: the payload is only a hint, the row the truth.
+                cursor.execute(
+                    f"SELECT pg_notify(%s, version::text) FROM {table} WHERE id = 1",  # noqa: S608
+                    [cls.CHANNEL],
+                )
+
+
+class Lease(models.Model):
+    """One holder at a time for a named piece of work (a deployment's reconcile, the supervision sweep).
+
+    Taken and renewed by compare-and-swap on this row; a holder that dies stops renewing, and its lease
+    lapses at `expires_at`, so no lock outlives a killed worker.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    owner = models.CharField(max_length=64, blank=True)
+    acquired_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.owner or 'nobody'}"
+
+
+class ReconcilePass(models.Model):
+    """One pass of a deployment's reconciler: who ran it, when, to which generation, and how it ended."""
+
+    deployment = models.ForeignKey(OnlineDeployment, on_delete=models.CASCADE, related_name="passes")
+    owner = models.CharField(max_length=64)
+    generation = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    # Last renewal of the pass's lease: a pass killed mid-way held its deployment until this plus the TTL.
+    renewed_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["deployment", "started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} pass to generation {self.generation} by {self.owner}"
+
+
+class GatewayAck(models.Model):
+    """The route-table version a gateway has applied, reported by its long-poll; `seen_at` tells it lives."""
+
+    gateway_id = models.CharField(max_length=100, primary_key=True)
+    version = models.PositiveBigIntegerField()
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.gateway_id} at v{self.version}"
 
 
 class CodeSnapshot(models.Model):

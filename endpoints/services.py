@@ -1,11 +1,13 @@
-"""The rules of endpoints and deployments, and the changes that start jobs.
+"""The rules of endpoints and deployments, and the changes that record intent for the reconciler.
 
 Every rule Azure ML users rely on is checked here, so the API, the CLI and the pages refuse the same
-things with the same message.
+things with the same message: refusals are domain errors (studio.errors), translated to HTTP by the API
+and to form errors by the pages. A change to a deployment is recorded under its row lock, bumps its
+`generation`, and queues its reconcile (endpoints.reconcile) once committed; nothing here waits for
+replicas.
 """
 
 from django.db import IntegrityError, transaction
-from rest_framework.exceptions import ValidationError
 
 from endpoints import credentials
 from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices, TargetChoices
@@ -13,12 +15,12 @@ from endpoints.jobs import start_job
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, RouteTableVersion, validate_endpoint_name
 from endpoints.specs import DeploymentSpec
 from endpoints.targets import instance_types
-from studio.api.errors import Conflict
 from studio.choices import AuditActionChoices
+from studio.errors import Invalid, StateConflict
 from studio.models import audit
 
 MAX_MIRROR_PERCENT = 50
-# Changing these needs new replicas; other fields change in place.
+# Changing these needs new replicas (a new revision); other fields change in place.
 REPLICA_FIELDS = {
     "model_version",
     "code_digest",
@@ -32,48 +34,73 @@ REPLICA_FIELDS = {
     "environment_variables",
     "data_collector",
 }
+# Changing these needs the reconciler, without new replicas.
+SCALE_FIELDS = {"instance_count", "scale_settings"}
 
 
-def check_traffic(traffic: dict, mirror: dict, deployments: dict[str, OnlineDeployment]) -> None:
+def check_traffic(traffic: dict, mirror: dict, deployments: dict) -> None:
     """Traffic sums to 0 or 100 over existing deployments; mirror is at most 50% to one idle deployment."""
     for label, split in (("traffic", traffic), ("mirror_traffic", mirror)):
         for name, percent in split.items():
             if name not in deployments:
-                raise ValidationError(
-                    {label: [f"names deployment {name!r}, which this endpoint does not have."]}
-                )
+                raise Invalid(f"names deployment {name!r}, which this endpoint does not have.", label)
             if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-                raise ValidationError(
-                    {label: [f"{name}: {percent!r} is not a whole percentage from 0 to 100."]}
-                )
+                raise Invalid(f"{name}: {percent!r} is not a whole percentage from 0 to 100.", label)
     total = sum(traffic.values())
     if total not in (0, 100):
-        raise ValidationError({"traffic": [f"must add up to 0 or 100 percent, not {total}."]})
+        raise Invalid(f"must add up to 0 or 100 percent, not {total}.", "traffic")
     mirrored = {name: percent for name, percent in mirror.items() if percent}
     if len(mirrored) > 1:
-        raise ValidationError({"mirror_traffic": ["can go to one deployment only."]})
+        raise Invalid("can go to one deployment only.", "mirror_traffic")
     for name, percent in mirrored.items():
         if percent > MAX_MIRROR_PERCENT:
-            raise ValidationError(
-                {"mirror_traffic": [f"may be at most {MAX_MIRROR_PERCENT} percent, not {percent}."]}
-            )
+            raise Invalid(f"may be at most {MAX_MIRROR_PERCENT} percent, not {percent}.", "mirror_traffic")
         if traffic.get(name):
-            raise ValidationError(
-                {
-                    "mirror_traffic": [
-                        f"cannot go to {name!r}, which takes live traffic; mirror to an idle deployment."
-                    ]
-                }
+            raise Invalid(
+                f"cannot go to {name!r}, which takes live traffic; mirror to an idle deployment.",
+                "mirror_traffic",
             )
+
+
+def check_ready(traffic: dict, mirror: dict, endpoint: OnlineEndpoint, deployments: dict) -> None:
+    """A deployment whose share grows must be able to serve it: it has succeeded once (a revision of it
+    serves) and is not being deleted. Shares that stay or shrink are always allowed."""
+    for label, split, before in (
+        ("traffic", traffic, endpoint.traffic),
+        ("mirror_traffic", mirror, endpoint.mirror_traffic),
+    ):
+        for name, percent in split.items():
+            if percent <= before.get(name, 0):
+                continue
+            deployment = deployments[name]
+            if deployment.provisioning_state == ProvisioningStateChoices.DELETING:
+                raise StateConflict(f"deployment {name!r} is being deleted.", label)
+            if deployment.serving_revision is None:
+                raise StateConflict(
+                    f"deployment {name!r} is not ready ({deployment.provisioning_state}): it can take "
+                    "traffic once it has succeeded. To move traffic as soon as it does, create it with "
+                    "--all-traffic (or the wizard's traffic step).",
+                    label,
+                )
+
+
+def _live_deployments(endpoint: OnlineEndpoint) -> dict[str, OnlineDeployment]:
+    return {
+        d.name: d for d in endpoint.deployments.exclude(provisioning_state=ProvisioningStateChoices.DELETING)
+    }
+
+
+def _valid_name(name: str) -> None:
+    try:
+        validate_endpoint_name(name)
+    except Exception as exc:
+        raise Invalid({"name": list(getattr(exc, "messages", [str(exc)]))}) from None
 
 
 def create_endpoint(values: dict, user) -> OnlineEndpoint:
-    try:
-        validate_endpoint_name(values["name"])
-    except Exception as exc:
-        raise ValidationError({"name": list(getattr(exc, "messages", [str(exc)]))}) from None
+    _valid_name(values["name"])
     if values.get("traffic") or values.get("mirror_traffic"):
-        raise ValidationError({"traffic": ["a new endpoint has no deployments to send traffic to yet."]})
+        raise Invalid("a new endpoint has no deployments to send traffic to yet.", "traffic")
     try:
         with transaction.atomic():
             endpoint = OnlineEndpoint.objects.create(
@@ -85,22 +112,24 @@ def create_endpoint(values: dict, user) -> OnlineEndpoint:
             audit(user, AuditActionChoices.CREATED, "endpoint", endpoint.name, auth_mode=endpoint.auth_mode)
             RouteTableVersion.bump()
     except IntegrityError:
-        raise Conflict(
+        raise StateConflict(
             f"An endpoint named {values['name']!r} exists already; endpoint names are unique."
         ) from None
     return endpoint
 
 
 def update_endpoint(endpoint: OnlineEndpoint, values: dict, user) -> OnlineEndpoint:
-    values = {key: value for key, value in values.items() if key != "name" or value == endpoint.name}
-    if "name" in values:
-        values.pop("name")
+    """Change an endpoint's description, tags, auth mode or traffic; the gateway routes by it at once."""
+    values = {key: value for key, value in values.items() if key != "name"}
     with transaction.atomic():
         endpoint = OnlineEndpoint.objects.select_for_update().get(pk=endpoint.pk)
-        deployments = {d.name: d for d in endpoint.deployments.all()}
-        traffic = {k: v for k, v in values.get("traffic", endpoint.traffic).items()}
-        mirror = values.get("mirror_traffic", endpoint.mirror_traffic)
+        if endpoint.provisioning_state == ProvisioningStateChoices.DELETING:
+            raise StateConflict(f"Endpoint {endpoint.name!r} is being deleted.")
+        deployments = _live_deployments(endpoint)
+        traffic = dict(values.get("traffic", endpoint.traffic))
+        mirror = dict(values.get("mirror_traffic", endpoint.mirror_traffic))
         check_traffic(traffic, mirror, deployments)
+        check_ready(traffic, mirror, endpoint, deployments)
         for key, value in values.items():
             setattr(endpoint, key, value)
         endpoint.save()
@@ -111,7 +140,7 @@ def update_endpoint(endpoint: OnlineEndpoint, values: dict, user) -> OnlineEndpo
 
 def regenerate_key(endpoint: OnlineEndpoint, key_type: str, user) -> None:
     if key_type not in ("primary", "secondary"):
-        raise ValidationError({"keyType": ["must be primary or secondary."]})
+        raise Invalid("must be primary or secondary.", "keyType")
     with transaction.atomic():
         setattr(endpoint, f"{key_type}_key", credentials.encrypt(credentials.new_key()))
         endpoint.save(update_fields=[f"{key_type}_key", "updated_at"])
@@ -130,43 +159,42 @@ def get_credentials(endpoint: OnlineEndpoint, user) -> dict:
     }
 
 
-def _busy(deployment: OnlineDeployment) -> None:
-    running = deployment.jobs.exclude(state__in=["succeeded", "failed"]).first()
-    if running:
-        raise Conflict(
-            f"Deployment {deployment} is being changed by job {running.pk}; wait for it to finish, "
-            "then try again."
-        )
-
-
 def _check_size(target: str, instance_type: str) -> None:
     """On the docker target an instance type sets container limits, so it must be one Studio knows."""
     if target == TargetChoices.DOCKER and instance_type:
         try:
             instance_types.lookup(instance_type)
         except instance_types.UnknownInstanceType as exc:
-            raise ValidationError({"instance_type": [str(exc)]}) from None
+            raise Invalid(str(exc), "instance_type") from None
 
 
 def create_deployment(
-    endpoint: OnlineEndpoint, name: str, spec: DeploymentSpec, user, all_traffic: bool
+    endpoint: OnlineEndpoint,
+    name: str,
+    spec: DeploymentSpec,
+    user,
+    all_traffic: bool = False,
+    traffic: dict[str, int] | None = None,
 ) -> Job:
-    try:
-        validate_endpoint_name(name)
-    except Exception as exc:
-        raise ValidationError({"name": list(getattr(exc, "messages", [str(exc)]))}) from None
+    """Record a new deployment and queue its reconcile.
+
+    Traffic given here (`all_traffic`, or the endpoint's whole new split in `traffic`) is checked now and
+    applied when the deployment first succeeds: until then the endpoint routes as before, and if the
+    deployment fails the traffic never moves."""
+    _valid_name(name)
     _check_size(spec.values.get("target", TargetChoices.LOCAL), spec.values.get("instance_type", ""))
-    if endpoint.provisioning_state == ProvisioningStateChoices.DELETING:
-        raise Conflict(f"Endpoint {endpoint.name!r} is being deleted.")
     try:
         with transaction.atomic():
+            endpoint = OnlineEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+            if endpoint.provisioning_state == ProvisioningStateChoices.DELETING:
+                raise StateConflict(f"Endpoint {endpoint.name!r} is being deleted.")
             deployment = OnlineDeployment.objects.create(
                 endpoint=endpoint, name=name, warnings=spec.warnings, created_by=user, **spec.values
             )
-            if all_traffic:
-                endpoint.traffic = {name: 100}
-                endpoint.mirror_traffic = {k: v for k, v in endpoint.mirror_traffic.items() if k != name}
-                endpoint.save(update_fields=["traffic", "mirror_traffic", "updated_at"])
+            pending = _pending_traffic(endpoint, deployment, all_traffic, traffic)
+            if pending is not None:
+                deployment.pending_traffic = pending
+                deployment.save(update_fields=["pending_traffic"])
             audit(
                 user,
                 AuditActionChoices.DEPLOYED,
@@ -175,71 +203,94 @@ def create_deployment(
                 model=str(deployment.model_version),
             )
             RouteTableVersion.bump()
-            return start_job(JobKindChoices.CREATE_DEPLOYMENT, endpoint.name, deployment, user)
+            return start_job(
+                JobKindChoices.CREATE_DEPLOYMENT, endpoint, deployment, user, generation=deployment.generation
+            )
     except IntegrityError:
-        raise Conflict(
+        raise StateConflict(
             f"Endpoint {endpoint.name!r} has a deployment named {name!r} already; update it instead."
         ) from None
 
 
-def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) -> Job | None:
-    """Apply changes; a change to what replicas run rolls new replicas in before old ones leave."""
-    _busy(deployment)
-    changed = {key for key, value in spec.values.items() if getattr(deployment, key) != value}
-    if not changed:
+def _pending_traffic(
+    endpoint: OnlineEndpoint, deployment: OnlineDeployment, all_traffic: bool, traffic: dict | None
+) -> dict | None:
+    """The split to apply on the new deployment's first success, checked by today's rules."""
+    if all_traffic:
+        traffic = {**dict.fromkeys(endpoint.traffic, 0), deployment.name: 100}
+    if not traffic or not traffic.get(deployment.name):
         return None
-    if "target" in changed:
-        raise ValidationError(
-            {
-                "target": [
-                    f"cannot change from {deployment.target} to {spec.values['target']}: create a new "
-                    "deployment on that target and move the traffic to it."
-                ]
-            }
-        )
-    _check_size(deployment.target, spec.values.get("instance_type", deployment.instance_type))
-    model = spec.values.get("model_version", deployment.model_version)
-    code = spec.values.get("code_digest", deployment.code_digest)
-    if model.type == "custom_model" and not code:
-        raise ValidationError(
-            {
-                "code_configuration": [
-                    "a custom_model needs code_configuration with a scoring_script; only "
-                    "mlflow_model deploys without code."
-                ]
-            }
-        )
+    deployments = {**_live_deployments(endpoint), deployment.name: deployment}
+    mirror = {key: value for key, value in endpoint.mirror_traffic.items() if not traffic.get(key)}
+    check_traffic(traffic, mirror, deployments)
+    others = {key: value for key, value in traffic.items() if key != deployment.name}
+    check_ready(others, {}, endpoint, deployments)
+    return traffic
+
+
+def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) -> Job | None:
+    """Record changes under the row's lock and queue the reconcile that applies them; None when nothing
+    needs the reconciler. Changes made while a reconcile runs are applied by its next pass."""
     with transaction.atomic():
+        # The row alone is locked (no joins: PostgreSQL would lock the joined rows too).
+        deployment = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.provisioning_state == ProvisioningStateChoices.DELETING:
+            raise StateConflict(f"Deployment {deployment} is being deleted.")
+        changed = {key for key, value in spec.values.items() if getattr(deployment, key) != value}
+        if not changed:
+            return None
+        if "target" in changed:
+            raise Invalid(
+                f"cannot change from {deployment.target} to {spec.values['target']}: create a new "
+                "deployment on that target and move the traffic to it.",
+                "target",
+            )
+        _check_size(deployment.target, spec.values.get("instance_type", deployment.instance_type))
+        model = spec.values.get("model_version", deployment.model_version)
+        code = spec.values.get("code_digest", deployment.code_digest)
+        if model.type == "custom_model" and not code:
+            raise Invalid(
+                "a custom_model needs code_configuration with a scoring_script; only mlflow_model "
+                "deploys without code.",
+                "code_configuration",
+            )
+        fields = set(changed)
         for key in changed:
             setattr(deployment, key, spec.values[key])
         deployment.warnings = spec.warnings
         if changed & REPLICA_FIELDS:
-            deployment.generation += 1
+            deployment.revision += 1
+            fields.add("revision")
             kind, state = JobKindChoices.UPDATE_DEPLOYMENT, ProvisioningStateChoices.UPDATING
-        elif "instance_count" in changed:
+        elif changed & SCALE_FIELDS:
             kind, state = JobKindChoices.SCALE_DEPLOYMENT, ProvisioningStateChoices.SCALING
         else:
-            deployment.save()
+            deployment.save(update_fields=[*fields, "warnings", "updated_at"])
             audit(user, AuditActionChoices.UPDATED, "deployment", str(deployment), fields=sorted(changed))
             return None
+        deployment.generation += 1
         deployment.provisioning_state = state
-        deployment.save()
+        deployment.save(update_fields=[*fields, "warnings", "generation", "provisioning_state", "updated_at"])
         audit(user, AuditActionChoices.DEPLOYED, "deployment", str(deployment), fields=sorted(changed))
-        return start_job(kind, deployment.endpoint.name, deployment, user)
+        return start_job(kind, deployment.endpoint, deployment, user, generation=deployment.generation)
 
 
 def delete_deployment(deployment: OnlineDeployment, user) -> Job:
-    endpoint = deployment.endpoint
-    if endpoint.traffic.get(deployment.name):
-        raise Conflict(
-            f"Deployment {deployment.name!r} takes {endpoint.traffic[deployment.name]}% of live traffic; "
-            "set its "
-            "traffic to 0 first."
-        )
-    _busy(deployment)
+    """Record the deletion; the reconciler drains and stops the replicas, then removes the row."""
     with transaction.atomic():
+        endpoint = OnlineEndpoint.objects.select_for_update().get(pk=deployment.endpoint_id)
+        if endpoint.traffic.get(deployment.name):
+            raise StateConflict(
+                f"Deployment {deployment.name!r} takes {endpoint.traffic[deployment.name]}% of live traffic; "
+                "set its traffic to 0 first."
+            )
+        deployment = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.provisioning_state == ProvisioningStateChoices.DELETING:
+            raise StateConflict(f"Deployment {deployment.name!r} is being deleted already.")
         deployment.provisioning_state = ProvisioningStateChoices.DELETING
-        deployment.save(update_fields=["provisioning_state", "updated_at"])
+        deployment.generation += 1
+        deployment.pending_traffic = None
+        deployment.save(update_fields=["provisioning_state", "generation", "pending_traffic", "updated_at"])
         if endpoint.mirror_traffic.get(deployment.name) is not None:
             endpoint.mirror_traffic = {
                 k: v for k, v in endpoint.mirror_traffic.items() if k != deployment.name
@@ -247,16 +298,24 @@ def delete_deployment(deployment: OnlineDeployment, user) -> Job:
             endpoint.save(update_fields=["mirror_traffic", "updated_at"])
         audit(user, AuditActionChoices.DELETED, "deployment", str(deployment))
         RouteTableVersion.bump()
-        return start_job(JobKindChoices.DELETE_DEPLOYMENT, endpoint.name, deployment, user)
+        return start_job(
+            JobKindChoices.DELETE_DEPLOYMENT, endpoint, deployment, user, generation=deployment.generation
+        )
 
 
 def delete_endpoint(endpoint: OnlineEndpoint, user) -> Job:
     """Deleting an endpoint deletes its deployments; the endpoint stops routing at once."""
     with transaction.atomic():
+        endpoint = OnlineEndpoint.objects.select_for_update().get(pk=endpoint.pk)
         endpoint.provisioning_state = ProvisioningStateChoices.DELETING
         endpoint.traffic, endpoint.mirror_traffic = {}, {}
         endpoint.save()
-        endpoint.deployments.update(provisioning_state=ProvisioningStateChoices.DELETING)
+        for deployment in endpoint.deployments.select_for_update():
+            if deployment.provisioning_state != ProvisioningStateChoices.DELETING:
+                deployment.provisioning_state = ProvisioningStateChoices.DELETING
+                deployment.generation += 1
+                deployment.pending_traffic = None
+                deployment.save(update_fields=["provisioning_state", "generation", "pending_traffic"])
         audit(user, AuditActionChoices.DELETED, "endpoint", endpoint.name)
         RouteTableVersion.bump()
-        return start_job(JobKindChoices.DELETE_ENDPOINT, endpoint.name, None, user)
+        return start_job(JobKindChoices.DELETE_ENDPOINT, endpoint, None, user)

@@ -8,10 +8,9 @@ none is silently dropped.
 import re
 from dataclasses import dataclass, field
 
-from rest_framework.exceptions import ValidationError
-
 from endpoints.choices import AuthModeChoices, TargetChoices
 from registry.models import EnvironmentVersion, ModelVersion
+from studio.errors import Invalid
 
 MODEL_REF_RE = re.compile(
     r"^(?:azureml:)?(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?::(?P<version>[^:@]+)|@(?P<label>latest))$"
@@ -65,8 +64,8 @@ PROBE_DEFAULTS = {
 }
 
 
-def _error(field_name: str, message: str) -> ValidationError:
-    return ValidationError({field_name: [message]})
+def _error(field_name: str, message: str) -> Invalid:
+    return Invalid({field_name: [message]})
 
 
 def _object(data: dict, key: str) -> dict:
@@ -152,13 +151,13 @@ class DeploymentSpec:
 def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
     """Check a deployment body and turn it into model field values. `partial` for updates."""
     if not isinstance(data, dict):
-        raise ValidationError("A deployment must be a mapping of Azure ML deployment fields.")
+        raise Invalid("A deployment must be a mapping of Azure ML deployment fields.")
     warnings = [
         f"{key} is not used by Studio and was ignored." for key in sorted(set(data) & DEPLOYMENT_IGNORED)
     ]
     unknown = sorted(set(data) - DEPLOYMENT_FIELDS - DEPLOYMENT_IGNORED - SILENT_FIELDS)
     if unknown:
-        raise ValidationError({key: ["is not a field of an online deployment."] for key in unknown})
+        raise Invalid({key: ["is not a field of an online deployment."] for key in unknown})
     values: dict = {}
     for key in ("description",):
         if key in data:
@@ -231,13 +230,13 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
 def parse_endpoint(data: dict, *, partial: bool = False) -> tuple[dict, list[str]]:
     """Check an endpoint body: (model field values, warnings for accepted fields Studio does not use)."""
     if not isinstance(data, dict):
-        raise ValidationError("An endpoint must be a mapping of Azure ML endpoint fields.")
+        raise Invalid("An endpoint must be a mapping of Azure ML endpoint fields.")
     warnings = [
         f"{key} is not used by Studio and was ignored." for key in sorted(set(data) & ENDPOINT_IGNORED)
     ]
     unknown = sorted(set(data) - ENDPOINT_FIELDS - ENDPOINT_IGNORED - SILENT_FIELDS)
     if unknown:
-        raise ValidationError({key: ["is not a field of an online endpoint."] for key in unknown})
+        raise Invalid({key: ["is not a field of an online endpoint."] for key in unknown})
     values = {}
     if "name" in data:
         values["name"] = data["name"]

@@ -3,12 +3,18 @@
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from endpoints.choices import AuthModeChoices, JobStateChoices, ProvisioningStateChoices, ReplicaStateChoices
+from endpoints.choices import (
+    AuthModeChoices,
+    EndpointHealthChoices,
+    JobStateChoices,
+    ProvisioningStateChoices,
+    ReplicaStateChoices,
+)
 from endpoints.models import OnlineEndpoint
 from registry.tables import Column, Table, tag_chips
 
 # The choice classes name colours; the style sheet names badges after what they mean.
-BADGE_FOR_COLOUR = {"green": "success", "red": "danger", "grey": "muted", "blue": "info"}
+BADGE_FOR_COLOUR = {"green": "success", "red": "danger", "grey": "muted", "blue": "info", "orange": "warning"}
 BUSY_STATES = {
     ProvisioningStateChoices.CREATING,
     ProvisioningStateChoices.UPDATING,
@@ -21,6 +27,21 @@ def state_badge(state: str) -> SafeString:
     badge = BADGE_FOR_COLOUR[ProvisioningStateChoices.colour(state)]
     busy = " badge-busy" if state in BUSY_STATES or state == ProvisioningStateChoices.DELETING else ""
     return format_html('<span class="badge badge-{}{}">{}</span>', badge, busy, state)
+
+
+def endpoint_state_badges(endpoint: OnlineEndpoint) -> SafeString:
+    """The endpoint's provisioning state, and a Degraded badge (its reasons as the title) when its live
+    traffic goes to a deployment that cannot serve it."""
+    badges = state_badge(endpoint.provisioning_state)
+    reasons = endpoint.health_reasons
+    if reasons:
+        badges += format_html(
+            ' <span class="badge badge-{}" title="{}" data-health="degraded">{}</span>',
+            BADGE_FOR_COLOUR[EndpointHealthChoices.colour(EndpointHealthChoices.DEGRADED)],
+            " ".join(reasons),
+            EndpointHealthChoices.DEGRADED.label,
+        )
+    return badges
 
 
 def job_state_badge(state: str) -> SafeString:
@@ -88,7 +109,7 @@ class OnlineEndpointTable(Table):
             lambda e: format_html('<a class="strong" href="{}">{}</a>', e.get_absolute_url(), e.name),
             order_by="name",
         ),
-        Column("State", lambda e: state_badge(e.provisioning_state)),
+        Column("State", endpoint_state_badges),
         Column("Auth", lambda e: auth_badge(e.auth_mode)),
         Column("Deployments", deployment_states),
         Column("Traffic", traffic_summary),

@@ -31,6 +31,7 @@ from rest_framework.exceptions import APIException
 from endpoints import credentials, services, specs, targets
 from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices, TargetChoices
 from endpoints.code import upload_code
+from endpoints.filtersets import OnlineEndpointFilterSet
 from endpoints.forms import (
     ALL_TRAFFIC,
     CONDA_ENV,
@@ -43,7 +44,6 @@ from endpoints.forms import (
     DeploymentEditForm,
     EndpointStepForm,
     ModelStepForm,
-    OnlineEndpointFilterSet,
     ScoringTestForm,
     TargetStepForm,
     TrafficForm,
@@ -53,11 +53,18 @@ from endpoints.forms import (
     service_errors,
 )
 from endpoints.models import CodeSnapshot, Job, OnlineDeployment, OnlineEndpoint, Replica
-from endpoints.tables import OnlineEndpointTable, job_state_badge, replica_badge, state_badge
+from endpoints.tables import (
+    OnlineEndpointTable,
+    endpoint_state_badges,
+    job_state_badge,
+    replica_badge,
+    state_badge,
+)
 from endpoints.targets.base import TargetUnavailable
 from registry.choices import ModelTypeChoices
 from registry.models import ModelVersion
 from studio.choices import RoleChoices
+from studio.errors import Refused
 from studio.views import ObjectListView, StudioPageMixin
 
 LOG_LINES = (100, 500, 2000)
@@ -80,11 +87,11 @@ def _deployments(endpoint: OnlineEndpoint) -> list[OnlineDeployment]:
     return list(
         endpoint.deployments.select_related(
             "model_version__model", "environment_version__environment"
-        ).prefetch_related(Prefetch("replicas", queryset=Replica.objects.order_by("generation", "index")))
+        ).prefetch_related(Prefetch("replicas", queryset=Replica.objects.order_by("revision", "index")))
     )
 
 
-def _refusal_text(exc: APIException) -> str:
+def _refusal_text(exc: Refused | APIException) -> str:
     """A services refusal as one sentence for a message, worded as the API's error envelope words it."""
     parts = []
     for key, texts in service_errors(exc).items():
@@ -153,10 +160,10 @@ class OnlineEndpointListView(ObjectListView):
     table_class = OnlineEndpointTable
     template_name = "endpoints/onlineendpoint_list.html"
     empty_template = "endpoints/inc/onlineendpoint_empty.html"
-    filter_params = ("q", "auth_mode", "state", "tag")
+    filter_params = ("q", "name", "auth_mode", "state", "tag")
 
     def get_queryset(self):
-        return OnlineEndpoint.objects.prefetch_related("deployments")
+        return OnlineEndpoint.objects.prefetch_related("deployments__replicas")
 
     def get_extra_context(self) -> dict:
         return {
@@ -400,7 +407,7 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
             try:
                 with transaction.atomic():
                     snapshot, _ = upload_code(upload, self.request.user)
-            except APIException as exc:
+            except (Refused, APIException) as exc:
                 add_service_errors(form, exc, {"archive": "archive"})
                 return None
             answer.update(digest=snapshot.digest, files=[item["path"] for item in snapshot.files][:20])
@@ -419,7 +426,7 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
                 return None
         try:
             specs.parse_deployment(deployment_body({**state, "code": answer}))
-        except APIException as exc:
+        except Refused as exc:
             add_service_errors(form, exc, {"code_configuration": "code_mode", "environment": "env_mode"})
             return None
         return answer
@@ -428,7 +435,7 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
         answer = {key: form.cleaned_data[key] for key in ("target", "instance_count", "instance_type")}
         try:
             specs.parse_deployment(answer, partial=True)
-        except APIException as exc:
+        except Refused as exc:
             add_service_errors(form, exc)
             return None
         return answer
@@ -443,7 +450,7 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
             mirror = {key: value for key, value in existing.mirror_traffic.items() if key in names}
         try:
             services.check_traffic(traffic, mirror, dict.fromkeys(names))
-        except APIException as exc:
+        except Refused as exc:
             add_service_errors(form, exc)
             return None
         return {"mode": mode, "split": traffic}
@@ -478,17 +485,17 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
                             state, f"The endpoint {answer['existing']!r} is gone; choose another."
                         )
                 spec = specs.parse_deployment(deployment_body(state))
+                # The split applies when the deployment first succeeds; until then traffic stays.
                 job = services.create_deployment(
                     endpoint,
                     answer["deployment"],
                     spec,
                     request.user,
                     all_traffic=traffic["mode"] == ALL_TRAFFIC,
+                    traffic=traffic["split"] if any(traffic["split"].values()) else None,
                 )
-                if traffic["mode"] != ALL_TRAFFIC and any(traffic["split"].values()):
-                    services.update_endpoint(endpoint, {"traffic": traffic["split"]}, request.user)
-        except APIException as exc:
-            return self.refuse(state, _refusal_text(exc), status=exc.status_code)
+        except Refused as exc:
+            return self.refuse(state, _refusal_text(exc), status=exc.status)
         except TargetUnavailable as exc:
             return self.refuse(state, str(exc))
         request.session.pop(SESSION_KEY, None)
@@ -547,7 +554,7 @@ class EndpointTabMixin:
             "object": endpoint,
             "tab": self.tab,
             "deleting": endpoint.provisioning_state == ProvisioningStateChoices.DELETING,
-            "state_badge": state_badge(endpoint.provisioning_state),
+            "state_badge": endpoint_state_badges(endpoint),
             **extra,
         }
 
@@ -607,7 +614,7 @@ class OnlineEndpointTrafficView(OnlineEndpointDetailsView):
         if form.is_valid():
             try:
                 endpoint = services.update_endpoint(endpoint, form.values(), request.user)
-            except APIException as exc:
+            except Refused as exc:
                 add_service_errors(form, exc, {"mirror_traffic": "mirror_percent"})
         if not form.is_valid():
             context = self.context(endpoint, traffic_form=form)
@@ -638,7 +645,7 @@ class OnlineEndpointDeleteView(EndpointTabMixin, StudioPageMixin, View):
         endpoint = _endpoint(name)
         try:
             services.delete_endpoint(endpoint, request.user)
-        except APIException as exc:
+        except Refused as exc:
             messages.error(request, _refusal_text(exc))
             return redirect("endpoints:onlineendpoint_details", name)
         messages.success(request, f"Deleting {name}: its deployments stop, then the endpoint is gone.")
@@ -667,7 +674,7 @@ class OnlineDeploymentEditView(StudioPageMixin, View):
         }
         try:
             job = services.update_deployment(found, specs.parse_deployment(data, partial=True), request.user)
-        except APIException as exc:
+        except Refused as exc:
             messages.error(request, f"{found.name} was not changed: {_refusal_text(exc)}")
             return redirect("endpoints:onlineendpoint_details", name)
         if job is None:
@@ -684,7 +691,7 @@ class OnlineDeploymentDeleteView(StudioPageMixin, View):
         found = _deployment(name, deployment)
         try:
             services.delete_deployment(found, request.user)
-        except APIException as exc:
+        except Refused as exc:
             messages.error(request, _refusal_text(exc))
         else:
             messages.success(
@@ -875,7 +882,7 @@ class OnlineEndpointRegenerateKeyView(StudioPageMixin, View):
         key_type = request.POST.get("key_type", "")
         try:
             services.regenerate_key(endpoint, key_type, request.user)
-        except APIException as exc:
+        except Refused as exc:
             messages.error(request, _refusal_text(exc))
         else:
             messages.success(

@@ -50,14 +50,18 @@ class TagFilter(django_filters.Filter):
         return qs.filter(pk__in=self.parent.versions_with_tags(value))
 
 
-def versions_with_tags(pairs: list[tuple[str, str]]):
-    """Ids of versions whose tags hold every key=value pair."""
-    versions = ModelVersion.objects.all()
+def with_tags(queryset, pairs: list[tuple[str, str]]):
+    """The rows of `queryset` whose `tags` hold every key=value pair."""
     for index, (key, value) in enumerate(pairs):
         alias = f"tag_{index}"
         # KeyTransform takes the key as data, so no key can be read as a lookup path.
-        versions = versions.alias(**{alias: KeyTransform(key, "tags")}).filter(**{alias: value})
-    return versions
+        queryset = queryset.alias(**{alias: KeyTransform(key, "tags")}).filter(**{alias: value})
+    return queryset
+
+
+def versions_with_tags(pairs: list[tuple[str, str]]):
+    """Versions whose tags hold every key=value pair."""
+    return with_tags(ModelVersion.objects.all(), pairs)
 
 
 class ModelVersionFilterSet(django_filters.FilterSet):

@@ -7,6 +7,12 @@ libraries itself. SIGTERM or SIGINT stops the workers gracefully.
 
 A supervisor forked from the warm template (`serving.warm`) forks its workers instead: they inherit the
 libraries the template loaded, so a replica is ready in a fraction of the time.
+
+A replica Studio's local target starts is told where its installation's marker file is
+(STUDIO_INSTALLATION). The supervisor looks every few seconds; once the file is gone (STUDIO_HOME deleted)
+or holds another installation's id (a new one made in its place), nothing will ever stop this replica or
+route to it again, so it says why and stops as on SIGTERM. Without the variable (the docker target, a
+server run by hand) nothing is watched.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
 from serving import metrics
@@ -43,15 +50,58 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class Installation:
+    """The marker file of the Studio installation that started this replica, and the id it held then."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity = self._read()
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text(errors="replace").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def gone(self) -> str | None:
+        """Why the installation is gone, or None while it is there.
+
+        Only a file that is missing or names another installation counts: a read that fails for any other
+        reason (a permission, a slow disk) is no proof, and a replica is not stopped on a doubt."""
+        try:
+            identity = self._read()
+        except OSError:
+            return None
+        if identity is None:
+            return f"the Studio installation that started this replica is gone ({self.path} was removed)"
+        if identity != self.identity:
+            return f"{self.path} now belongs to another Studio installation"
+        return None
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the port whole or not at all: a reader sees no file, or the complete number."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(f"{port}\n")
+    os.replace(partial, path)
+
+
 class Supervisor:
-    """Keeps `settings.workers` worker processes alive until told to stop."""
+    """Keeps `settings.workers` worker processes alive until told to stop, or until its installation
+    is gone (`installation`, checked every `settings.installation_check_s` seconds)."""
 
     def __init__(
-        self, settings: Settings, sock: socket.socket, log: JsonLog, start_method: str = "spawn"
+        self,
+        settings: Settings,
+        sock: socket.socket,
+        log: JsonLog,
+        start_method: str = "spawn",
+        installation: Installation | None = None,
     ) -> None:
         self.settings = settings
         self.sock = sock
         self.log = log
+        self.installation = installation
         self.cells = metrics.allocate(settings.workers)
         self.context = multiprocessing.get_context(start_method)
         self.forked = start_method == "fork"
@@ -126,10 +176,17 @@ class Supervisor:
         )
         for slot in range(self.settings.workers):
             self._spawn(slot)
+        tick = min(0.25, self.settings.installation_check_s)
+        check_at = time.monotonic() + self.settings.installation_check_s
         while not self.stopping:
             sentinels = {p.sentinel: slot for slot, p in enumerate(self.processes) if p is not None}
-            for sentinel in wait(list(sentinels), timeout=0.25):
+            for sentinel in wait(list(sentinels), timeout=tick):
                 self._reap(sentinels[sentinel])  # type: ignore[index]
+            if self.installation is not None and time.monotonic() >= check_at:
+                check_at = time.monotonic() + self.settings.installation_check_s
+                if reason := self.installation.gone():
+                    self.log.warning(f"Stopping: {reason}", event="installation_gone")
+                    self.stopping = True
             if len(self.given_up) == self.settings.workers:
                 self.log.error("No worker can serve this model; stopping", event="stopping")
                 self._shutdown()
@@ -158,6 +215,12 @@ class Supervisor:
         self.sock.close()
 
 
+def _refuse(log: JsonLog, message: str) -> int:
+    log.error(message, event="config_error")
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None, start_method: str = "spawn") -> int:
     """Parse settings, check the model can be found, and supervise the workers until stopped.
 
@@ -170,16 +233,25 @@ def main(argv: Sequence[str] | None = None, start_method: str = "spawn") -> int:
 
         build_scorer(settings)  # cheap: finds MLmodel or the script, imports no model library
     except (ConfigError, LoadError) as exc:
-        log.error(str(exc), event="config_error")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(log, str(exc))
+    installation = None
+    if settings.installation is not None:
+        named = f"STUDIO_INSTALLATION={str(settings.installation)!r}"
+        try:
+            installation = Installation(settings.installation)
+        except OSError as exc:
+            return _refuse(log, f"{named} cannot be read: {exc.strerror}.")
+        if installation.identity is None:
+            return _refuse(log, f"{named} does not exist: the Studio installation that started this is gone.")
     limit_math_threads(settings.threads_per_worker)  # inherited by every worker
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 2
-    return Supervisor(settings, sock, log, start_method).run()
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, sock.getsockname()[1])
+    return Supervisor(settings, sock, log, start_method, installation).run()
 
 
 if __name__ == "__main__":

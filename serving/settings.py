@@ -18,6 +18,7 @@ from serving.envparse import ConfigError, number, whole_number
 DEFAULT_PORT = 5001
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
+DEFAULT_INSTALLATION_CHECK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class Settings:
     max_batch_size: int = 1
     max_batch_delay_ms: float = 0.0
     threads_per_worker: int = 1
+    # The file that exists while the Studio installation that started this replica does (STUDIO_INSTALLATION),
+    # and how often the supervisor looks (STUDIO_INSTALLATION_CHECK_S): once it is gone, the replica stops.
+    installation: Path | None = None
+    installation_check_s: float = DEFAULT_INSTALLATION_CHECK_S
+    # Where to write the port once listening: with port 0 the kernel picks a free one, so whoever starts
+    # the server never races another process for a port it chose.
+    port_file: Path | None = None
 
     @property
     def batching(self) -> bool:
@@ -72,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="address to listen on (env STUDIO_HOST, default 127.0.0.1)")
     parser.add_argument("--port", help=f"port to listen on (env PORT, default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port-file", help="once listening, write the port to this file (use with --port 0: any free port)"
+    )
     parser.add_argument("--workers", help="worker processes (env WORKER_COUNT, default 1)")
     return parser
 
@@ -97,6 +108,8 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     batch_size = _first(env, "STUDIO_MAX_BATCH_SIZE")
     batch_delay = _first(env, "STUDIO_MAX_BATCH_DELAY_MS")
     threads = _first(env, "STUDIO_THREADS_PER_WORKER")
+    installation = _first(env, "STUDIO_INSTALLATION")
+    check = _first(env, "STUDIO_INSTALLATION_CHECK_S")
 
     model_dir = Path(model[1]).resolve() if model else None
     if model_dir is not None and not model_dir.exists():
@@ -122,6 +135,9 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         max_batch_size=whole_number(*batch_size, 1) if batch_size else 1,
         max_batch_delay_ms=number(*batch_delay, 0.0) if batch_delay else 0.0,
         threads_per_worker=whole_number(*threads, 1) if threads else 1,
+        installation=Path(installation[1]) if installation else None,
+        installation_check_s=number(*check, 0.1) if check else DEFAULT_INSTALLATION_CHECK_S,
+        port_file=Path(args.port_file) if args.port_file else None,
     )
     script_path = settings.script_path
     if script_path is not None and not script_path.is_file():

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serving import processes
+
 MAX_REQUEST_BYTES = 1024 * 1024
 REQUEST_TIMEOUT_S = 5.0
 # Unix socket paths are limited to 108 bytes; longer ones are reached through their directory's fd.
@@ -235,13 +237,6 @@ def stop_template(path: Path, timeout: float = 10.0) -> bool:
 # --- the template ---------------------------------------------------------------------------------
 
 
-def _start_ticks(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def code_stamp() -> dict[str, int]:
     """Modification times of the model server's modules and of the preloaded libraries' packages.
 
@@ -379,7 +374,7 @@ class Template:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
             try:
                 pid = self._fork(conn, request)
-                answer: dict[str, Any] = {"pid": pid, "start": _start_ticks(pid)}
+                answer: dict[str, Any] = {"pid": pid, "start": processes.start_ticks(pid)}
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             self.log.info("Replica started", event="replica_started", child=pid, log_path=request.log)

@@ -196,6 +196,15 @@ STUDIO_WHEEL_CACHE = Path(env_str("STUDIO_WHEEL_CACHE", str(STUDIO_HOME / "cache
 # (serving.warm), so they answer in a fraction of a cold start.
 STUDIO_WARM_START = env_bool("STUDIO_WARM_START", True)
 
+# The reconciler (docs/reconciler.md). A pass holds its deployment's lease and renews it as it works; a
+# killed worker's lease lapses after this long, and the next supervision sweep hands the work to another.
+STUDIO_RECONCILE_LEASE_S = env_int("STUDIO_RECONCILE_LEASE_S", 15, minimum=2)
+# How often supervision looks at every replica (and re-queues work nobody holds).
+STUDIO_SUPERVISE_INTERVAL_S = env_int("STUDIO_SUPERVISE_INTERVAL_S", 5, minimum=1)
+# The longest a replica leaving the route table waits for every live gateway to acknowledge a table
+# without it; past this it is stopped anyway, and the gateways that did not answer are logged.
+STUDIO_DRAIN_TIMEOUT_S = env_int("STUDIO_DRAIN_TIMEOUT_S", 30, minimum=1)
+
 # Tokens and failed sign-in throttling for the API.
 STUDIO_AUTH_FAILURES_PER_MINUTE = env_int("STUDIO_AUTH_FAILURES_PER_MINUTE", 20, minimum=1)
 
@@ -266,8 +275,7 @@ FILE_UPLOAD_HANDLERS = [
 ]
 
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-jobs": {"task": "endpoints.tasks.reap_stale_jobs", "schedule": 60.0},
-    "supervise-replicas": {"task": "endpoints.tasks.supervise_replicas", "schedule": 10.0},
+    "supervise": {"task": "endpoints.tasks.supervise", "schedule": float(STUDIO_SUPERVISE_INTERVAL_S)},
     "ship-telemetry": {"task": "monitoring.tasks.ship_telemetry", "schedule": 10.0},
     "rollup-telemetry": {"task": "monitoring.tasks.rollup_telemetry", "schedule": 15.0},
     "discover-telemetry": {"task": "monitoring.tasks.discover_telemetry", "schedule": 600.0},

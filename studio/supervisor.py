@@ -5,13 +5,27 @@ reaches only this supervisor, which then stops the children in order instead of 
 SIGINT at once), its output is prefixed with its name, and a child that dies is reported and restarted
 with a growing delay. SIGINT or SIGTERM stops the group: SIGTERM to each child, SIGKILL after a grace
 period; a second Ctrl-C skips the grace period.
+
+Stopping Studio stops everything it runs:
+- Once the children (the worker among them, so no job starts a replica behind it) have stopped, the
+  installation's local replicas are stopped too (`manage.py replicas stop`), and marked so that the next
+  `studio up` starts them again. `--keep-replicas` (STUDIO_KEEP_REPLICAS) leaves them serving across a
+  quick restart instead; the next `studio up` takes them over as they are.
+- However this supervisor dies, even by SIGKILL, the kernel sends each child SIGTERM (Linux's
+  parent-death signal), and each stops what it started. Children are recorded with their start times in
+  `$STUDIO_HOME/run/up.json`, so a `studio up` that finds some of a killed predecessor's still running
+  stops them before it starts. `$STUDIO_HOME/run/up.lock` is held for as long as a supervisor runs: one
+  `studio up` per STUDIO_HOME.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import fcntl
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -24,7 +38,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from serving import warm
+from serving import processes, warm
 from studio.env import env_bool
 
 HOST = "127.0.0.1"  # `studio up` is the local, embedded mode; production runs docker-compose.
@@ -102,6 +116,32 @@ def _runnable(name: str) -> bool:
     return spec is not None
 
 
+def _parent_death_signal():
+    """A `preexec_fn` that has the kernel send the child SIGTERM when this process dies, however it dies.
+
+    Linux's PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: children
+    must be started from the main thread (Supervisor.run does), or they would be stopped with a helper
+    thread. None where prctl is missing; the record of children still lets the next start clean up."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def die_with_parent() -> None:
+        # Runs in the child between fork and exec: nothing here may take a lock another thread held.
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)  # the parent died before the signal was armed: it will never be sent
+
+    return die_with_parent
+
+
 @dataclass
 class Child:
     program: Program
@@ -127,6 +167,7 @@ class Child:
             errors="replace",
             bufsize=1,
             start_new_session=True,  # its own process group: see the module docstring
+            preexec_fn=_parent_death_signal(),
         )
         self.tail.clear()
         self.reader = threading.Thread(target=self._pump, args=(self.process,), daemon=True)
@@ -157,9 +198,71 @@ def _describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+class ChildRecord:
+    """`$STUDIO_HOME/run/up.json`: the running children, each by pid and kernel start time.
+
+    Rewritten whenever a child starts, so that if this supervisor is killed the next one knows exactly
+    which processes were its own; a recycled pid never matches its start time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, children: list[Child]) -> None:
+        entries = {
+            child.name: {"pid": child.process.pid, "start": processes.start_ticks(child.process.pid)}
+            for child in children
+            if child.process is not None
+        }
+        staging = self.path.with_name(self.path.name + ".new")
+        try:
+            staging.write_text(json.dumps(entries))
+            os.replace(staging, self.path)  # never half written, whenever this process is killed
+        except OSError as exc:
+            say(
+                f"cannot record the running processes in {self.path} ({exc.strerror}): if Studio is killed, "
+                "stop what it leaves running yourself."
+            )
+
+    def stop_leftovers(self) -> list[str]:
+        """Stop the recorded children that still run, with everything they started; their names.
+
+        Only a recorded pid whose start time still matches is signalled: its process group is then this
+        installation's child's. SIGTERM first, SIGKILL to what is left after the grace period."""
+        try:
+            entries = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            say(f"ignoring {self.path}, which cannot be read ({exc}).")
+            return []
+        groups = {
+            name: entry["pid"]
+            for name, entry in (entries.items() if isinstance(entries, dict) else [])
+            if isinstance(entry, dict)
+            and isinstance(entry.get("pid"), int)
+            and processes.running(entry["pid"], entry.get("start"))
+        }
+        for pgid in groups.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while any(map(processes.live_group, groups.values())) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pgid in groups.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        self.remove()
+        return sorted(groups)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
 class Supervisor:
-    def __init__(self, children: list[Child]):
+    def __init__(self, children: list[Child], record: ChildRecord | None = None):
         self.children = children
+        self.record = record
         self.stopping = threading.Event()
         self.hurry = threading.Event()  # a second Ctrl-C: no grace period
 
@@ -171,18 +274,28 @@ class Supervisor:
         self.stopping.set()
 
     def run(self, on_ready) -> None:
+        """Start the children and keep them running until asked to stop, then stop them.
+
+        Call from the main thread: every child is started by the thread that runs this (see
+        `_parent_death_signal`)."""
         for child in self.children:
             child.start()
+        self._record()
         while not self.stopping.is_set():
             for child in self.children:
                 if child.process is None:
                     if time.monotonic() >= child.restart_at:
                         child.start()
+                        self._record()
                 elif child.process.poll() is not None:
                     self._crashed(child)
             on_ready()
             self.stopping.wait(0.2)
         self.stop()
+
+    def _record(self) -> None:
+        if self.record is not None:
+            self.record.write(self.children)
 
     def _crashed(self, child: Child) -> None:
         code = child.process.returncode
@@ -221,16 +334,33 @@ class Supervisor:
             child.kill_group(signal.SIGKILL)
             child.process.wait()
             child.reap()
-        say("stopped")
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server can listen on the port: only a listener blocks it, not connections of a stopped
+    predecessor waiting out TIME_WAIT (the children bind with SO_REUSEADDR too, as uvicorn does)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
             return False
     return True
+
+
+def _hold_lock(run_dir: Path) -> tuple[int | None, str]:
+    """Take `run_dir/up.lock` for as long as this process lives; (its descriptor, "") when taken, else
+    (None, the pid of the supervisor that holds it). The kernel releases it however this process ends."""
+    fd = os.open(run_dir / "up.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd, ""
 
 
 def _answers(port: int) -> bool:
@@ -241,8 +371,10 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _manage(args: list[str], env: dict[str, str]) -> int:
-    """Run a management command to completion, its output shown as it comes."""
+def _manage(args: list[str], env: dict[str, str], name: str = "setup", own_session: bool = False) -> int:
+    """Run a management command to completion, its output shown as it comes, prefixed with `name`.
+
+    `own_session` keeps a terminal's Ctrl-C from interrupting it half way (the supervisor gets it)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "django", *args],
         env=env,
@@ -251,10 +383,36 @@ def _manage(args: list[str], env: dict[str, str]) -> int:
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
+        start_new_session=own_session,
     )
     for line in process.stdout:
-        say(line.rstrip("\n"), "setup")
+        say(line.rstrip("\n"), name)
     return process.wait()
+
+
+def _stop_replicas(env: dict[str, str], keep: bool) -> bool:
+    """After the group stopped: stop the installation's local replicas, unless `keep`. Whether it worked."""
+    if keep:
+        say("local replicas keep serving (--keep-replicas): the next `studio up` takes them over")
+        return True
+    say("stopping this installation's local replicas (`studio up --keep-replicas` leaves them serving)")
+    code = _manage(["replicas", "stop"], env, name="replicas", own_session=True)
+    if code != 0:
+        say(
+            f"stopping the local replicas failed (exit code {code}); see above, then stop them with "
+            "`python -m django replicas stop`."
+        )
+    return code == 0
+
+
+def _stop_leftovers(home: Path, record: ChildRecord) -> None:
+    """Stop what a killed predecessor of this installation left running: its children, and a warm
+    template a worker started outside the group."""
+    left = record.stop_leftovers()
+    if left:
+        say(f"stopped {', '.join(left)}, left running by a Studio that was killed")
+    if warm.stop_template(warm.socket_path(home)):
+        say("stopped a warm template that was left running")
 
 
 def _sign_in_hint(port: int) -> str:
@@ -270,8 +428,9 @@ def _sign_in_hint(port: int) -> str:
     return hint
 
 
-def run(port: int, gateway_port: int) -> int:
-    """Migrate, bootstrap, then supervise the group until SIGINT/SIGTERM. Returns the exit code."""
+def run(port: int, gateway_port: int, keep_replicas: bool | None = None) -> int:
+    """Migrate, bootstrap, then supervise the group until SIGINT/SIGTERM, and stop the installation's
+    local replicas with it unless `keep_replicas` (None: STUDIO_KEEP_REPLICAS). Returns the exit code."""
     home = Path(os.environ.get("STUDIO_HOME") or "./.studio").expanduser().resolve()
     env = {
         **os.environ,
@@ -288,6 +447,8 @@ def run(port: int, gateway_port: int) -> int:
     wanted = []
     try:
         group = programs(port, gateway_port, home)
+        if keep_replicas is None:
+            keep_replicas = env_bool("STUDIO_KEEP_REPLICAS", False)
     except ImproperlyConfigured as exc:
         say(str(exc))
         return 1
@@ -296,6 +457,33 @@ def run(port: int, gateway_port: int) -> int:
             say(f"{program.name}: skipped, `python -m {program.needs_module}` cannot run yet")
             continue
         wanted.append(program)
+
+    run_dir = home / "run"
+    try:
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock, holder = _hold_lock(run_dir)
+    except OSError as exc:
+        say(f"STUDIO_HOME={str(home)!r} cannot be used: {exc}.")
+        return 1
+    if lock is None:
+        say(
+            f"Studio already runs with STUDIO_HOME={str(home)!r} (studio up, pid {holder or 'unknown'}): "
+            "stop it first, or choose another STUDIO_HOME."
+        )
+        return 1
+    try:
+        return _run_locked(home, env, wanted, port, gateway_port, keep_replicas)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(
+    home: Path, env: dict[str, str], wanted: list[Program], port: int, gateway_port: int, keep_replicas: bool
+) -> int:
+    """`run` once this process holds the installation's lock."""
+    record = ChildRecord(home / "run" / "up.json")
+    # Before the ports are checked: what a killed predecessor left running holds them.
+    _stop_leftovers(home, record)
     ports = {"--port": port} | (
         {"--gateway-port": gateway_port} if any(p.name == "gateway" for p in wanted) else {}
     )
@@ -310,7 +498,7 @@ def run(port: int, gateway_port: int) -> int:
             say(f"manage.py {command[0]} failed with exit code {code}; see its output above.")
             return code
 
-    supervisor = Supervisor([Child(program, env) for program in wanted])
+    supervisor = Supervisor([Child(program, env) for program in wanted], record)
     previous = {sig: signal.signal(sig, supervisor.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     announced = False
 
@@ -336,7 +524,12 @@ def run(port: int, gateway_port: int) -> int:
 
     try:
         supervisor.run(announce_when_ready)
+        # A template a worker started outside the group (when the group's was down) stops too.
+        warm.stop_template(warm.socket_path(home))
+        replicas_stopped = _stop_replicas(env, keep_replicas)
+        record.remove()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    say("stopped")
+    return 0 if replicas_stopped else 1

@@ -3,7 +3,8 @@
 import socket
 import subprocess
 import time
-from pathlib import Path
+
+from serving import processes
 
 PASSWORD = "correct-horse-battery-staple"  # noqa: S105 (test personas)
 
@@ -33,7 +34,13 @@ GATEWAY_SECRET = "gateway-secret-for-tests"  # noqa: S105 (a test value)
 class GatewayProcess:
     """A real gateway process (`python -m serving.gateway`) long-polling a control plane."""
 
-    def __init__(self, control_plane_url: str, spool, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        control_plane_url: str,
+        spool,
+        extra_env: dict[str, str] | None = None,
+        gateway_id: str = "gw-test",
+    ):
         import os
         import sys
         from pathlib import Path
@@ -42,7 +49,7 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [
             sys.executable, "-m", "serving.gateway", "--port", str(self.port),
-            "--control-plane-url", control_plane_url, "--spool-dir", str(spool), "--gateway-id", "gw-test",
+            "--control-plane-url", control_plane_url, "--spool-dir", str(spool), "--gateway-id", gateway_id,
         ]  # fmt: skip
         self.env = {
             **os.environ,
@@ -83,18 +90,6 @@ def until(predicate, timeout: float = 15.0, every: float = 0.1) -> bool:
     return False
 
 
-def process_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first), or None if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def process_group(pgid: int) -> list[int]:
-    """Every process of a process group, zombies included."""
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and (fields := process_stat(int(entry.name))) and int(fields[2]) == pgid
-    ]
+# The one /proc reader, under the names the tests know it by.
+process_stat = processes.stat
+process_group = processes.group

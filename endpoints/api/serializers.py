@@ -37,6 +37,8 @@ class JobSerializer(serializers.ModelSerializer):
 class OnlineEndpointSerializer(serializers.ModelSerializer):
     scoring_uri = serializers.CharField(read_only=True)
     openapi_uri = serializers.CharField(read_only=True)
+    health = serializers.CharField(read_only=True)
+    health_reasons = serializers.ListField(child=serializers.CharField(), read_only=True)
     deployments = serializers.SerializerMethodField()
 
     class Meta:
@@ -52,6 +54,8 @@ class OnlineEndpointSerializer(serializers.ModelSerializer):
             "scoring_uri",
             "openapi_uri",
             "provisioning_state",
+            "health",
+            "health_reasons",
             "deployments",
             "created_at",
             "updated_at",
@@ -91,6 +95,10 @@ class OnlineDeploymentSerializer(serializers.ModelSerializer):
             "data_collector",
             "provisioning_state",
             "generation",
+            "observed_generation",
+            "revision",
+            "serving_revision",
+            "pending_traffic",
             "warnings",
             "replicas",
             "job",

@@ -8,9 +8,10 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from endpoints import artifacts, packaging, services, specs, targets
+from endpoints import artifacts, packaging, reconcile, services, specs, targets
 from endpoints.api.serializers import JobSerializer, OnlineDeploymentSerializer, OnlineEndpointSerializer
 from endpoints.code import upload_code
+from endpoints.filtersets import OnlineEndpointFilterSet
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
 from endpoints.targets.base import BuildFailed, TargetUnavailable
 from registry.api.views import find_version
@@ -37,7 +38,10 @@ def _accepted(job: Job, body: dict, request) -> Response:
 
 
 class OnlineEndpointViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
-    queryset = OnlineEndpoint.objects.prefetch_related("deployments")
+    # The list page's FilterSet, so `?tag=`, `?name=`, `?q=` filter alike in both; a bad filter is a 400.
+    filterset_class = OnlineEndpointFilterSet
+    # Replicas too: an endpoint's health is read from its deployments' replicas.
+    queryset = OnlineEndpoint.objects.prefetch_related("deployments__replicas")
     serializer_class = OnlineEndpointSerializer
     lookup_field = "name"
     parser_classes = [JSONParser, YAMLParser]
@@ -143,12 +147,8 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
             lines = max(1, min(int(request.query_params.get("lines", 100)), 10_000))
         except ValueError:
             raise ValidationError({"lines": ["must be a whole number."]}) from None
-        target = targets.get_target(deployment.target)
         try:
-            replicas = [
-                {"id": replica.replica_id, "state": replica.state, "log": target.logs(replica, lines)}
-                for replica in deployment.replicas.all()
-            ]
+            replicas = reconcile.replica_logs(deployment, lines)
         except TargetUnavailable as exc:
             raise ServiceUnavailable(str(exc)) from None
         return Response({"deployment": deployment.name, "replicas": replicas})

@@ -1,9 +1,11 @@
 """What every target driver offers.
 
-A driver prepares what a deployment's replicas run (an interpreter, an image), then starts, checks,
-stops and reads the logs of single replicas; `reconcile` removes what it runs that no replica row
-knows any more. Converging, scaling and rolling updates are built on these in `endpoints.converge`, the
-same for every target.
+A driver is what the reconciler (endpoints.reconcile) needs of a place replicas run, and nothing more: it
+prepares what a deployment's replicas run (an interpreter, an image), then starts, observes (`alive`),
+stops and reads the logs of single replicas; `remove_orphans` removes what it runs that no replica row
+knows any more. Converging, scaling, restarts and rolling updates are built on these once, the same for
+every target; health beyond "it runs" is the model server's own liveness and readiness routes, which the
+reconciler and supervision ask through the replica's URL.
 """
 
 from dataclasses import dataclass, field
@@ -80,5 +82,5 @@ class Target(Protocol):
     def logs(self, replica, lines: int) -> str:
         """The last lines the replica wrote."""
 
-    def reconcile(self) -> list[str]:
+    def remove_orphans(self) -> list[str]:
         """Remove what this installation runs that no replica row knows any more; returns their names."""

@@ -54,12 +54,13 @@ def engine():
     global _engine
     import docker
 
-    if _engine is not None and _engine[0] == os.getpid():
-        client = _engine[1]
-    else:
-        client = docker.from_env(timeout=120)
-        _engine = (os.getpid(), client)
     try:
+        # from_env asks the engine its API version: with no engine it fails like ping does.
+        if _engine is not None and _engine[0] == os.getpid():
+            client = _engine[1]
+        else:
+            client = docker.from_env(timeout=120)
+            _engine = (os.getpid(), client)
         client.ping()
     except Exception as exc:
         raise TargetUnavailable(
@@ -114,11 +115,11 @@ class DockerTarget:
         )
 
     def _built_for(self, deployment) -> str | None:
-        """The image the current generation's replicas run: restarts and scaling reuse it, so every
-        replica of a generation runs the same image even if Studio or the base image changed since."""
+        """The image the current revision's replicas run: restarts and scaling reuse it, so every
+        replica of a revision runs the same image even if Studio or the base image changed since."""
         import docker.errors
 
-        for replica in deployment.replicas.filter(generation=deployment.generation):
+        for replica in deployment.replicas.filter(revision=deployment.revision):
             image = (replica.handle or {}).get("image")
             if image:
                 try:
@@ -233,7 +234,7 @@ class DockerTarget:
         except docker.errors.NotFound:  # removed since it was found
             return ""
 
-    def reconcile(self) -> list[str]:
+    def remove_orphans(self) -> list[str]:
         from endpoints.models import Replica
 
         # Listed before the rows are read: a replica started in between has its row already.

@@ -9,13 +9,17 @@ serving stack imported already, when one runs (STUDIO_WARM_START); otherwise, an
 environments, it starts cold as `python -m serving.server`. A missing template is started, detached
 like a replica, for the launches that follow; the launch that found it missing starts cold, so a warm
 start is never slower than a cold one.
+
+Every replica is told where this installation's marker file is (STUDIO_INSTALLATION): the model server
+exits by itself once that file is gone or holds another installation's id, so deleting STUDIO_HOME, or
+replacing it with a new installation, leaves no replica serving that nothing knows of.
 """
 
 import contextlib
 import logging
 import os
+import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,39 +27,78 @@ from pathlib import Path
 
 from django.conf import settings
 
-from endpoints.targets.base import Prepared, ReplicaLaunch
-from serving import warm
+from endpoints.targets.base import Prepared, ReplicaFailed, ReplicaLaunch
+from serving import processes, warm
 
 STOP_GRACE_S = 10.0
+# How long a starting replica may take to import the server and listen (a fresh environment is slowest).
+BIND_TIMEOUT_S = 60.0
 
 logger = logging.getLogger(__name__)
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields 3 onwards of /proc/<pid>/stat (state first), or None once the process is gone."""
-    try:
-        # The command name (field 2) may hold spaces, so split after it.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields if len(fields) > 19 else None
-
-
-def _start_ticks(pid: int) -> str | None:
-    fields = _stat(pid)
-    return fields[19] if fields else None  # field 22: the start time, in clock ticks since boot
-
-
 def _gone(replica) -> bool:
     """Whether the replica's process is gone, reaped too (a zombie's parent may be the warm template)."""
-    fields = _stat(replica.handle["pid"])
-    return fields is None or fields[19] != replica.handle.get("start")
+    return processes.start_ticks(replica.handle["pid"]) != replica.handle.get("start")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file (read from its last 256 KiB), or "" if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 256 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _port_file(replica) -> Path:
+    """Where a starting replica writes the port it listens on."""
+    folder = Path(settings.STUDIO_HOME) / "run" / "ports"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / f"{replica.deployment.endpoint.name}-{replica.replica_id}.port"
+
+
+def _bound_port(path: Path, pid: int, start: str | None, log_path: Path) -> int:
+    """The port the replica wrote once listening (the kernel picked it: no other process can hold it)."""
+    deadline = time.monotonic() + BIND_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            return int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            pass
+        if not processes.running(pid, start):
+            raise ReplicaFailed(
+                "The replica exited before listening. Its log ends with:\n" + tail(log_path, 30)
+            )
+        time.sleep(0.01)
+    raise ReplicaFailed(
+        f"The replica did not listen within {BIND_TIMEOUT_S:.0f}s. Its log ends with:\n" + tail(log_path, 30)
+    )
+
+
+def installation_marker() -> Path:
+    """This installation's marker: `$STUDIO_HOME/installation`, made once, holding a random id.
+
+    It exists for as long as the installation does; readable by this user only. Made complete or not at
+    all, and by the first of several workers to try, so a replica never reads a half-written id."""
+    path = Path(settings.STUDIO_HOME) / "installation"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".installation-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(16) + "\n")
+        with contextlib.suppress(FileExistsError):  # another worker made it first: theirs stands
+            os.link(staging, path)
+    finally:
+        os.unlink(staging)
+    return path
 
 
 def _process_env(home: str, variables: dict[str, str]) -> dict[str, str]:
@@ -127,9 +170,13 @@ class LocalTarget:
         return Prepared(runtime.python, model_dir, code_dir, warnings=runtime.warnings)
 
     def start(self, replica, launch: ReplicaLaunch) -> None:
-        port = _free_port()
+        port_file = _port_file(replica)
+        port_file.unlink(missing_ok=True)
         env = _process_env(str(launch.model_dir), launch.environment)
-        arguments = ["--host", "127.0.0.1", "--port", str(port), "--model-dir", str(launch.model_dir)]
+        # After the deployment's own variables: no deployment can opt its replicas out of the check.
+        env["STUDIO_INSTALLATION"] = str(installation_marker())
+        arguments = ["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)]
+        arguments += ["--model-dir", str(launch.model_dir)]
         if launch.code_dir is not None:
             arguments += ["--code", str(launch.code_dir), "--scoring-script", launch.scoring_script]
         cwd = str(launch.code_dir or launch.model_dir)
@@ -147,22 +194,26 @@ class LocalTarget:
                     cwd=cwd,
                     start_new_session=True,
                 )
-            started = warm.Started(process.pid, _start_ticks(process.pid))
-        replica.url = f"http://127.0.0.1:{port}"
+            started = warm.Started(process.pid, processes.start_ticks(process.pid))
         replica.handle = {
             "pid": started.pid,
             "start": started.start,
-            "port": port,
             "log": str(launch.log_path),
             "warm": forked,
         }
+        try:
+            port = _bound_port(port_file, started.pid, started.start, launch.log_path)
+        except ReplicaFailed:
+            self.stop(replica)  # a replica that cannot listen is not left behind
+            raise
+        finally:
+            port_file.unlink(missing_ok=True)
+        replica.url = f"http://127.0.0.1:{port}"
+        replica.handle["port"] = port
 
     def alive(self, replica) -> bool:
-        pid = replica.handle.get("pid")
-        if not pid:
-            return False
-        fields = _stat(pid)
-        if fields is None or fields[19] != replica.handle.get("start"):
+        pid, start = replica.handle.get("pid"), replica.handle.get("start")
+        if not pid or processes.start_ticks(pid) != start:
             return False
         try:
             # A zombie child of this process still has a /proc entry; reap it if it is ours.
@@ -171,7 +222,7 @@ class LocalTarget:
                 return False
         except ChildProcessError:
             pass  # not ours: a replica forked by the warm template, or started by another worker
-        return fields[0] != "Z"
+        return processes.running(pid, start)
 
     def stop(self, replica) -> None:
         if not self.alive(replica):
@@ -189,20 +240,10 @@ class LocalTarget:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
 
-    def reconcile(self) -> list[str]:
+    def remove_orphans(self) -> list[str]:
         """Nothing to find: local replicas are known by their pid only through their rows."""
         return []
 
     def logs(self, replica, lines: int) -> str:
         path = replica.handle.get("log")
-        if not path:
-            return ""
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 256 * 1024))
-                text = handle.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail(Path(path), lines) if path else ""

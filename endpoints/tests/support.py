@@ -87,3 +87,70 @@ def steady_load(url: str, payload: dict, headers: dict, clients: int = 2) -> Ite
         stop.set()
         for worker in workers:
             worker.join(15)
+
+
+class WorkerProcess:
+    """A real Celery worker on the test's database, broker and stores, in a process group of its own, so
+    a test can kill it the way an operator's host would: the whole group at once."""
+
+    def __init__(self, settings, **extra_env: str):
+        import os
+        import sys
+        import uuid
+
+        from django.db import connection
+
+        database = connection.settings_dict
+        if database["ENGINE"].endswith("sqlite3"):
+            url = f"sqlite:///{database['NAME']}"
+        else:
+            password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
+            url = f"postgres://{database['USER']}{password}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        self.argv = [
+            sys.executable, "-m", "celery", "-A", "studio", "worker", "--pool", "prefork", "--concurrency", "1",
+            "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO",
+        ]  # fmt: skip
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "STUDIO_HOME": str(settings.STUDIO_HOME),
+            "STUDIO_ARTIFACT_STORE": settings.STUDIO_ARTIFACT_STORE,
+            "STUDIO_TELEMETRY_STORE": settings.STUDIO_TELEMETRY_STORE,
+            "CELERY_TASK_ALWAYS_EAGER": "false",
+            **extra_env,
+        }
+        self.process = None
+
+    def start(self, log_path) -> "WorkerProcess":
+        import subprocess
+
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and its pool processes, as a host losing them would."""
+        import os
+        import signal
+
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(20)
+
+    def stop(self) -> None:
+        import contextlib
+        import os
+        import signal
+        import subprocess
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(20)

@@ -54,6 +54,8 @@ def endpoint(team, tmp_path):
             name=name,
             model_version=version,
             provisioning_state=state,
+            observed_generation=1 if state == ProvisioningStateChoices.SUCCEEDED else 0,
+            serving_revision=1 if state == ProvisioningStateChoices.SUCCEEDED else None,
             instance_count=count,
             instance_type="Standard_DS3_v2",
             request_settings={"request_timeout_ms": 5000},
@@ -61,7 +63,7 @@ def endpoint(team, tmp_path):
         for index in range(count):
             Replica.objects.create(
                 deployment=deployment,
-                generation=1,
+                revision=1,
                 index=index,
                 url=f"http://127.0.0.1:{41877 + index}",
                 state="ready" if state == ProvisioningStateChoices.SUCCEEDED else "starting",
@@ -129,6 +131,16 @@ def test_a_contributor_balances_traffic_with_the_sliders(live_server, endpoint, 
     for _ in range(30):
         page.keyboard.press("ArrowRight")
     expect(total).to_have_text("Live traffic adds up to 100%.")
+    # Green is still being created: it cannot take traffic yet, and the card says why.
+    page.click("[data-traffic-save]")
+    expect(page.locator("#traffic-card .alert-error")).to_contain_text(
+        "deployment 'green' is not ready (Creating)"
+    )
+    assert OnlineEndpoint.objects.get().traffic == {"blue": 100, "green": 0}
+
+    OnlineDeployment.objects.filter(name="green").update(
+        provisioning_state=ProvisioningStateChoices.SUCCEEDED, observed_generation=1, serving_revision=1
+    )
     page.click("[data-traffic-save]")
     expect(page.locator("#traffic-card .alert-success")).to_contain_text("Saved.")
     assert OnlineEndpoint.objects.get().traffic == {"blue": 70, "green": 30}
@@ -156,10 +168,11 @@ def test_a_contributor_balances_traffic_with_the_sliders(live_server, endpoint, 
     expect(page.locator("#results tbody tr")).to_have_count(1)
     browser_page.screenshot("endpoint-list")
 
-    # Chromium logs the refused save's 400 as a console error; it is the only one allowed.
-    assert browser_page.console_errors == [
-        "Failed to load resource: the server responded with a status of 400 (Bad Request)"
-    ]
+    # Chromium logs each refused save's 400 as a console error; they are the only ones allowed.
+    assert (
+        browser_page.console_errors
+        == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"] * 2
+    )
     assert browser_page.foreign_requests == []
 
 

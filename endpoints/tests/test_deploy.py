@@ -167,7 +167,7 @@ def test_scaling_and_updating_keep_the_endpoint_and_replace_replicas(team, mlflo
     )
     assert updated.json()["job"]["state"] == "succeeded", updated.json()["job"]["error"]
     replicas = list(Replica.objects.all())
-    assert [(r.generation, r.index) for r in replicas] == [(2, 0)]
+    assert [(r.revision, r.index) for r in replicas] == [(2, 0)]
     assert _pid_gone(first.handle["pid"]), "the old generation's processes are gone"
     assert score(replicas[0].url, {"input_data": [[0.0, 1.0]]}).json() == [0]
     assert client.post(f"{ENDPOINTS}rolling/credentials/").json() == keys
@@ -188,7 +188,7 @@ def test_deleting_leaves_no_replica_process_behind(team, mlflow_model_zip):
     assert all(_pid_gone(pid) for pid in pids)
 
 
-def test_a_replica_that_dies_is_restarted_by_the_supervisor(team, mlflow_model_zip):
+def test_a_replica_that_dies_is_restarted_through_supervision(team, mlflow_model_zip):
     client = team.contributor.client()
     register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "phoenix"}, format="json")
@@ -198,13 +198,13 @@ def test_a_replica_that_dies_is_restarted_by_the_supervisor(team, mlflow_model_z
     deadline = time.monotonic() + 10
     while LocalTarget().alive(replica) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert tasks.supervise_replicas() == 1
+    assert tasks.supervise()["unhealthy"] == [replica.replica_id]
     replica.refresh_from_db()
     assert replica.restarts == 1 and replica.state == "ready"
     assert score(replica.url, {"input_data": [[1.0, 0.0]]}).json() == [1]
 
 
-def test_a_job_whose_worker_died_is_run_again_by_the_reaper(team, mlflow_model_zip, settings):
+def test_a_job_whose_worker_died_is_run_again_once_its_lease_lapsed(team, mlflow_model_zip, settings):
     client = team.contributor.client()
     register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "reaped"}, format="json")
@@ -221,7 +221,7 @@ def test_a_job_whose_worker_died_is_run_again_by_the_reaper(team, mlflow_model_z
         state=JobStateChoices.RUNNING, attempts=1, heartbeat_at=timezone.now() - timedelta(minutes=10)
     )
     app.conf.task_always_eager = True
-    assert tasks.reap_stale_jobs() == 1
+    assert tasks.supervise()["queued"] == [job.deployment_id]
     job.refresh_from_db()
     assert job.state == JobStateChoices.SUCCEEDED, job.error
     assert job.attempts == 2
@@ -257,25 +257,16 @@ def test_requirements_studio_lacks_get_an_isolated_environment_built_once(team, 
     assert "Using the cached environment" in " ".join(event["message"] for event in second["job"]["events"])
 
 
-def test_a_port_taken_while_a_replica_starts_is_retried_on_another(team, mlflow_model_zip, monkeypatch):
-    import socket
-
-    from endpoints.targets import local
-
+def test_replicas_listen_on_ports_the_kernel_picks_so_none_can_collide(team, mlflow_model_zip, settings):
     client = team.contributor.client()
     register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "ports"}, format="json")
-    squatter = socket.socket()
-    squatter.bind(("127.0.0.1", 0))
-    squatter.listen()
-    taken = squatter.getsockname()[1]
-    ports = iter([taken])
-    original = local._free_port
-    monkeypatch.setattr(local, "_free_port", lambda: next(ports, None) or original())
-    try:
-        body = deploy(client, "ports", {"name": "blue", "model": "azureml:clf:1"})
-    finally:
-        squatter.close()
+    body = deploy(client, "ports", {"name": "blue", "model": "azureml:clf:1", "instance_count": 3})
     assert body["job"]["state"] == "succeeded", body["job"]["error"]
-    assert any("was taken; trying another" in event["message"] for event in body["job"]["events"])
-    assert Replica.objects.get().handle["port"] != taken
+    replicas = list(Replica.objects.all())
+    ports = {replica.handle["port"] for replica in replicas}
+    assert len(ports) == 3
+    for replica in replicas:
+        assert replica.url == f"http://127.0.0.1:{replica.handle['port']}"
+        assert score(replica.url, {"input_data": [[1.0, 0.0]]}).json() == [1]
+    assert not any((settings.STUDIO_HOME / "run" / "ports").iterdir()), "the port files are cleaned up"

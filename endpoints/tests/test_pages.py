@@ -58,11 +58,13 @@ def make_endpoint(
             name=deployment_name,
             model_version=version,
             provisioning_state=ProvisioningStateChoices.SUCCEEDED,
+            observed_generation=1,
+            serving_revision=1,
             request_settings={"request_timeout_ms": 2000},
             warnings=["app_insights_enabled is not used by Studio and was ignored."],
         )
         Replica.objects.create(
-            deployment=deployment, generation=1, index=0, url="http://127.0.0.1:9", state="ready"
+            deployment=deployment, revision=1, index=0, url="http://127.0.0.1:9", state="ready"
         )
     if traffic:
         endpoint.traffic = traffic
@@ -248,7 +250,9 @@ def test_the_wizard_creates_an_endpoint_and_a_no_code_deployment(team):
     deployment = endpoint.deployments.get()
     job = Job.objects.get()
     assert created.url == f"/endpoints/fraud/details/#job-{job.pk}"
-    assert endpoint.auth_mode == "aml_token" and endpoint.traffic == {"blue": 100}
+    # The traffic moves when the deployment first succeeds, never before.
+    assert endpoint.auth_mode == "aml_token" and endpoint.traffic == {}
+    assert deployment.pending_traffic == {"blue": 100}
     assert (deployment.name, deployment.model_version, deployment.instance_count) == ("blue", version, 2)
     assert deployment.code_digest == "" and deployment.environment is None
     assert job.kind == JobKindChoices.CREATE_DEPLOYMENT and job.created_by == team.contributor.user
@@ -289,7 +293,8 @@ def test_the_traffic_step_refuses_a_split_that_breaks_the_rules(team):
     assert accepted.url == "/endpoints/new/review/"
     contributor.post("/endpoints/new/review/")
     endpoint = OnlineEndpoint.objects.get()
-    assert endpoint.traffic == {"blue": 90, "green": 10}
+    assert endpoint.traffic == {"blue": 100}, "blue keeps serving until green succeeds"
+    assert OnlineDeployment.objects.get(name="green").pending_traffic == {"blue": 90, "green": 10}
     assert sorted(endpoint.deployments.values_list("name", flat=True)) == ["blue", "green"]
 
 
@@ -588,13 +593,12 @@ def test_a_deployment_is_scaled_and_moved_to_another_version_from_its_card(team)
     deployment = OnlineDeployment.objects.get()
     assert deployment.instance_count == 3 and deployment.provisioning_state == "Scaling"
 
-    busy = contributor.post(url, {"model": str(newer), "instance_count": "3"}, follow=True)
-    assert "is being changed by job" in busy.content.decode()
-    Job.objects.update(state=JobStateChoices.SUCCEEDED)
-
-    contributor.post(url, {"model": str(newer), "instance_count": "3"})
+    # A change while the scale is still converging is recorded too: the reconciler applies both.
+    moved = contributor.post(url, {"model": str(newer), "instance_count": "3"}, follow=True)
+    assert "Update deployment: blue rolls over" in moved.content.decode()
     deployment.refresh_from_db()
-    assert deployment.model_version == newer and deployment.generation == 2
+    assert deployment.model_version == newer and deployment.instance_count == 3
+    assert (deployment.generation, deployment.revision) == (3, 2)
     assert Job.objects.first().kind == JobKindChoices.UPDATE_DEPLOYMENT
 
     Job.objects.update(state=JobStateChoices.SUCCEEDED)
@@ -808,3 +812,24 @@ def test_the_logs_tab_shows_a_replicas_last_lines_and_refreshes(team, tmp_path: 
     assert b"<html" not in partial.content and b'id="log-panel"' in partial.content
     empty = reader.get("/endpoints/fraud/logs/?deployment=blue").content.decode()
     assert "(nothing logged yet)" in empty
+
+
+def test_an_endpoint_whose_traffic_cannot_be_served_is_shown_degraded(team):
+    make_endpoint(team, blue=100, green=0)
+    contributor = signed_in(team.contributor.user)
+    healthy = contributor.get("/endpoints/fraud/details/").content.decode()
+    assert 'data-health="degraded"' not in healthy and "data-traffic-warning" not in healthy
+
+    Replica.objects.filter(deployment__name="blue").update(state="unhealthy")
+    details = contributor.get("/endpoints/fraud/details/").content.decode()
+    assert 'data-health="degraded"' in details
+    assert "blue takes 100% of traffic but has no ready replica." in details
+    assert "data-traffic-warning" in details, "the traffic card warns"
+    listed = contributor.get("/endpoints/").content.decode()
+    assert 'data-health="degraded"' in listed
+
+    # Green (no traffic) failing is not the endpoint's problem; blue's failed update is.
+    Replica.objects.update(state="ready")
+    OnlineDeployment.objects.filter(name="blue").update(provisioning_state="Failed")
+    details = contributor.get("/endpoints/fraud/details/").content.decode()
+    assert "blue takes 100% of traffic and its last change failed; revision 1 still serves." in details

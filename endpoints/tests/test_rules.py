@@ -26,10 +26,18 @@ def _endpoint(client, name="fraud", **fields):
 
 
 def _deployment_row(endpoint_name: str, name: str, version=None) -> OnlineDeployment:
-    """A deployment row without running its job: these tests are about rules, not replicas."""
+    """A deployment row as a succeeded create leaves it, without running anything: these tests are about
+    rules, not replicas."""
     endpoint = OnlineEndpoint.objects.get(name=endpoint_name)
     version = version or _mlflow_version()
-    return OnlineDeployment.objects.create(endpoint=endpoint, name=name, model_version=version)
+    return OnlineDeployment.objects.create(
+        endpoint=endpoint,
+        name=name,
+        model_version=version,
+        provisioning_state="Succeeded",
+        observed_generation=1,
+        serving_revision=1,
+    )
 
 
 @pytest.mark.parametrize(

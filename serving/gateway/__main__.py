@@ -25,7 +25,9 @@ def build_app(config: GatewayConfig, log: JsonLog) -> GatewayApp:
         source.load()  # serve from the first request on, when the file is good
     else:
         assert config.control_plane_url is not None
-        source = ControlPlaneSource(holder, config.control_plane_url, config.secret, log, config.poll_wait_s)
+        source = ControlPlaneSource(
+            holder, config.control_plane_url, config.secret, log, config.poll_wait_s, config.gateway_id
+        )
     return GatewayApp(config, holder, source, log)
 
 

@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--route-table-file", help="serve a route table from this JSON file instead")
     parser.add_argument("--spool-dir", help="telemetry spool (env STUDIO_GATEWAY_SPOOL_DIR)")
-    parser.add_argument("--gateway-id", help="names this gateway's spool segments (env STUDIO_GATEWAY_ID)")
+    parser.add_argument(
+        "--gateway-id",
+        help="names this gateway to the control plane and its spool segments (env STUDIO_GATEWAY_ID)",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate file: serve HTTPS (with --tls-key)")
     parser.add_argument("--tls-key", help="PEM private key file of --tls-cert")
     return parser
@@ -122,8 +125,11 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             raise ConfigError(f"{flag} {value!r}: no such file.")
     spool = args.spool_dir or env.get("STUDIO_GATEWAY_SPOOL_DIR", "").strip()
     gateway_id = args.gateway_id or env.get("STUDIO_GATEWAY_ID", "").strip() or _default_gateway_id(port)
-    if not re.fullmatch(r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*", gateway_id):
-        raise ConfigError(f"gateway id {gateway_id!r}: use letters, digits, '.', '_' and single '-'.")
+    # At most 100 characters: the control plane keeps each gateway's acknowledgement under its id.
+    if len(gateway_id) > 100 or not re.fullmatch(r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*", gateway_id):
+        raise ConfigError(
+            f"gateway id {gateway_id!r}: use at most 100 letters, digits, '.', '_' and single '-'."
+        )
 
     def setting(name: str, default: float, minimum: float, whole: bool = True) -> float:
         value = env.get(name, "").strip()

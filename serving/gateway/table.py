@@ -246,20 +246,36 @@ class TableHolder:
 
 
 class ControlPlaneSource:
-    """Long-polls `{url}/internal/route-table/` with ETag; keeps the last good table when it fails."""
+    """Long-polls `{url}/internal/route-table/` with ETag; keeps the last good table when it fails.
 
-    def __init__(self, holder: TableHolder, url: str, secret: bytes, log: JsonLog, wait_s: int = 30) -> None:
+    Every poll names the gateway (`X-Studio-Gateway`) and, in `If-None-Match`, the version it has applied:
+    the control plane records that as this gateway's acknowledgement, and retires a replica only once every
+    live gateway has applied a table without it.
+    """
+
+    def __init__(
+        self,
+        holder: TableHolder,
+        url: str,
+        secret: bytes,
+        log: JsonLog,
+        wait_s: int = 30,
+        gateway_id: str | None = None,
+    ) -> None:
         self.holder = holder
         self.url = f"{url}/internal/route-table/"
         self.secret = secret
         self.log = log
         self.wait_s = min(wait_s, MAX_WAIT_S)
+        self.gateway_id = gateway_id
         holder.source = url
 
     async def run(self) -> None:
         """Poll forever (cancel to stop). Backs off 0.25 s doubling to 5 s while the control plane fails."""
         backoff = 0.25
         headers = {"authorization": f"Bearer {self.secret.decode()}"}
+        if self.gateway_id:
+            headers["x-studio-gateway"] = self.gateway_id
         timeout = httpx.Timeout(self.wait_s + 15.0, connect=3.0)
         async with httpx.AsyncClient(timeout=timeout) as client:
             while True:

@@ -103,6 +103,14 @@ def test_a_bad_setting_names_itself(tmp_path):
     assert config.spool_dir == tmp_path / "spool" / "gateway"
 
 
+def test_a_gateway_id_the_control_plane_cannot_record_is_refused_at_start(tmp_path):
+    env = {"STUDIO_HOME": str(tmp_path)}
+    assert load_config(["--route-table-file", __file__, "--gateway-id", "edge-1"], env).gateway_id == "edge-1"
+    for bad in ("x" * 101, "two words", "a--b"):
+        with pytest.raises(ConfigError, match="gateway id"):
+            load_config(["--route-table-file", __file__, "--gateway-id", bad], env)
+
+
 def test_fractional_seconds_settings_are_read_as_numbers(tmp_path):
     env = {
         "STUDIO_HOME": str(tmp_path),

@@ -98,6 +98,7 @@ def test_settings_come_from_flags_over_the_environment(tmp_path):
         ({"SCORING_TIMEOUT_MS": "0"}, "SCORING_TIMEOUT_MS=0 is too small"),
         ({"AZUREML_ENTRY_SCRIPT": "missing.py"}, "does not exist"),
         ({"AZUREML_MODEL_DIR": "/no/such/dir"}, "no such file or folder"),
+        ({"STUDIO_INSTALLATION_CHECK_S": "0"}, "STUDIO_INSTALLATION_CHECK_S=0.0 is too small"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_variable(tmp_path, env, message):

@@ -16,6 +16,7 @@ import pytest
 
 from serving import warm
 from serving.tests.conftest import REPO, SCRIPTS, free_port, linear
+from serving.tests.test_installation import CHECK_EVERY_S, make_marker
 from serving.worker import THREAD_VARIABLES
 from studio.testkit import process_group, process_stat, until
 
@@ -207,6 +208,18 @@ def test_a_warm_replica_outlives_its_template(fresh_template, models, tmp_path):
     assert int(process_stat(started.pid)[1]) != fresh_template.process.pid
     os.killpg(started.pid, signal.SIGTERM)
     assert until(lambda: not process_group(started.pid))
+
+
+def test_a_warm_replica_exits_once_its_installation_is_gone(template, models, tmp_path):
+    marker = make_marker(tmp_path)
+    env = replica_env(STUDIO_INSTALLATION=str(marker), STUDIO_INSTALLATION_CHECK_S=CHECK_EVERY_S)
+    log = tmp_path / "replica.log"
+    started, url = template.start(["--model-dir", str(models / "tensor")], env, models / "tensor", log)
+    _wait_ready(url)
+    marker.unlink()
+    assert until(lambda: not process_group(started.pid), 30), "it stops, its workers too, and is reaped"
+    assert any(line.get("event") == "installation_gone" for line in _json_lines(log)), "it says why"
+    assert warm.template_pid(template.path) == template.process.pid, "the template serves on"
 
 
 def test_a_template_whose_code_changed_on_disk_refuses_and_stops(fresh_template, tmp_path):

@@ -8,6 +8,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from studio.errors import Refused
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,6 +48,9 @@ def envelope(code: str, message: str, details=None) -> dict:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, Refused):
+        details = {key or "non_field_errors": texts for key, texts in exc.errors.items()}
+        return Response(envelope(exc.code, exc.message, details), status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):

@@ -256,7 +256,11 @@ no_wait_option = click.option("--no-wait", is_flag=True, help="Return once the j
 @spec_option
 @endpoint_option
 @click.option("-n", "--name", help="Overrides the YAML's name.")
-@click.option("--all-traffic", is_flag=True, help="Send all of the endpoint's live traffic to it.")
+@click.option(
+    "--all-traffic",
+    is_flag=True,
+    help="Send all of the endpoint's live traffic to it once it succeeded (never before, never on failure).",
+)
 @click.option(
     "--local",
     is_flag=True,

@@ -69,10 +69,18 @@ def _env_port(name: str, default: int) -> int:
 @click.option(
     "--gateway-port", type=int, help="Port of the scoring gateway. Default: $STUDIO_GATEWAY_PORT or 8080."
 )
-def up(port: int | None, gateway_port: int | None) -> None:
+@click.option(
+    "--keep-replicas",
+    is_flag=True,
+    default=None,
+    help="When Studio stops, leave the local deployments' replicas serving, for the next `studio up` to "
+    "take over (a quick restart). Default: $STUDIO_KEEP_REPLICAS or false: they stop with Studio.",
+)
+def up(port: int | None, gateway_port: int | None, keep_replicas: bool | None) -> None:
     """Run Studio on this machine: control plane, worker and gateway, supervised as one group.
 
-    Ctrl-C stops them all.
+    Ctrl-C stops them all, and the replicas of local deployments with them (unless --keep-replicas);
+    the next `studio up` starts those again.
     """
     port = port if port is not None else _env_port("STUDIO_PORT", 8000)
     gateway_port = gateway_port if gateway_port is not None else _env_port("STUDIO_GATEWAY_PORT", 8080)
@@ -85,7 +93,7 @@ def up(port: int | None, gateway_port: int | None) -> None:
         raise CliError(
             "`studio up` is not available in this installation (studio.supervisor is missing)."
         ) from None
-    raise SystemExit(supervisor.run(port=port, gateway_port=gateway_port))
+    raise SystemExit(supervisor.run(port=port, gateway_port=gateway_port, keep_replicas=keep_replicas))
 
 
 cli.add_command(model)

@@ -344,7 +344,7 @@ def test_a_scoring_script_whose_init_raises_fails_the_deployment(studio_process,
     spec = sample / "broken.yml"
     spec.write_text((sample / "blue-deployment.yml").read_text() + QUICK_READINESS)
 
-    failed = studio_process("online-deployment", "create", "-f", str(spec))
+    failed = studio_process("online-deployment", "create", "-f", str(spec), "--all-traffic")
     assert failed.returncode == 1, failed.stderr
     assert "Creating deployment my-endpoint/blue failed (job " in failed.stderr
     assert "RuntimeError: the model file is corrupt" in failed.stderr
@@ -353,6 +353,14 @@ def test_a_scoring_script_whose_init_raises_fails_the_deployment(studio_process,
     shown = as_json(studio("online-deployment", "show", "-n", "blue", "-e", "my-endpoint", "-o", "json"))
     assert shown["provisioning_state"] == "Failed"
     assert shown["replicas"] == []
+    # --all-traffic applies on success only: the endpoint routes as before, and says so.
+    endpoint = studio("online-endpoint", "show", "-n", "my-endpoint")
+    assert "Healthy" in endpoint.stdout
+    assert as_json(studio("online-endpoint", "show", "-n", "my-endpoint", "-o", "json"))["traffic"] == {}
+    # The failed replica is gone, its log is not.
+    logs = studio("online-deployment", "get-logs", "-n", "blue", "-e", "my-endpoint")
+    assert "(failed) <==" in logs.stderr
+    assert "the model file is corrupt" in logs.stdout
     studio("online-endpoint", "delete", "-n", "my-endpoint", "--yes")
 
 

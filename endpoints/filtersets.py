@@ -1,0 +1,39 @@
+"""The online endpoint's one FilterSet, shared by the list page, the API and so the CLI.
+
+Filter syntax, the registry's: `tag=key=value` (repeatable, all must hold), `name`, `auth_mode`, `state`,
+`q` (free text). A filter that cannot be read answers 400 with the message that says what to fix.
+"""
+
+import django_filters
+from django.db.models import Q
+
+from endpoints.choices import AuthModeChoices, ProvisioningStateChoices
+from endpoints.models import OnlineEndpoint
+from registry.filtersets import TagFilter, with_tags
+
+
+class EndpointTagFilter(TagFilter):
+    """`tag=key=value`, read and reported as the registry's, matched on the endpoint's own tags."""
+
+    def filter(self, qs, value):
+        return with_tags(qs, value) if value else qs
+
+
+class OnlineEndpointFilterSet(django_filters.FilterSet):
+    tag = EndpointTagFilter(label="Tags (key=value)")
+    name = django_filters.CharFilter()
+    q = django_filters.CharFilter(method="search", label="Search")
+    auth_mode = django_filters.ChoiceFilter(choices=AuthModeChoices.choices)
+    state = django_filters.ChoiceFilter(
+        field_name="provisioning_state", choices=ProvisioningStateChoices.choices
+    )
+    ordering = django_filters.OrderingFilter(fields=(("name", "name"), ("updated_at", "updated_at")))
+
+    class Meta:
+        model = OnlineEndpoint
+        fields = ["tag", "name", "q", "auth_mode", "state"]
+
+    def search(self, qs, name, value):
+        return qs.filter(
+            Q(name__icontains=value) | Q(description__icontains=value) | Q(deployments__name__icontains=value)
+        ).distinct()

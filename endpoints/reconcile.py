@@ -1,0 +1,667 @@
+"""The reconciler: a deployment's replicas are brought to what its row asks for, by one holder at a time.
+
+Services only record intent: they change the row (the desired spec, `generation`, and `revision` when new
+replicas are needed) under its lock and queue `reconcile(deployment)`. A reconcile takes the deployment's
+lease (endpoints.leases), reads the row, compares it with the replicas it observes, and acts; then it reads
+the row again and goes round until nothing is left to do. A change recorded while a pass runs is seen by
+the next pass; a reconcile that finds the lease taken just leaves, because the holder looks again after
+releasing it. Every step is safe to repeat: killed at any line, the next holder (the lease lapses) finds
+the replicas by their rows and handles, adopts the live ones, and goes on.
+
+What a pass guarantees:
+- New replicas are ready before old ones leave. A replica leaves the route table first and is stopped only
+  once every live gateway has acknowledged a table without it (or STUDIO_DRAIN_TIMEOUT_S passed, which is
+  logged with the gateways that did not answer). Nothing here waits on a fixed delay.
+- A revision that fails to converge is removed; the last good revision keeps serving and the deployment
+  says Failed. Traffic given at create is applied on the first success: never before, never on failure.
+- A dead or unhealthy replica of the serving revision is restarted in its slot (with back-off when its last
+  start failed). Supervision (endpoints.supervision) only observes and queues reconciles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from endpoints import artifacts, leases, routetable
+from endpoints.choices import JobKindChoices, JobStateChoices, ProvisioningStateChoices, ReplicaStateChoices
+from endpoints.jobs import OPEN, JobLog, open_jobs
+from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, ReconcilePass, Replica, RouteTableVersion
+from endpoints.targets import get_target
+from endpoints.targets.base import BuildFailed, Prepared, ReplicaFailed, ReplicaLaunch, TargetUnavailable
+from endpoints.targets.local import tail
+from studio.errors import Refused
+
+logger = logging.getLogger(__name__)
+
+# Readiness is polled often, so a first answer does not wait on the poll.
+READY_POLL_S = 0.05
+# A pass renews its lease (and its jobs' heartbeat) at most this often while it waits.
+RENEW_EVERY_S = 1.0
+# A job whose passes died this many times is given up (the worker keeps dying on it).
+MAX_ATTEMPTS = 3
+# Passes in one reconcile before it leaves the rest to the next (a guard against livelock, never reached
+# by a change that converges).
+MAX_PASSES = 10
+# Pass records kept per deployment.
+KEEP_PASSES = 20
+# Lines of a failed container's log kept after it is removed.
+KEPT_LOG_LINES = 2000
+# What a revision's replicas run, kept when it converges: restarts after a failed update use it.
+SNAPSHOT_FIELDS = (
+    "model_version_id",
+    "code_digest",
+    "scoring_script",
+    "environment_version_id",
+    "environment",
+    "instance_type",
+    "instance_count",
+    "request_settings",
+    "liveness_probe",
+    "readiness_probe",
+    "environment_variables",
+    "data_collector",
+)
+CONVERGE_ERRORS = (ReplicaFailed, TargetUnavailable, BuildFailed, artifacts.ContentMissing)
+
+
+class DeploymentFailed(Exception):
+    """The revision cannot converge; the message tells the user what to fix."""
+
+
+def clock():
+    """Now, for every decision a test may want to move (lease expiry, restart back-off)."""
+    return timezone.now()
+
+
+def lease_name(deployment_id: int) -> str:
+    return f"deployment:{deployment_id}"
+
+
+def lease_ttl() -> timedelta:
+    return timedelta(seconds=settings.STUDIO_RECONCILE_LEASE_S)
+
+
+# Entry points
+
+
+def reconcile(deployment_id: int) -> str:
+    """Converge one deployment, unless another holder is at it; returns what happened."""
+    outcome = "held"
+    while True:
+        lease = leases.acquire(lease_name(deployment_id), lease_ttl(), clock=clock)
+        if lease is None:
+            return outcome
+        try:
+            outcome = _passes(deployment_id, lease)
+        except leases.LeaseLost as exc:
+            logger.warning("deployment %s: %s; leaving it to the new holder", deployment_id, exc)
+            return "lost"
+        finally:
+            lease.release()
+        # A reconcile queued while we held the lease found it taken and left: look once more.
+        deployment = _load(deployment_id)
+        if deployment is None or not work(deployment):
+            return outcome
+
+
+def reconcile_endpoint(endpoint_id: int) -> str:
+    """An endpoint being deleted: reconcile each deployment (which deletes it), then remove the endpoint."""
+    endpoint = OnlineEndpoint.objects.filter(pk=endpoint_id).first()
+    if endpoint is None:
+        return "gone"
+    if endpoint.provisioning_state != ProvisioningStateChoices.DELETING:
+        return "nothing to do"
+    for deployment_id in endpoint.deployments.values_list("pk", flat=True):
+        reconcile(deployment_id)
+    return "deleted" if _delete_endpoint_if_empty(endpoint_id) else "waiting for deployments"
+
+
+# What is left to do
+
+
+def _load(deployment_id: int) -> OnlineDeployment | None:
+    return (
+        OnlineDeployment.objects.select_related("endpoint", "model_version__model", "environment_version")
+        .filter(pk=deployment_id)
+        .first()
+    )
+
+
+def serving(deployment: OnlineDeployment) -> tuple[int | None, int]:
+    """The revision that should be serving now and how many replicas of it: the desired revision once it
+    converged, else the last good one (after a failed update), or none (a create that failed)."""
+    if deployment.provisioning_state != ProvisioningStateChoices.FAILED:
+        return deployment.revision, deployment.instance_count
+    if deployment.serving_revision is None:
+        return None, 0
+    return deployment.serving_revision, int((deployment.serving_spec or {}).get("instance_count", 1))
+
+
+def _restart_due(replica: Replica) -> bool:
+    """A replica whose last start failed waits 2^restarts seconds (at most 5 minutes) before the next."""
+    if replica.state != ReplicaStateChoices.FAILED:
+        return True
+    return clock() >= replica.updated_at + timedelta(seconds=min(2**replica.restarts, 300))
+
+
+def work(deployment: OnlineDeployment) -> list[str]:
+    """What a pass would do now, in words (empty: observed matches desired)."""
+    if deployment.provisioning_state == ProvisioningStateChoices.DELETING:
+        return ["delete"]
+    if deployment.observed_generation < deployment.generation:
+        return [f"converge to generation {deployment.generation}"]
+    revision, count = serving(deployment)
+    todo = []
+    replicas = list(deployment.replicas.all())
+    slots = {(r.revision, r.index): r for r in replicas}
+    for replica in replicas:
+        if replica.state == ReplicaStateChoices.STOPPING:
+            todo.append(f"drain {replica.replica_id}")
+        elif replica.revision != revision or replica.index >= count:
+            todo.append(f"retire {replica.replica_id}")
+    for index in range(count):
+        replica = slots.get((revision, index))
+        if replica is None:
+            todo.append(f"start replica {index} of revision {revision}")
+        elif replica.state != ReplicaStateChoices.READY and _restart_due(replica):
+            todo.append(f"restart {replica.replica_id}")
+    return todo
+
+
+# Passes
+
+
+class PassLog:
+    """What a pass reports: events and progress into the jobs it works for, and the lease renewed."""
+
+    def __init__(self, jobs, lease: leases.Held, record: ReconcilePass):
+        self.jobs = [JobLog(job) for job in jobs]
+        self.lease = lease
+        self.record = record
+        self.renewed = time.monotonic()
+
+    def __call__(self, message: str, *, progress: int | None = None, level: str = "info") -> None:
+        for job in self.jobs:
+            job(message, progress=progress, level=level)
+        if not self.jobs:
+            logger.log(logging.WARNING if level != "info" else logging.INFO, "%s", message)
+        self._renew()
+
+    def heartbeat(self) -> None:
+        if time.monotonic() - self.renewed >= RENEW_EVERY_S:
+            for job in self.jobs:
+                job.heartbeat()
+            self._renew()
+
+    def _renew(self) -> None:
+        self.lease.renew()
+        ReconcilePass.objects.filter(pk=self.record.pk).update(renewed_at=self.lease.renewed_at)
+        self.renewed = time.monotonic()
+
+    def finish(self, state: str, error: str = "") -> None:
+        for job in self.jobs:
+            job.finish(state, error)
+
+
+def _passes(deployment_id: int, lease: leases.Held) -> str:
+    outcome = "converged"
+    for _ in range(MAX_PASSES):
+        deployment = _load(deployment_id)
+        if deployment is None:
+            return "gone"
+        if not work(deployment):
+            return outcome
+        record = ReconcilePass.objects.create(
+            deployment=deployment,
+            owner=lease.owner,
+            generation=deployment.generation,
+            started_at=clock(),
+            renewed_at=lease.renewed_at,
+        )
+        outcome = "interrupted"
+        try:
+            outcome = _one_pass(deployment, lease, record)
+        finally:
+            ReconcilePass.objects.filter(pk=record.pk).update(finished_at=clock(), outcome=outcome[:200])
+            kept = ReconcilePass.objects.filter(deployment_id=deployment_id).order_by("-started_at")
+            ReconcilePass.objects.filter(
+                pk__in=list(kept.values_list("pk", flat=True)[KEEP_PASSES:])
+            ).delete()
+        if outcome == "deleted":
+            return outcome
+    return outcome
+
+
+def _one_pass(deployment: OnlineDeployment, lease: leases.Held, record: ReconcilePass) -> str:
+    if deployment.provisioning_state == ProvisioningStateChoices.DELETING:
+        return _delete(deployment, PassLog(open_jobs(deployment, deployment.generation), lease, record))
+    if deployment.observed_generation < deployment.generation:
+        return _converge(deployment, PassLog(open_jobs(deployment, deployment.generation), lease, record))
+    return _maintain(deployment, PassLog([], lease, record))
+
+
+def _converge(deployment: OnlineDeployment, log: PassLog) -> str:
+    """Bring the desired revision up to the desired count, then retire everything else."""
+    generation = deployment.generation
+    jobs = [job.job for job in log.jobs]
+    given_up = [job for job in jobs if job.attempts >= MAX_ATTEMPTS]
+    for job in log.jobs:
+        job.start()
+    if given_up:
+        message = (
+            f"The workers running this change stopped {given_up[0].attempts} times; it was given up. "
+            "Try the change again."
+        )
+        return _fail(deployment, generation, log, message)
+    log(f"Running (attempt {max(job.attempts for job in jobs) if jobs else 1}).")
+    target = get_target(deployment.target)
+    try:
+        log(f"Fetching model {deployment.model_version}.", progress=5)
+        model_dir, code_dir = artifacts.deployment_content(deployment)
+        log(f"Preparing what replicas run on the {target.name} target.", progress=15)
+        prepared = target.prepare(deployment, model_dir, code_dir, log)
+        for warning in prepared.warnings:
+            log(warning, level="warning")
+        _bring_up(deployment, deployment.revision, deployment.instance_count, target, prepared, log)
+        leaving = [
+            r
+            for r in deployment.replicas.all()
+            if r.revision != deployment.revision or r.index >= deployment.instance_count
+        ]
+        _retire(leaving, target, log)
+    except leases.LeaseLost:
+        raise
+    except (DeploymentFailed, *CONVERGE_ERRORS) as exc:
+        return _fail(deployment, generation, log, str(exc))
+    except Exception as exc:
+        logger.exception("deployment %s: reconcile failed", deployment)
+        message = f"Studio hit an unexpected error ({type(exc).__name__}: {exc}); it has been logged."
+        return _fail(deployment, generation, log, message)
+    return _succeed(deployment, generation, log)
+
+
+def _bring_up(deployment, revision: int, count: int, target, prepared: Prepared, log) -> None:
+    """Start what is missing of `count` replicas of `revision` (all at once), then wait for each to be
+    ready, publishing each as it becomes ready. Live replicas found in their slots are adopted."""
+    waiting = []
+    for index in range(count):
+        replica, _ = Replica.objects.get_or_create(deployment=deployment, revision=revision, index=index)
+        if replica.handle and target.alive(replica):
+            if replica.state != ReplicaStateChoices.READY:
+                waiting.append(replica)
+            continue
+        if replica.handle:
+            target.stop(replica)  # whatever is left of it
+            replica.restarts += 1
+        target.start(replica, _launch(deployment, prepared, replica))
+        replica.state = ReplicaStateChoices.STARTING
+        replica.drain_version = None
+        replica.save()
+        log(f"Started replica {replica.replica_id} at {replica.url}.")
+        waiting.append(replica)
+    for number, replica in enumerate(waiting, 1):
+        _wait_ready(target, replica, _readiness_timeout(deployment), log)
+        with transaction.atomic():
+            Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.READY)
+            RouteTableVersion.bump()
+        log(f"Replica {replica.replica_id} is ready.", progress=40 + int(50 * number / len(waiting)))
+
+
+def _succeed(deployment: OnlineDeployment, generation: int, log: PassLog) -> str:
+    """Record the converged revision, apply the traffic given at create, and finish the jobs."""
+    with transaction.atomic():
+        row = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
+        row.observed_generation = max(row.observed_generation, generation)
+        row.serving_revision = deployment.revision
+        row.serving_spec = {name: getattr(deployment, name) for name in SNAPSHOT_FIELDS}
+        fields = ["observed_generation", "serving_revision", "serving_spec"]
+        if row.generation == generation:
+            row.provisioning_state = ProvisioningStateChoices.SUCCEEDED
+            fields.append("provisioning_state")
+        if row.pending_traffic:
+            _apply_pending_traffic(row, log)
+            row.pending_traffic = None
+            fields.append("pending_traffic")
+        row.save(update_fields=fields)
+        RouteTableVersion.bump()
+    log(f"Deployment {deployment} is serving on {deployment.instance_count} replica(s).", progress=100)
+    _finish_jobs(log, generation, JobStateChoices.SUCCEEDED)
+    return f"succeeded at generation {generation}"
+
+
+def _apply_pending_traffic(deployment: OnlineDeployment, log: PassLog) -> None:
+    """Within the deployment's row lock: the endpoint's split as given at create, if still valid."""
+    from endpoints import services
+
+    endpoint = OnlineEndpoint.objects.select_for_update().get(pk=deployment.endpoint_id)
+    if endpoint.provisioning_state == ProvisioningStateChoices.DELETING:
+        return
+    traffic = deployment.pending_traffic
+    deployments = {
+        d.name: d for d in endpoint.deployments.exclude(provisioning_state=ProvisioningStateChoices.DELETING)
+    }
+    deployments[deployment.name] = deployment
+    mirror = {key: value for key, value in endpoint.mirror_traffic.items() if not traffic.get(key)}
+    try:
+        services.check_traffic(traffic, mirror, deployments)
+        services.check_ready(traffic, mirror, endpoint, deployments)
+    except Refused as exc:
+        log(f"The traffic given at create was not applied: {exc.message}", level="warning")
+        return
+    endpoint.traffic, endpoint.mirror_traffic = traffic, mirror
+    endpoint.save(update_fields=["traffic", "mirror_traffic", "updated_at"])
+    split = " ".join(f"{name}={percent}" for name, percent in traffic.items())
+    log(f"Traffic of {endpoint.name} is now {split}, as asked at create.")
+
+
+def _fail(deployment: OnlineDeployment, generation: int, log: PassLog, message: str) -> str:
+    """The revision did not converge: remove it, keep the last good revision serving, say so."""
+    log(message, level="error")
+    target = None
+    try:
+        target = get_target(deployment.target)
+        if deployment.revision != deployment.serving_revision:
+            failed = [r for r in deployment.replicas.all() if r.revision == deployment.revision]
+        else:
+            failed = [r for r in deployment.replicas.all() if r.state != ReplicaStateChoices.READY]
+        for replica in failed:
+            _keep_log(deployment, replica, target)
+        _retire(failed, target, log)
+    except TargetUnavailable as exc:
+        log(f"Its replicas could not be stopped: {exc}", level="warning")
+    with transaction.atomic():
+        row = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
+        row.observed_generation = max(row.observed_generation, generation)
+        fields = ["observed_generation"]
+        if row.generation == generation:
+            row.provisioning_state = ProvisioningStateChoices.FAILED
+            fields.append("provisioning_state")
+            if row.pending_traffic:
+                log("The traffic given at create was not moved: the endpoint routes as before.")
+                row.pending_traffic = None
+                fields.append("pending_traffic")
+        row.save(update_fields=fields)
+        RouteTableVersion.bump()
+    if deployment.serving_revision is not None and deployment.serving_revision != deployment.revision:
+        message += f"\nRevision {deployment.serving_revision} of {deployment.name} keeps serving."
+    _finish_jobs(log, generation, JobStateChoices.FAILED, message)
+    return f"failed at generation {generation}"
+
+
+def _finish_jobs(log: PassLog, generation: int, state: str, error: str = "") -> None:
+    for job in log.jobs:
+        if job.job.generation is not None and job.job.generation < generation:
+            job(f"A later change (generation {generation}) was applied with this one.")
+    log.finish(state, error)
+
+
+def _maintain(deployment: OnlineDeployment, log: PassLog) -> str:
+    """Converged: keep the serving revision's replicas running and retire what does not belong."""
+    revision, count = serving(deployment)
+    target = get_target(deployment.target)
+    leaving = [
+        r
+        for r in deployment.replicas.all()
+        if r.state == ReplicaStateChoices.STOPPING or r.revision != revision or r.index >= count
+    ]
+    _retire(leaving, target, log)
+    if revision is None:
+        return "nothing serves"
+    spec = revision_spec(deployment, revision)
+    restarted, failed = 0, 0
+    prepared = None
+    for index in range(count):
+        replica, _ = Replica.objects.get_or_create(deployment=deployment, revision=revision, index=index)
+        if replica.state == ReplicaStateChoices.READY or not _restart_due(replica):
+            continue
+        try:
+            if prepared is None:
+                prepared = target.prepare(spec, *artifacts.deployment_content(spec), log)
+            _restart(spec, replica, target, prepared, log)
+            restarted += 1
+        except CONVERGE_ERRORS as exc:
+            failed += 1
+            Replica.objects.filter(pk=replica.pk).update(
+                state=ReplicaStateChoices.FAILED, restarts=replica.restarts, updated_at=clock()
+            )
+            log(f"Replica {replica.replica_id} could not be restarted: {exc}", level="warning")
+    return f"restarted {restarted}, failed {failed}" if restarted or failed else "maintained"
+
+
+def _restart(spec: OnlineDeployment, replica: Replica, target, prepared: Prepared, log: PassLog) -> None:
+    """Start a replica again in its slot, on its revision's runtime, and publish it once ready."""
+    if replica.state == ReplicaStateChoices.READY:
+        with transaction.atomic():
+            Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.UNHEALTHY)
+            RouteTableVersion.bump()
+    if replica.handle:
+        target.stop(replica)
+        replica.restarts += 1
+    target.start(replica, _launch(spec, prepared, replica))
+    replica.state = ReplicaStateChoices.STARTING
+    replica.save()
+    log(f"Restarting replica {replica.replica_id} at {replica.url}.")
+    _wait_ready(target, replica, _readiness_timeout(spec), log)
+    with transaction.atomic():
+        Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.READY)
+        RouteTableVersion.bump()
+    log(f"Replica {replica.replica_id} is ready again.")
+
+
+def revision_spec(deployment: OnlineDeployment, revision: int) -> OnlineDeployment:
+    """The deployment as `revision`'s replicas run it: the row itself for the desired revision, else the
+    row with the snapshot taken when that revision converged (an unsaved copy)."""
+    if revision == deployment.revision or not deployment.serving_spec:
+        return deployment
+    spec = _load(deployment.pk)
+    for name, value in deployment.serving_spec.items():
+        setattr(spec, name, value)
+    spec.revision = revision
+    return spec
+
+
+def _delete(deployment: OnlineDeployment, log: PassLog) -> str:
+    for job in log.jobs:
+        job.start()
+    try:
+        _retire(list(deployment.replicas.all()), get_target(deployment.target), log)
+    except TargetUnavailable as exc:
+        log(
+            f"The replicas' target is out of reach ({exc}); the deployment is removed anyway.",
+            level="warning",
+        )
+    for job in log.jobs:
+        if job.job.kind == JobKindChoices.DELETE_DEPLOYMENT:
+            job("Deployment deleted.", progress=100)
+            job.finish(JobStateChoices.SUCCEEDED)
+        else:
+            job.finish(JobStateChoices.FAILED, "The deployment was deleted before this change completed.")
+    with transaction.atomic():
+        deployment.delete()
+        RouteTableVersion.bump()
+    for job in _endpoint_jobs(deployment.endpoint.name):
+        JobLog(job)(f"Deleted deployment {deployment.name}.")
+    _delete_endpoint_if_empty(deployment.endpoint_id)
+    return "deleted"
+
+
+def _endpoint_jobs(endpoint_name: str) -> list[Job]:
+    """Open jobs of a whole endpoint (its deletion)."""
+    return list(
+        Job.objects.filter(
+            endpoint_name=endpoint_name, deployment__isnull=True, deployment_name="", state__in=OPEN
+        )
+    )
+
+
+def _delete_endpoint_if_empty(endpoint_id: int) -> bool:
+    """An endpoint being deleted goes once its last deployment has; its deletion job finishes then."""
+    with transaction.atomic():
+        endpoint = OnlineEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
+        if endpoint is None or endpoint.provisioning_state != ProvisioningStateChoices.DELETING:
+            return False
+        if endpoint.deployments.exists():
+            return False
+        for job in _endpoint_jobs(endpoint.name):
+            log = JobLog(job)
+            log("Endpoint deleted.", progress=100)
+            log.finish(JobStateChoices.SUCCEEDED)
+        endpoint.delete()
+        RouteTableVersion.bump()
+    return True
+
+
+# Replicas
+
+
+def _retire(leaving: list[Replica], target, log) -> None:
+    """Take replicas out of the route table, wait until every live gateway has applied a table without
+    them (bounded), then stop and forget them. Safe to repeat: a replica already out keeps its version."""
+    if not leaving:
+        return
+    with transaction.atomic():
+        RouteTableVersion.bump()
+        version = RouteTableVersion.current()
+        Replica.objects.filter(pk__in=[r.pk for r in leaving], drain_version__isnull=True).update(
+            state=ReplicaStateChoices.STOPPING, drain_version=version
+        )
+    version = max(
+        Replica.objects.filter(pk__in=[r.pk for r in leaving]).values_list("drain_version", flat=True),
+        default=version,
+    )
+    missing = routetable.wait_acknowledged(version, settings.STUDIO_DRAIN_TIMEOUT_S, heartbeat=log.heartbeat)
+    if missing:
+        log(
+            f"Gateway(s) {', '.join(missing)} did not acknowledge route table v{version} within "
+            f"{settings.STUDIO_DRAIN_TIMEOUT_S}s; stopping the replicas anyway.",
+            level="warning",
+        )
+    for replica in leaving:
+        target.stop(replica)
+        replica.delete()
+        log(f"Stopped replica {replica.replica_id}.")
+
+
+def _keep_log(deployment: OnlineDeployment, replica: Replica, target) -> None:
+    """A failed replica's log outlives it at its log path (a local replica writes there already; a
+    container's log goes with the container), so get-logs still shows why it failed."""
+    path = log_path(deployment, replica)
+    if path.exists():
+        return
+    text = target.logs(replica, KEPT_LOG_LINES)
+    if text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+
+def replica_logs(deployment: OnlineDeployment, lines: int) -> list[dict]:
+    """The last lines of each replica's log: the running ones, and, for a failed deployment, the kept
+    logs of the revision that failed (its replicas are gone)."""
+    target = get_target(deployment.target)
+    found = [
+        {"id": replica.replica_id, "state": replica.state, "log": target.logs(replica, lines)}
+        for replica in deployment.replicas.all()
+    ]
+    if deployment.provisioning_state == ProvisioningStateChoices.FAILED:
+        running = {item["id"] for item in found}
+        folder = log_path(
+            deployment, Replica(deployment=deployment, revision=deployment.revision, index=0)
+        ).parent
+        for path in sorted(folder.glob(f"{deployment.name}-{deployment.revision}-*.log")):
+            if path.stem not in running:
+                found.append({"id": path.stem, "state": "failed", "log": tail(path, lines)})
+    return found
+
+
+def log_path(deployment: OnlineDeployment, replica: Replica) -> Path:
+    return (
+        Path(settings.STUDIO_HOME)
+        / "logs"
+        / deployment.endpoint.name
+        / deployment.name
+        / f"{replica.replica_id}.log"
+    )
+
+
+def _launch(deployment: OnlineDeployment, prepared: Prepared, replica: Replica) -> ReplicaLaunch:
+    model_dir, code_dir = prepared.model_dir, prepared.code_dir
+    environment = {
+        **deployment.environment_variables,
+        "AZUREML_MODEL_DIR": str(model_dir),
+        "STUDIO_MODEL_DIR": str(model_dir),
+        "WORKER_COUNT": deployment.environment_variables.get("WORKER_COUNT", "1"),
+        "SCORING_TIMEOUT_MS": str(deployment.request_settings.get("request_timeout_ms", 5000)),
+        "STUDIO_ENDPOINT": deployment.endpoint.name,
+        "STUDIO_DEPLOYMENT": deployment.name,
+        "STUDIO_REPLICA": replica.replica_id,
+    }
+    if code_dir is not None:
+        environment["AZUREML_SOURCE_DIRECTORY"] = str(code_dir)
+        environment["AZUREML_ENTRY_SCRIPT"] = deployment.scoring_script
+    return ReplicaLaunch(
+        prepared.python,
+        model_dir,
+        code_dir,
+        deployment.scoring_script,
+        environment,
+        log_path(deployment, replica),
+        image=prepared.image,
+        instance_type=deployment.instance_type,
+        labels={
+            "endpoint": deployment.endpoint.name,
+            "deployment": deployment.name,
+            "replica": replica.replica_id,
+        },
+    )
+
+
+def _readiness_timeout(deployment: OnlineDeployment) -> float:
+    probe = deployment.readiness_probe or {}
+    return float(probe.get("initial_delay", 10)) + float(probe.get("period", 10)) * float(
+        probe.get("failure_threshold", 30)
+    )
+
+
+def _load_failed(answer: httpx.Response) -> bool:
+    """The model server reports a worker whose model load or init() failed: waiting will not help."""
+    try:
+        workers = answer.json()["error"]["details"]["workers"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return any(worker.get("state") == "failed" for worker in workers)
+
+
+def _wait_ready(target, replica: Replica, timeout: float, log) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if not target.alive(replica):
+                raise ReplicaFailed(
+                    f"Replica {replica.replica_id} exited while starting. Its log ends with:\n"
+                    + target.logs(replica, 30)
+                )
+            try:
+                answer = client.get(f"{replica.url}/health/ready")
+            except httpx.HTTPError:
+                answer = None
+            if answer is not None and answer.status_code == 200:
+                return
+            if answer is not None and _load_failed(answer):
+                raise ReplicaFailed(
+                    f"Replica {replica.replica_id} could not load the model or run init(). "
+                    "Its log ends with:\n" + target.logs(replica, 30)
+                )
+            log.heartbeat()
+            time.sleep(READY_POLL_S)
+    raise ReplicaFailed(
+        f"Replica {replica.replica_id} was not ready within {timeout:.0f}s (readiness_probe). "
+        "Its log ends with:\n" + target.logs(replica, 30)
+    )

@@ -1,0 +1,121 @@
+"""Supervision: a short sweep, one at a time, that looks at every replica and queues reconciles; it never
+starts or stops anything itself.
+
+A sweep holds the "supervision" lease, so sweeps never overlap, and each of its checks is bounded (the
+replica's process or container, then its liveness route with a short timeout, several at once), so a sweep
+takes seconds whatever the replicas do. A replica that fails its check is marked unhealthy, which takes it
+out of the route table at once, and its deployment's reconcile is queued to restart it. The sweep also
+queues the reconcile of every deployment with work left that nobody is doing (a worker killed mid-pass:
+its lease lapsed and its jobs stopped heartbeating), and of every endpoint being deleted. It is
+level-triggered: whatever one sweep misses, the next one sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.db.models.functions import Coalesce
+
+from endpoints import jobs, leases, reconcile
+from endpoints.choices import ProvisioningStateChoices, ReplicaStateChoices
+from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, Replica, RouteTableVersion
+from endpoints.targets import TargetUnavailable, available, get_target
+
+logger = logging.getLogger(__name__)
+
+LEASE = "supervision"
+LEASE_TTL = timedelta(seconds=60)  # longer than the task's hard time limit (endpoints.tasks.supervise)
+LIVENESS_TIMEOUT_S = 2.0
+CHECKERS = 8
+
+
+def sweep() -> dict:
+    """One sweep, unless another is running; returns what it found and queued."""
+    lease = leases.acquire(LEASE, LEASE_TTL, clock=reconcile.clock)
+    if lease is None:
+        return {"skipped": "another sweep is running"}
+    try:
+        return _sweep(lease)
+    finally:
+        lease.release()
+
+
+def _healthy(replica: Replica) -> bool | None:
+    """Whether the replica runs and answers its liveness route; None when its target cannot be asked.
+    Runs in a checker thread: no database access here."""
+    try:
+        if not get_target(replica.deployment.target).alive(replica):
+            return False
+    except TargetUnavailable:
+        return None
+    try:
+        return httpx.get(f"{replica.url}/health/live", timeout=LIVENESS_TIMEOUT_S).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _sweep(lease: leases.Held) -> dict:
+    ready = list(
+        Replica.objects.filter(state=ReplicaStateChoices.READY)
+        .exclude(deployment__provisioning_state=ProvisioningStateChoices.DELETING)
+        .select_related("deployment__endpoint")
+    )
+    with ThreadPoolExecutor(max_workers=CHECKERS) as pool:
+        verdicts = list(pool.map(_healthy, ready))
+    lease.renew()
+    unhealthy, queued = [], set()
+    for replica, verdict in zip(ready, verdicts, strict=True):
+        if verdict is not False:
+            continue
+        with transaction.atomic():
+            changed = Replica.objects.filter(pk=replica.pk, state=ReplicaStateChoices.READY).update(
+                state=ReplicaStateChoices.UNHEALTHY
+            )
+            if changed:
+                RouteTableVersion.bump()
+        if changed:
+            logger.warning("replica %s is not live; queueing its restart", replica.replica_id)
+            unhealthy.append(replica.replica_id)
+            queued.add(replica.deployment_id)
+    for deployment in OnlineDeployment.objects.prefetch_related("replicas"):
+        if deployment.pk not in queued and reconcile.work(deployment) and _abandoned(deployment):
+            queued.add(deployment.pk)
+    for deployment_id in sorted(queued):
+        jobs.dispatch_deployment(deployment_id)
+    deleting = OnlineEndpoint.objects.filter(provisioning_state=ProvisioningStateChoices.DELETING)
+    for endpoint_id in deleting.values_list("pk", flat=True):
+        jobs.dispatch_endpoint(endpoint_id)
+    removed = _remove_orphans()
+    return {"checked": len(ready), "unhealthy": unhealthy, "queued": sorted(queued), "removed": removed}
+
+
+def _abandoned(deployment: OnlineDeployment) -> bool:
+    """Work is left and nobody does it: no holder, and no job of it showed life within a lease's time
+    (a queued job waits its turn on a busy worker pool: queueing it again would only pile up messages)."""
+    if leases.holder(reconcile.lease_name(deployment.pk), clock=reconcile.clock) is not None:
+        return False
+    # A job's last sign of life: its heartbeat once a pass worked on it, else when it was queued.
+    last = Job.objects.filter(deployment=deployment, state__in=jobs.OPEN).aggregate(
+        seen=Max(Coalesce("heartbeat_at", "created_at"))
+    )["seen"]
+    return last is None or last < reconcile.clock() - timedelta(seconds=settings.STUDIO_RECONCILE_LEASE_S)
+
+
+def _remove_orphans() -> list[str]:
+    """What a target runs for this installation that no replica row owns (containers of deleted rows)."""
+    removed = []
+    for name in available():
+        try:
+            found = get_target(name).remove_orphans()
+        except TargetUnavailable:
+            continue  # no engine here: nothing of ours can run on it either
+        for leftover in found:
+            logger.warning("removed %s: no deployment replica owns it", leftover)
+        removed.extend(found)
+    return removed
