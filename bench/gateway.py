@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             for process in reversed(processes):
                 _stop(process)
         spooled = (
-            sum(1 for p in (folder / "spool").iterdir() for _ in p.open())
+            sum(1 for p in (folder / "spool").glob("*.jsonl*") for _ in p.open())
             if (folder / "spool").exists()
             else 0
         )

@@ -74,6 +74,12 @@ def acquire(name: str, ttl: timedelta, owner: str | None = None, clock: Clock = 
     return Held(name, owner, ttl, now, clock)
 
 
+def forget(*names: str) -> None:
+    """Remove the rows of leases whose work is gone for good (a deleted deployment's); a holder that
+    comes late finds nothing to do and leaves."""
+    Lease.objects.filter(name__in=names).delete()
+
+
 def holder(name: str, clock: Clock = timezone.now) -> str | None:
     """Who holds `name` now, or None."""
     lease = Lease.objects.filter(name=name).first()

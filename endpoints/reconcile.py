@@ -21,13 +21,14 @@ What a pass guarantees:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from endpoints import artifacts, leases, routetable
@@ -43,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 # Readiness is polled often, so a first answer does not wait on the poll.
 READY_POLL_S = 0.05
-# A pass renews its lease (and its jobs' heartbeat) at most this often while it waits.
-RENEW_EVERY_S = 1.0
 # A job whose passes died this many times is given up (the worker keeps dying on it).
 MAX_ATTEMPTS = 3
 # Passes in one reconcile before it leaves the rest to the next (a guard against livelock, never reached
@@ -85,6 +84,11 @@ def lease_name(deployment_id: int) -> str:
     return f"deployment:{deployment_id}"
 
 
+def requeue_name(deployment_id: int) -> str:
+    """The lease supervision takes to queue the deployment's reconcile at most once per lapse of it."""
+    return f"requeue:{lease_name(deployment_id)}"
+
+
 def lease_ttl() -> timedelta:
     return timedelta(seconds=settings.STUDIO_RECONCILE_LEASE_S)
 
@@ -106,6 +110,9 @@ def reconcile(deployment_id: int) -> str:
             return "lost"
         finally:
             lease.release()
+        if outcome in ("deleted", "gone"):
+            leases.forget(lease_name(deployment_id), requeue_name(deployment_id))
+            return outcome
         # A reconcile queued while we held the lease found it taken and left: look once more.
         deployment = _load(deployment_id)
         if deployment is None or not work(deployment):
@@ -179,32 +186,75 @@ def work(deployment: OnlineDeployment) -> list[str]:
 # Passes
 
 
-class PassLog:
-    """What a pass reports: events and progress into the jobs it works for, and the lease renewed."""
+class Superseded(Exception):
+    """A newer change was recorded while a converge pass worked: the pass stops, the next one applies it."""
 
-    def __init__(self, jobs, lease: leases.Held, record: ReconcilePass):
+
+class PassLog:
+    """What a pass reports (events and progress into the jobs it works for), and what keeps it honest: a
+    thread renews the lease, the pass record and the jobs' heartbeat every third of the lease's time,
+    whatever the pass is busy with (a build, a download, a replica that starts slowly). When the lease
+    was lost, or a newer change arrived during a converge pass, the next report raises."""
+
+    def __init__(self, jobs, lease: leases.Held, record: ReconcilePass, supersedable: bool = False):
         self.jobs = [JobLog(job) for job in jobs]
         self.lease = lease
         self.record = record
-        self.renewed = time.monotonic()
+        self.supersedable = supersedable
+        self._lost: leases.LeaseLost | None = None
+        self._newer: int | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._keep_alive, name=f"lease {lease.name}", daemon=True)
+
+    def __enter__(self) -> PassLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _keep_alive(self) -> None:
+        interval = self.lease.ttl.total_seconds() / 3
+        try:
+            while not self._done.wait(interval):
+                try:
+                    self.lease.renew()
+                except leases.LeaseLost as exc:
+                    self._lost = exc
+                    return
+                except DatabaseError:
+                    logger.warning("renewing %s failed; trying again", self.lease.name, exc_info=True)
+                    continue
+                ReconcilePass.objects.filter(pk=self.record.pk).update(renewed_at=self.lease.renewed_at)
+                for job in self.jobs:
+                    job.heartbeat()
+                generation = (
+                    OnlineDeployment.objects.filter(pk=self.record.deployment_id)
+                    .values_list("generation", flat=True)
+                    .first()
+                )
+                if generation is not None and generation > self.record.generation:
+                    self._newer = generation
+        finally:
+            connection.close()  # this thread's own connection
+
+    def check(self) -> None:
+        """Raise LeaseLost or Superseded when the pass must stop acting."""
+        if self._lost is not None:
+            raise self._lost
+        if self.supersedable and self._newer is not None:
+            raise Superseded(f"generation {self._newer} was recorded while this pass worked")
 
     def __call__(self, message: str, *, progress: int | None = None, level: str = "info") -> None:
+        self.check()
         for job in self.jobs:
             job(message, progress=progress, level=level)
         if not self.jobs:
             logger.log(logging.WARNING if level != "info" else logging.INFO, "%s", message)
-        self._renew()
 
     def heartbeat(self) -> None:
-        if time.monotonic() - self.renewed >= RENEW_EVERY_S:
-            for job in self.jobs:
-                job.heartbeat()
-            self._renew()
-
-    def _renew(self) -> None:
-        self.lease.renew()
-        ReconcilePass.objects.filter(pk=self.record.pk).update(renewed_at=self.lease.renewed_at)
-        self.renewed = time.monotonic()
+        self.check()
 
     def finish(self, state: str, error: str = "") -> None:
         for job in self.jobs:
@@ -241,11 +291,19 @@ def _passes(deployment_id: int, lease: leases.Held) -> str:
 
 
 def _one_pass(deployment: OnlineDeployment, lease: leases.Held, record: ReconcilePass) -> str:
+    jobs = open_jobs(deployment, deployment.generation)
     if deployment.provisioning_state == ProvisioningStateChoices.DELETING:
-        return _delete(deployment, PassLog(open_jobs(deployment, deployment.generation), lease, record))
+        with PassLog(jobs, lease, record) as log:
+            return _delete(deployment, log)
     if deployment.observed_generation < deployment.generation:
-        return _converge(deployment, PassLog(open_jobs(deployment, deployment.generation), lease, record))
-    return _maintain(deployment, PassLog([], lease, record))
+        with PassLog(jobs, lease, record, supersedable=True) as log:
+            try:
+                return _converge(deployment, log)
+            except Superseded as exc:
+                log(f"Stopped: {exc}; the next pass applies it.")
+                return f"superseded: {exc}"
+    with PassLog([], lease, record) as log:
+        return _maintain(deployment, log)
 
 
 def _converge(deployment: OnlineDeployment, log: PassLog) -> str:
@@ -296,7 +354,7 @@ def _bring_up(deployment, revision: int, count: int, target, prepared: Prepared,
         replica, _ = Replica.objects.get_or_create(deployment=deployment, revision=revision, index=index)
         if replica.handle and target.alive(replica):
             if replica.state != ReplicaStateChoices.READY:
-                waiting.append(replica)
+                waiting.append(replica)  # adopted: a pass before this one started it
             continue
         if replica.handle:
             target.stop(replica)  # whatever is left of it
@@ -309,15 +367,24 @@ def _bring_up(deployment, revision: int, count: int, target, prepared: Prepared,
         waiting.append(replica)
     for number, replica in enumerate(waiting, 1):
         _wait_ready(target, replica, _readiness_timeout(deployment), log)
-        with transaction.atomic():
-            Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.READY)
-            RouteTableVersion.bump()
+        _publish(replica)
         log(f"Replica {replica.replica_id} is ready.", progress=40 + int(50 * number / len(waiting)))
+
+
+def _publish(replica: Replica) -> None:
+    """Into the route table as ready; an adopted replica that was leaving stays now, so its old drain
+    version goes (a later retire must wait for a table without it again)."""
+    with transaction.atomic():
+        Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.READY, drain_version=None)
+        RouteTableVersion.bump()
 
 
 def _succeed(deployment: OnlineDeployment, generation: int, log: PassLog) -> str:
     """Record the converged revision, apply the traffic given at create, and finish the jobs."""
+    log(f"Deployment {deployment} is serving on {deployment.instance_count} replica(s).", progress=100)
     with transaction.atomic():
+        # Endpoint before deployment, as the services lock them: no deadlock with a delete.
+        endpoint = OnlineEndpoint.objects.select_for_update().get(pk=deployment.endpoint_id)
         row = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
         row.observed_generation = max(row.observed_generation, generation)
         row.serving_revision = deployment.revision
@@ -327,37 +394,35 @@ def _succeed(deployment: OnlineDeployment, generation: int, log: PassLog) -> str
             row.provisioning_state = ProvisioningStateChoices.SUCCEEDED
             fields.append("provisioning_state")
         if row.pending_traffic:
-            _apply_pending_traffic(row, log)
+            _apply_pending_traffic(endpoint, row, log)
             row.pending_traffic = None
             fields.append("pending_traffic")
         row.save(update_fields=fields)
         RouteTableVersion.bump()
-    log(f"Deployment {deployment} is serving on {deployment.instance_count} replica(s).", progress=100)
-    _finish_jobs(log, generation, JobStateChoices.SUCCEEDED)
+        # In the same transaction: the state and the jobs that report it change together.
+        _finish_jobs(log, generation, JobStateChoices.SUCCEEDED)
     return f"succeeded at generation {generation}"
 
 
-def _apply_pending_traffic(deployment: OnlineDeployment, log: PassLog) -> None:
-    """Within the deployment's row lock: the endpoint's split as given at create, if still valid."""
+def _apply_pending_traffic(endpoint: OnlineEndpoint, deployment: OnlineDeployment, log: PassLog) -> None:
+    """Within the endpoint's and the deployment's row locks: the split as given at create, if still
+    valid (a deployment deleted since, which was to get nothing, is left out)."""
     from endpoints import services
 
-    endpoint = OnlineEndpoint.objects.select_for_update().get(pk=deployment.endpoint_id)
     if endpoint.provisioning_state == ProvisioningStateChoices.DELETING:
         return
-    traffic = deployment.pending_traffic
     deployments = {
         d.name: d for d in endpoint.deployments.exclude(provisioning_state=ProvisioningStateChoices.DELETING)
     }
     deployments[deployment.name] = deployment
-    mirror = {key: value for key, value in endpoint.mirror_traffic.items() if not traffic.get(key)}
+    traffic = {
+        name: share for name, share in deployment.pending_traffic.items() if share or name in deployments
+    }
     try:
-        services.check_traffic(traffic, mirror, deployments)
-        services.check_ready(traffic, mirror, endpoint, deployments)
+        services.set_traffic(endpoint, traffic, deployments)
     except Refused as exc:
         log(f"The traffic given at create was not applied: {exc.message}", level="warning")
         return
-    endpoint.traffic, endpoint.mirror_traffic = traffic, mirror
-    endpoint.save(update_fields=["traffic", "mirror_traffic", "updated_at"])
     split = " ".join(f"{name}={percent}" for name, percent in traffic.items())
     log(f"Traffic of {endpoint.name} is now {split}, as asked at create.")
 
@@ -365,7 +430,6 @@ def _apply_pending_traffic(deployment: OnlineDeployment, log: PassLog) -> None:
 def _fail(deployment: OnlineDeployment, generation: int, log: PassLog, message: str) -> str:
     """The revision did not converge: remove it, keep the last good revision serving, say so."""
     log(message, level="error")
-    target = None
     try:
         target = get_target(deployment.target)
         if deployment.revision != deployment.serving_revision:
@@ -375,8 +439,17 @@ def _fail(deployment: OnlineDeployment, generation: int, log: PassLog, message: 
         for replica in failed:
             _keep_log(deployment, replica, target)
         _retire(failed, target, log)
-    except TargetUnavailable as exc:
-        log(f"Its replicas could not be stopped: {exc}", level="warning")
+    except (leases.LeaseLost, Superseded):
+        raise
+    except Exception as exc:
+        # The failure is recorded whatever the clean-up met; the next pass retires what is left.
+        logger.exception("deployment %s: cleaning up after a failure", deployment)
+        log(
+            f"Its replicas could not all be stopped ({type(exc).__name__}: {exc}); Studio tries again.",
+            level="warning",
+        )
+    if deployment.serving_revision is not None and deployment.serving_revision != deployment.revision:
+        message += f"\nRevision {deployment.serving_revision} of {deployment.name} keeps serving."
     with transaction.atomic():
         row = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
         row.observed_generation = max(row.observed_generation, generation)
@@ -390,9 +463,7 @@ def _fail(deployment: OnlineDeployment, generation: int, log: PassLog, message: 
                 fields.append("pending_traffic")
         row.save(update_fields=fields)
         RouteTableVersion.bump()
-    if deployment.serving_revision is not None and deployment.serving_revision != deployment.revision:
-        message += f"\nRevision {deployment.serving_revision} of {deployment.name} keeps serving."
-    _finish_jobs(log, generation, JobStateChoices.FAILED, message)
+        _finish_jobs(log, generation, JobStateChoices.FAILED, message)
     return f"failed at generation {generation}"
 
 
@@ -429,9 +500,7 @@ def _maintain(deployment: OnlineDeployment, log: PassLog) -> str:
             restarted += 1
         except CONVERGE_ERRORS as exc:
             failed += 1
-            Replica.objects.filter(pk=replica.pk).update(
-                state=ReplicaStateChoices.FAILED, restarts=replica.restarts, updated_at=clock()
-            )
+            Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.FAILED, updated_at=clock())
             log(f"Replica {replica.replica_id} could not be restarted: {exc}", level="warning")
     return f"restarted {restarted}, failed {failed}" if restarted or failed else "maintained"
 
@@ -444,15 +513,15 @@ def _restart(spec: OnlineDeployment, replica: Replica, target, prepared: Prepare
             RouteTableVersion.bump()
     if replica.handle:
         target.stop(replica)
-        replica.restarts += 1
-    target.start(replica, _launch(spec, prepared, replica))
+    # Every attempt counts, failed ones too: the back-off of a replica that cannot start grows.
+    replica.restarts += 1
     replica.state = ReplicaStateChoices.STARTING
+    replica.save(update_fields=["restarts", "state", "updated_at"])
+    target.start(replica, _launch(spec, prepared, replica))
     replica.save()
     log(f"Restarting replica {replica.replica_id} at {replica.url}.")
     _wait_ready(target, replica, _readiness_timeout(spec), log)
-    with transaction.atomic():
-        Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.READY)
-        RouteTableVersion.bump()
+    _publish(replica)
     log(f"Replica {replica.replica_id} is ready again.")
 
 
@@ -478,13 +547,13 @@ def _delete(deployment: OnlineDeployment, log: PassLog) -> str:
             f"The replicas' target is out of reach ({exc}); the deployment is removed anyway.",
             level="warning",
         )
-    for job in log.jobs:
-        if job.job.kind == JobKindChoices.DELETE_DEPLOYMENT:
-            job("Deployment deleted.", progress=100)
-            job.finish(JobStateChoices.SUCCEEDED)
-        else:
-            job.finish(JobStateChoices.FAILED, "The deployment was deleted before this change completed.")
     with transaction.atomic():
+        for job in log.jobs:
+            if job.job.kind == JobKindChoices.DELETE_DEPLOYMENT:
+                job("Deployment deleted.", progress=100)
+                job.finish(JobStateChoices.SUCCEEDED)
+            else:
+                job.finish(JobStateChoices.FAILED, "The deployment was deleted before this change completed.")
         deployment.delete()
         RouteTableVersion.bump()
     for job in _endpoint_jobs(deployment.endpoint.name):
@@ -586,7 +655,7 @@ def log_path(deployment: OnlineDeployment, replica: Replica) -> Path:
         Path(settings.STUDIO_HOME)
         / "logs"
         / deployment.endpoint.name
-        / deployment.name
+        / f"{deployment.name}.{deployment.pk}"
         / f"{replica.replica_id}.log"
     )
 

@@ -195,6 +195,11 @@ def create_deployment(
             if pending is not None:
                 deployment.pending_traffic = pending
                 deployment.save(update_fields=["pending_traffic"])
+            elif traffic and traffic != endpoint.traffic:
+                # A split that gives the new deployment nothing moves traffic between the others: now.
+                set_traffic(
+                    endpoint, {**traffic, name: 0}, {**_live_deployments(endpoint), name: deployment}
+                )
             audit(
                 user,
                 AuditActionChoices.DEPLOYED,
@@ -226,6 +231,15 @@ def _pending_traffic(
     others = {key: value for key, value in traffic.items() if key != deployment.name}
     check_ready(others, {}, endpoint, deployments)
     return traffic
+
+
+def set_traffic(endpoint: OnlineEndpoint, traffic: dict, deployments: dict) -> None:
+    """Under the endpoint's lock: a new live split, by today's rules."""
+    mirror = {key: value for key, value in endpoint.mirror_traffic.items() if not traffic.get(key)}
+    check_traffic(traffic, mirror, deployments)
+    check_ready(traffic, mirror, endpoint, deployments)
+    endpoint.traffic, endpoint.mirror_traffic = traffic, mirror
+    endpoint.save(update_fields=["traffic", "mirror_traffic", "updated_at"])
 
 
 def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) -> Job | None:

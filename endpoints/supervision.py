@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 LEASE = "supervision"
 LEASE_TTL = timedelta(seconds=60)  # longer than the task's hard time limit (endpoints.tasks.supervise)
+# Supervision queues a deployment's reconcile at most once per this long: while workers are busy (a long
+# build), queued reconciles wait their turn, and queueing more would only pile messages up.
+REQUEUE_EVERY = timedelta(seconds=30)
 LIVENESS_TIMEOUT_S = 2.0
 CHECKERS = 8
 
@@ -86,13 +89,21 @@ def _sweep(lease: leases.Held) -> dict:
     for deployment in OnlineDeployment.objects.prefetch_related("replicas"):
         if deployment.pk not in queued and reconcile.work(deployment) and _abandoned(deployment):
             queued.add(deployment.pk)
+    queued = {pk for pk in queued if _may_queue(reconcile.requeue_name(pk))}
     for deployment_id in sorted(queued):
         jobs.dispatch_deployment(deployment_id)
     deleting = OnlineEndpoint.objects.filter(provisioning_state=ProvisioningStateChoices.DELETING)
     for endpoint_id in deleting.values_list("pk", flat=True):
-        jobs.dispatch_endpoint(endpoint_id)
+        if _may_queue(f"requeue:endpoint:{endpoint_id}"):
+            jobs.dispatch_endpoint(endpoint_id)
     removed = _remove_orphans()
     return {"checked": len(ready), "unhealthy": unhealthy, "queued": sorted(queued), "removed": removed}
+
+
+def _may_queue(name: str) -> bool:
+    """Whether this sweep may queue the work `name` stands for: once per REQUEUE_EVERY, taken as a lease
+    that is never released, only lapses."""
+    return leases.acquire(name, REQUEUE_EVERY, clock=reconcile.clock) is not None
 
 
 def _abandoned(deployment: OnlineDeployment) -> bool:

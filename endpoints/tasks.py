@@ -17,7 +17,8 @@ def reconcile_endpoint(endpoint_id: int) -> str:
     return reconcile.reconcile_endpoint(endpoint_id)
 
 
-# Supervision only observes and queues: it is short by construction, and a sweep that overruns is cut.
-@shared_task(soft_time_limit=60, time_limit=90)
+# Supervision only observes and queues: it is short by construction, and a sweep that overruns is cut,
+# before its lease (supervision.LEASE_TTL, 60 s) lapses, so two sweeps never overlap.
+@shared_task(soft_time_limit=40, time_limit=50)
 def supervise() -> dict:
     return supervision.sweep()

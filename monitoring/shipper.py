@@ -7,6 +7,9 @@ Promises (docs/monitoring.md):
   (mtime 0), so shipping a segment twice writes the same names with the same bytes.
 - A segment is deleted only after the store confirmed every object of it and `on_shipped` returned;
   a crash anywhere before that leaves the segment to be shipped again.
+- Objects are written create-only: a resend finds the same bytes and moves on. An object that exists with
+  other bytes is never overwritten: the error is logged and the segment is kept aside in `conflicts/` of
+  the spool, for a person to look at; its other objects are shipped.
 
 Django-free on purpose: the Celery task runs it on the control plane's host, and `python -m
 monitoring.shipper` runs it on a gateway host that has only the spool and the store.
@@ -30,12 +33,13 @@ from pathlib import Path
 import orjson
 
 from monitoring.layout import Partition, partition_of
-from studio.objectstore import ObjectStore, store_from_url
+from studio.objectstore import ObjectExists, ObjectStore, store_from_url
 
 logger = logging.getLogger(__name__)
 
 CLOSED_SUFFIX = ".jsonl"
 LOCK_NAME = ".shipper.lock"
+CONFLICTS = "conflicts"
 
 
 @dataclass(frozen=True)
@@ -111,11 +115,16 @@ def ship_segment(
     """
     segment = path.name[: -len(CLOSED_SUFFIX)]
     groups, skipped = split_segment(path)
-    shipped = []
+    shipped, conflicts = [], []
     for partition, lines in sorted(groups.items(), key=lambda item: item[0].key(segment)):
         body = compress(lines)
         key = partition.key(segment)
-        store.put(key, io.BytesIO(body))
+        try:
+            store.put_new(key, body)
+        except ObjectExists as exc:
+            logger.error("%s: segment %s kept aside in %s", exc, path.name, CONFLICTS)
+            conflicts.append(key)
+            continue
         shipped.append(
             ShippedObject(
                 key, partition, len(body), hashlib.md5(body, usedforsecurity=False).hexdigest(), len(lines)
@@ -123,8 +132,18 @@ def ship_segment(
         )
     if on_shipped is not None:
         on_shipped(shipped)
-    remove_segment(path)
+    if conflicts:
+        keep_aside(path)
+    else:
+        remove_segment(path)
     return shipped, skipped
+
+
+def keep_aside(path: Path) -> None:
+    """Move a segment whose objects collide with other content out of the shipper's way, keeping it."""
+    folder = path.parent / CONFLICTS
+    folder.mkdir(exist_ok=True)
+    os.replace(path, folder / path.name)
 
 
 def remove_segment(path: Path) -> None:

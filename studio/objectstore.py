@@ -1,7 +1,9 @@
 """Object stores behind one interface: a filesystem folder (`file://...`) or S3 (`s3://bucket/prefix`).
 
 The registry keeps model content here and monitoring keeps telemetry here. Keys are '/'-separated
-relative paths. Objects are written whole: a reader never sees a half-written object.
+relative paths. Objects are written whole: a reader never sees a half-written object. The telemetry
+archive is the system of record, so its objects are written create-only (`put_new`): an object, once
+there, is never replaced.
 """
 
 from __future__ import annotations
@@ -17,11 +19,23 @@ from urllib.parse import urlparse
 CHUNK = 1024 * 1024
 
 
+class ObjectExists(Exception):
+    """A create-only write found another object under its key; the stored one was left as it is."""
+
+    def __init__(self, key: str):
+        super().__init__(f"{key} exists already with other content; it was not replaced")
+        self.key = key
+
+
 class ObjectStore(Protocol):
     url: str
 
     def put(self, key: str, source: BinaryIO) -> None:
         """Store the stream under key, replacing any object there."""
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Create the object, atomically, only if the key is free: True when created, False when the same
+        bytes are there already (a resend); ObjectExists when other bytes are, which stay."""
 
     def open(self, key: str) -> BinaryIO:
         """A readable stream of the object; FileNotFoundError when there is none."""
@@ -63,6 +77,23 @@ class FileSystemStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            # link(2) creates the name only if it is free: create-only, and whole, in one step.
+            os.link(tmp, path)
+        except FileExistsError:
+            if path.read_bytes() != data:
+                raise ObjectExists(key) from None
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
@@ -106,6 +137,24 @@ class S3Store:
     def put(self, key: str, source: BinaryIO) -> None:
         # upload_fileobj streams in parts; a failed multipart upload is aborted by boto3.
         self.client.upload_fileobj(source, self.bucket, self._key(key))
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            # S3's conditional write: refused with 412 when the key exists (MinIO and moto do the same).
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
+                raise
+            with self.open(key) as stored:
+                if stored.read() != data:
+                    raise ObjectExists(key) from None
+            return False
+        return True
 
     def open(self, key: str) -> BinaryIO:
         try:

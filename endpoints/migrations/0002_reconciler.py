@@ -2,15 +2,40 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+SNAPSHOT_FIELDS = (
+    "model_version_id",
+    "code_digest",
+    "scoring_script",
+    "environment_version_id",
+    "environment",
+    "instance_type",
+    "instance_count",
+    "request_settings",
+    "liveness_probe",
+    "readiness_probe",
+    "environment_variables",
+    "data_collector",
+)
+SETTLED = ("Succeeded", "Failed", "Deleting")
+
+
 def converged_as_they_are(apps, schema_editor):
-    """Deployments that exist were converged by the jobs before the reconciler: record them as observed."""
+    """Deployments the jobs had converged are recorded as observed, with what their replicas run; one
+    a job was still changing is handed to the reconciler as a change to apply, with its open jobs."""
     OnlineDeployment = apps.get_model("endpoints", "OnlineDeployment")
+    Job = apps.get_model("endpoints", "Job")
     for deployment in OnlineDeployment.objects.all():
         deployment.revision = deployment.generation
         deployment.observed_generation = deployment.generation
         if deployment.provisioning_state == "Succeeded":
             deployment.serving_revision = deployment.generation
-        deployment.save(update_fields=["revision", "observed_generation", "serving_revision"])
+            deployment.serving_spec = {name: getattr(deployment, name) for name in SNAPSHOT_FIELDS}
+        elif deployment.provisioning_state not in SETTLED:
+            deployment.generation += 1
+        deployment.save()
+        Job.objects.filter(deployment=deployment, state__in=["queued", "running"]).update(
+            generation=deployment.generation
+        )
 
 
 class Migration(migrations.Migration):

@@ -71,7 +71,9 @@ class Target(Protocol):
         """Build (or find built) what the deployment's replicas run; raise BuildFailed if it cannot be."""
 
     def start(self, replica, launch: ReplicaLaunch) -> None:
-        """Start the replica; set replica.url and replica.handle (and save nothing: the caller saves)."""
+        """Start the replica and return once it listens; set replica.url and replica.handle. The handle
+        is written to the replica's row as soon as what runs exists (a worker killed mid-start must leave
+        nothing unfindable); the caller saves the rest."""
 
     def alive(self, replica) -> bool:
         """Whether the replica's process or container still runs."""

@@ -179,6 +179,7 @@ class DockerTarget:
             raise ReplicaFailed(f"Docker could not start replica {replica.replica_id}: {message}") from None
         # Known before anything else can fail, so a failure below still stops and removes it.
         replica.handle = {"container": container.id, "name": name, "image": launch.image}
+        type(replica).objects.filter(pk=replica.pk).update(handle=replica.handle)
         if settings.STUDIO_DOCKER_NETWORK:
             replica.url = f"http://{name}:{packaging.SERVER_PORT}"
         else:

@@ -37,11 +37,6 @@ BIND_TIMEOUT_S = 60.0
 logger = logging.getLogger(__name__)
 
 
-def _gone(replica) -> bool:
-    """Whether the replica's process is gone, reaped too (a zombie's parent may be the warm template)."""
-    return processes.start_ticks(replica.handle["pid"]) != replica.handle.get("start")
-
-
 def tail(path: Path, lines: int) -> str:
     """The last `lines` lines of a log file (read from its last 256 KiB), or "" if it cannot be read."""
     try:
@@ -55,11 +50,11 @@ def tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _port_file(replica) -> Path:
-    """Where a starting replica writes the port it listens on."""
+def _port_file() -> Path:
+    """Where one starting replica writes the port it listens on: a name of its own per launch."""
     folder = Path(settings.STUDIO_HOME) / "run" / "ports"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder / f"{replica.deployment.endpoint.name}-{replica.replica_id}.port"
+    return folder / f"{secrets.token_hex(8)}.port"
 
 
 def _bound_port(path: Path, pid: int, start: str | None, log_path: Path) -> int:
@@ -170,8 +165,7 @@ class LocalTarget:
         return Prepared(runtime.python, model_dir, code_dir, warnings=runtime.warnings)
 
     def start(self, replica, launch: ReplicaLaunch) -> None:
-        port_file = _port_file(replica)
-        port_file.unlink(missing_ok=True)
+        port_file = _port_file()
         env = _process_env(str(launch.model_dir), launch.environment)
         # After the deployment's own variables: no deployment can opt its replicas out of the check.
         env["STUDIO_INSTALLATION"] = str(installation_marker())
@@ -201,6 +195,9 @@ class LocalTarget:
             "log": str(launch.log_path),
             "warm": forked,
         }
+        # On the row at once: a worker killed while the replica starts leaves a process the next pass
+        # finds (and adopts or stops), never one that nothing knows.
+        type(replica).objects.filter(pk=replica.pk).update(handle=replica.handle)
         try:
             port = _bound_port(port_file, started.pid, started.start, launch.log_path)
         except ReplicaFailed:
@@ -234,7 +231,9 @@ class LocalTarget:
             return
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline:
-            if not self.alive(replica) and _gone(replica):
+            # Every process of its group gone (zombies wait only for their parent, which may be another
+            # worker or the warm template: they hold no port any more).
+            if not self.alive(replica) and not processes.live_group(pgid):
                 return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):

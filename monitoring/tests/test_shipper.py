@@ -76,7 +76,7 @@ def test_a_crash_after_upload_keeps_the_segment_and_a_resend_writes_identical_ob
 def test_a_store_failure_keeps_the_segment(spool, telemetry_store, monkeypatch):
     write_segment(spool, [event(recent())], seq=1)
     monkeypatch.setattr(
-        telemetry_store, "put", lambda key, source: (_ for _ in ()).throw(OSError("store down"))
+        telemetry_store, "put_new", lambda key, data: (_ for _ in ()).throw(OSError("store down"))
     )
     with pytest.raises(OSError):
         shipper.ship_spool(spool, telemetry_store)
@@ -102,3 +102,31 @@ def test_only_one_shipper_works_a_spool_at_a_time(spool, telemetry_store):
 def test_compression_is_deterministic():
     lines = [orjson.dumps(event(recent())) + b"\n" for _ in range(3)]
     assert shipper.compress(lines) == shipper.compress(list(lines))
+
+
+def test_an_archive_object_is_never_overwritten_and_its_segment_is_kept_aside(spool, telemetry_store):
+    """A segment name used twice (a gateway that lost its spool state) must not replace what the archive
+    holds: the archive is the system of record and its objects are counted already."""
+    first = [event(recent(), deployment="blue") for _ in range(3)]
+    write_segment(spool, first, gateway="gw-a", seq=1)
+    assert shipper.ship_spool(spool, telemetry_store).events == 3
+    (key,) = telemetry_store.keys("")
+    stored = _lines(telemetry_store, key)
+
+    again = [event(recent(), deployment="blue")]
+    write_segment(spool, again, gateway="gw-a", seq=1)
+    report = shipper.ship_spool(spool, telemetry_store)
+    assert report.objects == 0
+    assert _lines(telemetry_store, key) == stored, "the stored object is untouched"
+    assert list(spool.glob("*.jsonl")) == []
+    (kept,) = (spool / shipper.CONFLICTS).glob("*.jsonl")
+    assert kept.name == "gw-a-000000000001.jsonl", "the colliding segment is kept for a person to look at"
+
+
+def test_a_resend_of_the_same_segment_is_not_a_conflict(spool, telemetry_store):
+    events = [event(recent(), deployment="blue") for _ in range(2)]
+    write_segment(spool, events, gateway="gw-a", seq=4)
+    shipper.ship_spool(spool, telemetry_store)
+    write_segment(spool, events, gateway="gw-a", seq=4)
+    report = shipper.ship_spool(spool, telemetry_store)
+    assert report.objects == 1 and not (spool / shipper.CONFLICTS).exists()

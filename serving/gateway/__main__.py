@@ -26,8 +26,16 @@ def build_app(config: GatewayConfig, log: JsonLog) -> GatewayApp:
     else:
         assert config.control_plane_url is not None
         source = ControlPlaneSource(
-            holder, config.control_plane_url, config.secret, log, config.poll_wait_s, config.gateway_id
+            holder,
+            config.control_plane_url,
+            config.secret,
+            log,
+            config.poll_wait_s,
+            config.gateway_id,
+            saved=config.spool_dir / f"{config.gateway_id}.route-table",
         )
+        config.spool_dir.mkdir(parents=True, exist_ok=True)
+        source.load_saved()  # serve from the first request on, when this gateway saved a table before
     return GatewayApp(config, holder, source, log)
 
 

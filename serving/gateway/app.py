@@ -29,6 +29,10 @@ from serving.logs import JsonLog
 
 JSON = b"application/json"
 _TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
+# Health: silence from the control plane past its poll wait plus this margin makes the table stale; a
+# dropped telemetry event keeps the gateway degraded for this long.
+STALE_MARGIN_S = 5.0
+DROPS_RECENT_S = 300.0
 # Request headers never forwarded to a replica: hop-by-hop ones, ones we set, and the credential (user
 # code has no business seeing the endpoint's key or token).
 _DROP_UPSTREAM = frozenset(
@@ -274,6 +278,10 @@ class GatewayApp:
         except Answer as answer:
             status, reply = answer.status, answer.body
             headers += answer.headers
+        except Exception as exc:
+            # A defect of the gateway's own: answered, and counted and spooled like every other answer.
+            self.log.error(f"Unexpected gateway error: {type(exc).__name__}: {exc}", event="gateway_error")
+            status, reply = 500, _error("InternalServerError", "The gateway failed; see its log.")
         finally:
             self.metrics.in_flight -= 1
         if deployment is not None:
@@ -484,14 +492,26 @@ class GatewayApp:
         holder = self.holder
         table = holder.table
         now = time.monotonic()
-        if table is None:
-            status = "no route table"
-        elif not holder.reachable:
-            status = "serving from last table"
-        else:
-            status = "ok"
+        reasons = []
+        if table is not None:
+            # A healthy source answers every held poll within poll_wait_s: silence past that is staleness.
+            silent = None if holder.last_contact is None else now - holder.last_contact
+            if not holder.reachable:
+                reasons.append("the control plane does not answer: serving from the last route table")
+            elif silent is None or silent > self.config.poll_wait_s + STALE_MARGIN_S:
+                reasons.append(
+                    "no answer from the control plane for "
+                    + ("ever" if silent is None else f"{silent:.0f}s")
+                    + ": the route table may be stale"
+                )
+            if self.spool.last_drop is not None and now - self.spool.last_drop < DROPS_RECENT_S:
+                reasons.append(
+                    f"{self.spool.dropped} telemetry event(s) could not be spooled (is the disk full?)"
+                )
+        status = "no route table" if table is None else ("degraded" if reasons else "ok")
         body: dict[str, Any] = {
             "status": status,
+            "reasons": reasons,
             "gateway_id": self.config.gateway_id,
             "route_table": None
             if table is None
@@ -521,19 +541,23 @@ class GatewayApp:
              round(time.monotonic() - table.loaded_at, 3) if table else 0),
             ("studio_gateway_route_table_source_up", "1 when the table's source answered last time.", "",
              1 if self.holder.reachable else 0),
-            ("studio_gateway_route_table_fetch_errors_total", "Failed route table fetches.", "",
-             self.holder.fetch_errors),
             ("studio_gateway_mirror_queue_depth", "Mirrored copies waiting.", "",
              self.mirror.queue.qsize() if self.mirror else 0),
-            ("studio_gateway_spool_errors_total", "Telemetry events that could not be spooled.", "",
+        ]  # fmt: skip
+        counters = [
+            ("studio_gateway_route_table_fetch_errors_total", "Failed route table fetches.",
+             self.holder.fetch_errors),
+            ("studio_gateway_spool_errors_total", "Spool write, rotation or close failures.",
              self.spool.errors),
+            ("studio_gateway_spool_dropped_events_total", "Telemetry events not spooled (a full disk).",
+             self.spool.dropped),
         ]  # fmt: skip
         for (endpoint, deployment), count in sorted(self.balancer.in_flight().items()):
             labels = f'endpoint="{endpoint}",deployment="{deployment}"'
             gauges.append(
                 ("studio_gateway_deployment_in_flight", "Requests in flight per deployment.", labels, count)
             )
-        return self.metrics.render(gauges)
+        return self.metrics.render(gauges, counters)
 
 
 def _cors_headers(endpoint: Endpoint, origin: bytes) -> list[tuple[bytes, bytes]]:

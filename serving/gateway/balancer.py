@@ -15,6 +15,7 @@ from serving.gateway.upstream import Pool
 
 EJECT_BASE_S = 1.0
 EJECT_MAX_S = 10.0
+EJECT_MAX_DOUBLINGS = 16  # far past EJECT_MAX_S already
 
 
 class ReplicaState:
@@ -31,7 +32,8 @@ class ReplicaState:
     def eject(self) -> None:
         """Take the replica out for a while; repeated failures double the while, up to EJECT_MAX_S."""
         self.failures += 1
-        pause = min(EJECT_MAX_S, EJECT_BASE_S * 2 ** (self.failures - 1))
+        # The exponent is capped: an outage fails thousands of times a second, and 2.0 ** 1024 overflows.
+        pause = min(EJECT_MAX_S, EJECT_BASE_S * 2.0 ** min(self.failures - 1, EJECT_MAX_DOUBLINGS))
         self.ejected_until = time.monotonic() + pause
 
     def succeeded(self) -> None:

@@ -58,8 +58,13 @@ class GatewayMetrics:
         key = (endpoint, deployment)
         self.mirror_dropped[key] = self.mirror_dropped.get(key, 0) + 1
 
-    def render(self, gauges: Iterable[tuple[str, str, str, float]]) -> str:
-        """Prometheus text format. `gauges`: (name, help, labels text, value) computed by the caller."""
+    def render(
+        self,
+        gauges: Iterable[tuple[str, str, str, float]],
+        counters: Iterable[tuple[str, str, float]] = (),
+    ) -> str:
+        """Prometheus text format. `gauges`: (name, help, labels text, value) and `counters`: (name, help,
+        value), counted by the caller."""
         lines: list[str] = []
         family = _family(lines)
         family("studio_gateway_requests_total", "counter", "Scoring requests answered, by status class.")
@@ -96,6 +101,9 @@ class GatewayMetrics:
         lines.append(f"studio_gateway_retries_total {self.retries}")
         family("studio_gateway_in_flight", "gauge", "Scoring requests being handled now.")
         lines.append(f"studio_gateway_in_flight {self.in_flight}")
+        for name, help_text, value in counters:
+            family(name, "counter", help_text)
+            lines.append(f"{name} {value}")
         for name, help_text, labels, value in gauges:
             family(name, "gauge", help_text)
             lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")

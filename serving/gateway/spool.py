@@ -6,14 +6,24 @@ gateway loses no event that was appended, and the gateway appends before it answ
 lose the last seconds; no fsync per request: it would cost milliseconds. Segments are fsynced when
 closed.) Layout and hand-over to the shipper are in docs/gateway.md.
 
-Open segment:   {spool}/{gateway_id}-{seq:012d}.jsonl.open
-Closed segment: {spool}/{gateway_id}-{seq:012d}.jsonl     (renamed when closed; never written again)
+Whole lines or nothing: a write the disk cuts short (full) is taken back, so only whole lines are ever in
+a segment, and the event is counted as dropped (`dropped`, and the health says so).
+
+Names are unique forever, because the archive keys shipped objects by them: a sequence number persisted
+in `{spool}/{gateway_id}.seq` before a segment of that number is opened (so no restart ever reuses one,
+even after every shipped segment was deleted), and a random boot id per process (so even a lost or
+copied spool directory cannot repeat a name). Sorting a gateway's segments by name sorts them by time.
+
+Open segment:   {spool}/{gateway_id}-{seq:012d}-{boot}.jsonl.open
+Closed segment: {spool}/{gateway_id}-{seq:012d}-{boot}.jsonl     (renamed when closed; never written again)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +44,9 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self.errors = 0
+        self.dropped = 0
+        self.last_drop: float | None = None  # monotonic time of the last dropped event
+        self.boot = secrets.token_hex(4)
         self._fd = -1
         self._size = 0
         self._opened_at = 0.0
@@ -44,10 +57,14 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self._seq = self._recover()
 
+    @property
+    def _counter(self) -> Path:
+        return self.directory / f"{self.gateway_id}.seq"
+
     def _recover(self) -> int:
         """Close segments a previous process of this gateway left open (it crashed or was killed), and
-        return the next sequence number: sequences only grow, so the shipper's order is the write order."""
-        pattern = re.compile(re.escape(self.gateway_id) + r"-(\d{12})\.jsonl(\.open)?$")
+        return the next sequence number: past both the persisted counter and every segment still here."""
+        pattern = re.compile(re.escape(self.gateway_id) + r"-(\d{12})(?:-[0-9a-f]{8})?\.jsonl(\.open)?$")
         last = 0
         for entry in os.scandir(self.directory):
             match = pattern.match(entry.name)
@@ -57,26 +74,52 @@ class Spool:
             if match.group(2):
                 path = Path(entry.path)
                 os.replace(path, path.with_name(path.name[: -len(".open")]))
+        # A counter lost or corrupt leaves the boot id to keep names unique.
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            last = max(last, int(self._counter.read_text().strip() or 0))
         return last + 1
 
+    def _reserve(self, seq: int) -> None:
+        """Persist `seq` as used before a segment of it exists: a restart continues after it."""
+        partial = self._counter.with_name(f".{self._counter.name}.{os.getpid()}")
+        partial.write_text(f"{seq}\n")
+        os.replace(partial, self._counter)
+
     def _open(self) -> None:
-        name = f"{self.gateway_id}-{self._seq:012d}{OPEN_SUFFIX}"
+        seq = self._seq
+        self._reserve(seq)
         self._seq += 1
-        self._path = self.directory / name
+        self._path = self.directory / f"{self.gateway_id}-{seq:012d}-{self.boot}{OPEN_SUFFIX}"
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = 0
         self._opened_at = time.monotonic()
 
-    def append(self, event: dict[str, Any]) -> None:
-        """Write one event as one line. Never raises: telemetry trouble must not fail scoring (counted)."""
+    def append(self, event: dict[str, Any]) -> bool:
+        """Write one event as one whole line, or nothing; False when it was dropped (a full disk, an I/O
+        error), which is counted. Never raises: telemetry trouble must not fail scoring."""
         line = orjson.dumps(event) + b"\n"
         try:
             if self._fd < 0 or self._size >= self.max_bytes:
                 self.rotate()
             written = os.write(self._fd, line)
-            self._size += written
         except OSError:
-            self.errors += 1
+            self._drop()
+            return False
+        if written < len(line):
+            # A full disk took part of the line: take it back, so the next line does not glue onto it.
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self.errors += 1
+            self._drop()
+            return False
+        self._size += written
+        return True
+
+    def _drop(self) -> None:
+        self.errors += 1
+        self.dropped += 1
+        self.last_drop = time.monotonic()
 
     def rotate(self) -> None:
         """Close the open segment (if it holds anything) and open the next."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
 import time
 from dataclasses import dataclass, field
@@ -261,6 +263,7 @@ class ControlPlaneSource:
         log: JsonLog,
         wait_s: int = 30,
         gateway_id: str | None = None,
+        saved: Path | None = None,
     ) -> None:
         self.holder = holder
         self.url = f"{url}/internal/route-table/"
@@ -268,10 +271,27 @@ class ControlPlaneSource:
         self.log = log
         self.wait_s = min(wait_s, MAX_WAIT_S)
         self.gateway_id = gateway_id
+        self.saved = saved
         holder.source = url
 
+    def load_saved(self) -> None:
+        """Serve from the last table this gateway applied, kept on disk, until the control plane answers:
+        a restarted gateway routes at once instead of answering 503. A file whose signature does not match
+        (tampered with, or another secret's) is ignored and reported."""
+        if self.saved is None or not self.saved.exists():
+            return
+        try:
+            table = parse_table(orjson.loads(read_signed(self.saved, self.secret)))
+        except (OSError, ValueError) as exc:
+            self.log.warning(f"Saved route table {self.saved} not used: {exc}", event="route_table_error")
+            return
+        self.holder.swap(table)
+        self.log.info("Route table loaded from disk", event="route_table", version=table.version)
+
     async def run(self) -> None:
-        """Poll forever (cancel to stop). Backs off 0.25 s doubling to 5 s while the control plane fails."""
+        """Poll forever (cancel to stop). While the control plane fails, polls again after 0.25 s, doubling
+        to 5 s, except before the first answer since start: then every 0.25 s, so a gateway started with
+        (or before) the control plane catches up at once."""
         backoff = 0.25
         headers = {"authorization": f"Bearer {self.secret.decode()}"}
         if self.gateway_id:
@@ -287,7 +307,8 @@ class ControlPlaneSource:
                 wait = self.wait_s if self.holder.reachable else 0
                 try:
                     response = await client.get(self.url, params={"wait": wait}, headers=headers)
-                    self._handle(response)
+                    if self._handle(response) and self.saved is not None:
+                        await asyncio.to_thread(write_signed, self.saved, response.content, self.secret)
                     backoff = 0.25
                     continue
                 except (httpx.HTTPError, TableError, ValueError) as exc:
@@ -298,13 +319,21 @@ class ControlPlaneSource:
                             event="route_table_error",
                         )
                     self.holder.failed(message)
+                except OSError as exc:
+                    # The table applied, but could not be saved (a full disk): serving goes on.
+                    self.log.warning(
+                        f"Route table not saved to {self.saved}: {exc}", event="route_table_error"
+                    )
+                    continue
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                if self.holder.last_contact is not None:
+                    backoff = min(backoff * 2, 5.0)
 
-    def _handle(self, response: httpx.Response) -> None:
+    def _handle(self, response: httpx.Response) -> bool:
+        """Apply an answer; True when a new table was swapped in."""
         if response.status_code == 304:
             self.holder.contact()
-            return
+            return False
         if response.status_code == 401:
             raise ValueError("the control plane refused the gateway secret (401)")
         if response.status_code != 200:
@@ -315,6 +344,28 @@ class ControlPlaneSource:
         if current is None or table.version != current.version:
             self.holder.swap(table)
             self.log.info("Route table loaded", event="route_table", version=table.version)
+            return True
+        return False
+
+
+def write_signed(path: Path, content: bytes, secret: bytes) -> None:
+    """Save a table whole or not at all, signed with the gateway secret (HMAC-SHA256 on the first line)."""
+    signature = hmac.new(secret, content, hashlib.sha256).hexdigest().encode()
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    with open(partial, "wb") as handle:
+        handle.write(signature + b"\n" + content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def read_signed(path: Path, secret: bytes) -> bytes:
+    """The content of a file `write_signed` wrote; ValueError if its signature does not match."""
+    signature, _, content = path.read_bytes().partition(b"\n")
+    expected = hmac.new(secret, content, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(signature, expected):
+        raise ValueError("its signature does not match this gateway's secret")
+    return content
 
 
 class FileSource:

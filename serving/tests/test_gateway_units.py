@@ -81,15 +81,15 @@ def test_the_spool_rotates_and_recovers_open_segments(tmp_path):
     spool = Spool(tmp_path, "gw-a", max_bytes=100, max_seconds=60)
     for i in range(5):
         spool.append({"request_id": str(i), "padding": "x" * 40})
-    names = sorted(os.listdir(tmp_path))
+    names = sorted(n for n in os.listdir(tmp_path) if ".jsonl" in n)
     assert names[-1].endswith(".jsonl.open") and all(n.endswith(".jsonl") for n in names[:-1])
     # a "crash": the open segment is left behind; the next process closes it and numbers on
     again = Spool(tmp_path, "gw-a", max_bytes=100, max_seconds=60)
     assert not any(n.endswith(".open") for n in os.listdir(tmp_path))
     again.append({"request_id": "5"})
     again.close()
-    names = sorted(os.listdir(tmp_path))
-    assert names[-1] == f"gw-a-{len(names):012d}.jsonl"
+    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".jsonl"))
+    assert names[-1] == f"gw-a-{len(names):012d}-{again.boot}.jsonl"
     lines = [line for name in names for line in (tmp_path / name).read_text().splitlines()]
     assert [json.loads(line)["request_id"] for line in lines] == ["0", "1", "2", "3", "4", "5"]
 
@@ -121,3 +121,49 @@ def test_fractional_seconds_settings_are_read_as_numbers(tmp_path):
     assert (config.spool_segment_seconds, config.auth_failure_window_s) == (0.5, 2.5)
     with pytest.raises(ConfigError, match="STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S"):
         load_config(["--route-table-file", __file__], {**env, "STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S": "soon"})
+
+
+def test_segment_names_never_repeat_even_once_every_segment_was_shipped(tmp_path):
+    first = Spool(tmp_path, "gw-a", max_bytes=10_000, max_seconds=60)
+    first.append({"request_id": "0"})
+    first.close()
+    (shipped,) = [n for n in os.listdir(tmp_path) if n.endswith(".jsonl")]
+    (tmp_path / shipped).unlink()  # the shipper deleted it: the spool holds no segment any more
+    second = Spool(tmp_path, "gw-a", max_bytes=10_000, max_seconds=60)
+    second.append({"request_id": "1"})
+    second.close()
+    (again,) = [n for n in os.listdir(tmp_path) if n.endswith(".jsonl")]
+    assert again != shipped
+    assert again > shipped, "still in write order"
+    # Even with the counter lost, the boot id keeps the name new.
+    (tmp_path / again).unlink()
+    (tmp_path / "gw-a.seq").unlink()
+    third = Spool(tmp_path, "gw-a", max_bytes=10_000, max_seconds=60)
+    third.append({"request_id": "2"})
+    third.close()
+    (last,) = [n for n in os.listdir(tmp_path) if n.endswith(".jsonl")]
+    assert last not in (shipped, again)
+
+
+def test_a_write_the_disk_cuts_short_is_taken_back_and_counted(tmp_path, monkeypatch):
+    spool = Spool(tmp_path, "gw-a", max_bytes=10_000, max_seconds=60)
+    assert spool.append({"request_id": "whole"})
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    assert not spool.append({"request_id": "cut"})
+    monkeypatch.setattr(os, "write", real_write)
+    assert spool.append({"request_id": "after"})
+    spool.close()
+    (segment,) = [n for n in os.listdir(tmp_path) if n.endswith(".jsonl")]
+    lines = (tmp_path / segment).read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == ["whole", "after"]
+    assert (spool.dropped, spool.errors) == (1, 1)
+
+
+def test_an_outage_that_fails_thousands_of_times_never_overflows_the_ejection():
+    from serving.gateway.balancer import EJECT_MAX_S, ReplicaState
+
+    state = ReplicaState("127.0.0.1", 9)
+    for _ in range(5000):
+        state.eject()
+    assert state.ejected_until - time.monotonic() <= EJECT_MAX_S

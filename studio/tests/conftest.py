@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from studio.tests import installation as installation_module
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -85,3 +87,17 @@ def browser_page(live_server, monkeypatch) -> Iterator[BrowserPage]:
             yield recorded
         finally:
             browser.close()
+
+
+# A Studio installation of the test's own (studio/tests/installation.py), and `studio up` running on it.
+@pytest.fixture
+def installation(tmp_path):
+    made = installation_module.Installation(tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def studio_up(installation):
+    process, output = installation.up()
+    yield process, output, installation.port, installation.env

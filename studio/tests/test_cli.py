@@ -483,12 +483,14 @@ def test_uploads_are_streamed_in_small_chunks_not_read_whole(tmp_path):
 def test_up_runs_the_supervisor_with_the_ports(monkeypatch):
     calls = []
     fake = type(sys)("studio.supervisor")
-    fake.run = lambda port, gateway_port: calls.append((port, gateway_port)) or 3
+    fake.run = lambda port, gateway_port, keep_replicas: (
+        calls.append((port, gateway_port, keep_replicas)) or 3
+    )
     monkeypatch.setitem(sys.modules, "studio.supervisor", fake)
     result = CliRunner(env={"STUDIO_PORT": "9001", "STUDIO_GATEWAY_PORT": None}).invoke(cli, ["up"])
     assert result.exit_code == 3
-    result = CliRunner().invoke(cli, ["up", "--port", "7000", "--gateway-port", "7080"])
-    assert calls == [(9001, 8080), (7000, 7080)]
+    result = CliRunner().invoke(cli, ["up", "--port", "7000", "--gateway-port", "7080", "--keep-replicas"])
+    assert calls == [(9001, 8080, None), (7000, 7080, True)]
 
 
 def test_up_says_when_the_supervisor_is_missing(monkeypatch):

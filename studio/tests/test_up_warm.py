@@ -11,7 +11,7 @@ import pytest
 
 from registry.tests.factories import save_sklearn_mlflow_model
 from serving import warm
-from studio.tests.test_up import free_port, group_alive, installation, studio_up  # noqa: F401 - fixtures
+from studio.tests.installation import free_port, group_alive
 
 
 def _wait_ready(url: str, timeout: float = 60.0) -> None:
