@@ -352,9 +352,10 @@ def _bring_up(deployment, revision: int, count: int, target, prepared: Prepared,
     waiting = []
     for index in range(count):
         replica, _ = Replica.objects.get_or_create(deployment=deployment, revision=revision, index=index)
-        if replica.handle and target.alive(replica):
+        # Adopted: a pass before this one started it, and it got as far as listening (an address).
+        if replica.handle and replica.url and target.alive(replica):
             if replica.state != ReplicaStateChoices.READY:
-                waiting.append(replica)  # adopted: a pass before this one started it
+                waiting.append(replica)
             continue
         if replica.handle:
             target.stop(replica)  # whatever is left of it
@@ -487,26 +488,48 @@ def _maintain(deployment: OnlineDeployment, log: PassLog) -> str:
     if revision is None:
         return "nothing serves"
     spec = revision_spec(deployment, revision)
-    restarted, failed = 0, 0
-    prepared = None
+    due = []
     for index in range(count):
         replica, _ = Replica.objects.get_or_create(deployment=deployment, revision=revision, index=index)
-        if replica.state == ReplicaStateChoices.READY or not _restart_due(replica):
-            continue
+        if replica.state != ReplicaStateChoices.READY and _restart_due(replica):
+            due.append(replica)
+    if not due:
+        return "maintained"
+    # All started at once, then each waited for: replicas that died together come back together.
+    starting, failed = [], 0
+    try:
+        prepared = target.prepare(spec, *artifacts.deployment_content(spec), log)
+    except CONVERGE_ERRORS as exc:
+        prepared, failed = None, len(due)
+        for replica in due:
+            _restart_failed(replica, log, exc)
+    for replica in due if prepared is not None else []:
         try:
-            if prepared is None:
-                prepared = target.prepare(spec, *artifacts.deployment_content(spec), log)
             _restart(spec, replica, target, prepared, log)
-            restarted += 1
+            starting.append(replica)
         except CONVERGE_ERRORS as exc:
             failed += 1
-            Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.FAILED, updated_at=clock())
-            log(f"Replica {replica.replica_id} could not be restarted: {exc}", level="warning")
-    return f"restarted {restarted}, failed {failed}" if restarted or failed else "maintained"
+            _restart_failed(replica, log, exc)
+    for replica in starting:
+        try:
+            _wait_ready(target, replica, _readiness_timeout(spec), log)
+        except CONVERGE_ERRORS as exc:
+            failed += 1
+            target.stop(replica)
+            _restart_failed(replica, log, exc)
+            continue
+        _publish(replica)
+        log(f"Replica {replica.replica_id} is ready again.")
+    return f"restarted {len(due) - failed}, failed {failed}"
+
+
+def _restart_failed(replica: Replica, log: PassLog, exc: Exception) -> None:
+    Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.FAILED, updated_at=clock())
+    log(f"Replica {replica.replica_id} could not be restarted: {exc}", level="warning")
 
 
 def _restart(spec: OnlineDeployment, replica: Replica, target, prepared: Prepared, log: PassLog) -> None:
-    """Start a replica again in its slot, on its revision's runtime, and publish it once ready."""
+    """Start a replica again in its slot, on its revision's runtime (not waiting for it to be ready)."""
     if replica.state == ReplicaStateChoices.READY:
         with transaction.atomic():
             Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.UNHEALTHY)
@@ -520,9 +543,6 @@ def _restart(spec: OnlineDeployment, replica: Replica, target, prepared: Prepare
     target.start(replica, _launch(spec, prepared, replica))
     replica.save()
     log(f"Restarting replica {replica.replica_id} at {replica.url}.")
-    _wait_ready(target, replica, _readiness_timeout(spec), log)
-    _publish(replica)
-    log(f"Replica {replica.replica_id} is ready again.")
 
 
 def revision_spec(deployment: OnlineDeployment, revision: int) -> OnlineDeployment:

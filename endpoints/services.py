@@ -197,9 +197,7 @@ def create_deployment(
                 deployment.save(update_fields=["pending_traffic"])
             elif traffic and traffic != endpoint.traffic:
                 # A split that gives the new deployment nothing moves traffic between the others: now.
-                set_traffic(
-                    endpoint, {**traffic, name: 0}, {**_live_deployments(endpoint), name: deployment}
-                )
+                set_traffic(endpoint, {**traffic, name: 0}, {**_live_deployments(endpoint), name: deployment})
             audit(
                 user,
                 AuditActionChoices.DEPLOYED,

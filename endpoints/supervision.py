@@ -89,7 +89,6 @@ def _sweep(lease: leases.Held) -> dict:
     for deployment in OnlineDeployment.objects.prefetch_related("replicas"):
         if deployment.pk not in queued and reconcile.work(deployment) and _abandoned(deployment):
             queued.add(deployment.pk)
-    queued = {pk for pk in queued if _may_queue(reconcile.requeue_name(pk))}
     for deployment_id in sorted(queued):
         jobs.dispatch_deployment(deployment_id)
     deleting = OnlineEndpoint.objects.filter(provisioning_state=ProvisioningStateChoices.DELETING)
@@ -107,15 +106,20 @@ def _may_queue(name: str) -> bool:
 
 
 def _abandoned(deployment: OnlineDeployment) -> bool:
-    """Work is left and nobody does it: no holder, and no job of it showed life within a lease's time
-    (a queued job waits its turn on a busy worker pool: queueing it again would only pile up messages)."""
+    """Work is left and nobody does it. Without an open job (a restart, a drain), that is when no holder
+    is at it. With one, also when the job showed no life for a lease's time, and then at most once per
+    REQUEUE_EVERY: a queued job waits its turn behind a long build, and more messages would only pile up."""
     if leases.holder(reconcile.lease_name(deployment.pk), clock=reconcile.clock) is not None:
         return False
     # A job's last sign of life: its heartbeat once a pass worked on it, else when it was queued.
     last = Job.objects.filter(deployment=deployment, state__in=jobs.OPEN).aggregate(
         seen=Max(Coalesce("heartbeat_at", "created_at"))
     )["seen"]
-    return last is None or last < reconcile.clock() - timedelta(seconds=settings.STUDIO_RECONCILE_LEASE_S)
+    if last is None:
+        return True
+    if last >= reconcile.clock() - timedelta(seconds=settings.STUDIO_RECONCILE_LEASE_S):
+        return False
+    return _may_queue(reconcile.requeue_name(deployment.pk))
 
 
 def _remove_orphans() -> list[str]:

@@ -261,6 +261,8 @@ def test_replicas_listen_on_ports_the_kernel_picks_so_none_can_collide(team, mlf
     client = team.contributor.client()
     register(client, "clf", mlflow_model_zip, "mlflow_model")
     client.post(ENDPOINTS, {"name": "ports"}, format="json")
+    folder = settings.STUDIO_HOME / "run" / "ports"
+    before = set(folder.iterdir()) if folder.exists() else set()
     body = deploy(client, "ports", {"name": "blue", "model": "azureml:clf:1", "instance_count": 3})
     assert body["job"]["state"] == "succeeded", body["job"]["error"]
     replicas = list(Replica.objects.all())
@@ -269,4 +271,4 @@ def test_replicas_listen_on_ports_the_kernel_picks_so_none_can_collide(team, mlf
     for replica in replicas:
         assert replica.url == f"http://127.0.0.1:{replica.handle['port']}"
         assert score(replica.url, {"input_data": [[1.0, 0.0]]}).json() == [1]
-    assert not any((settings.STUDIO_HOME / "run" / "ports").iterdir()), "the port files are cleaned up"
+    assert set(folder.iterdir()) == before, "the port files are cleaned up"

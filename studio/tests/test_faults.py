@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,7 +31,6 @@ from studio.tests.installation import (
     Installation,
     deploy,
     group_alive,
-    replica_pids,
     started_children,
 )
 
@@ -221,12 +221,13 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
         assert until(lambda: len(load.answers) > 50, 30)
 
         with faults.inject("replica SIGKILL (1 of 2)"):
-            os.killpg(replica_pids(installation, current=True)[0], signal.SIGKILL)
+            victims = _serving_pids(installation)[:1]
+            _kill(victims)
 
         with faults.inject("replica SIGKILL (2 of 2)"):
-            for pid in replica_pids(installation, current=True):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            victims = _serving_pids(installation, exclude=victims)
+            assert len(victims) == 2, victims
+            _kill(victims)
 
         with faults.inject("gateway SIGKILL"):
             seen = len(output)
@@ -237,6 +238,7 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
             seen = len(output)
             os.killpg(started_children(output)["web"], signal.SIGKILL)
             output.wait_for(r"started web", after=seen, timeout=30)
+            assert until(lambda: _control_plane_answers(installation), 60), "the web never came back"
 
         with faults.inject("web SIGSTOP 10 s"):
             web = started_children(output)["web"]
@@ -245,6 +247,7 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
                 time.sleep(10)  # the fault itself lasts this long; nothing is waited for here
             finally:
                 os.killpg(web, signal.SIGCONT)
+            assert until(lambda: _control_plane_answers(installation), 60), "the web never came back"
 
         with faults.inject("worker SIGKILL mid-create"):
             release = installation.root / "release"
@@ -317,6 +320,36 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
     print("\n" + faults.table(lost=sum(got.values()) - sum(min(archived[s], n) for s, n in got.items())))
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
+
+
+def _kill(pids: list[int]) -> None:
+    """SIGKILL to each replica's whole process group, and wait until nothing of them runs."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    assert until(lambda: not any(map(group_alive, pids)), 10), f"replicas {pids} survived SIGKILL"
+
+
+def _serving_pids(installation: Installation, exclude: list[int] = ()) -> list[int]:
+    """The pids of the replicas that are ready, as the installation's own database records them, once
+    none of them is in `exclude` any more (supervision replaced the ones killed before)."""
+    found: list[int] = []
+
+    def replaced() -> bool:
+        with contextlib.closing(sqlite3.connect(installation.home / "studio.db", timeout=30)) as db:
+            rows = db.execute("select handle from endpoints_replica where state = 'ready'").fetchall()
+        found[:] = [json.loads(handle)["pid"] for (handle,) in rows]
+        return len(found) == 2 and not set(found) & set(exclude) and all(map(group_alive, found))
+
+    assert until(replaced, 60), f"the killed replicas {exclude} were not replaced: {found}"
+    return found
+
+
+def _control_plane_answers(installation: Installation) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{installation.port}/api/v1/", timeout=5).status_code < 500
+    except httpx.TransportError:
+        return False
 
 
 def _deployment(installation: Installation, name: str) -> dict:
