@@ -167,3 +167,34 @@ def test_an_outage_that_fails_thousands_of_times_never_overflows_the_ejection():
     for _ in range(5000):
         state.eject()
     assert state.ejected_until - time.monotonic() <= EJECT_MAX_S
+
+
+def test_health_is_degraded_past_the_poll_wait_of_silence_and_after_dropped_events(tmp_path):
+    import dataclasses
+
+    from serving.gateway.app import STALE_MARGIN_S, GatewayApp
+    from serving.gateway.table import TableHolder
+    from serving.logs import JsonLog
+
+    config = load_config(["--route-table-file", __file__], {"STUDIO_HOME": str(tmp_path)})
+    config = dataclasses.replace(config, spool_dir=tmp_path / "spool")
+    holder = TableHolder()
+    holder.swap(parse_table(_table()))
+    holder.contact()
+    app = GatewayApp(config, holder, None, JsonLog(component="test"))
+    status, body = app.health()
+    assert (status, body["status"], body["reasons"]) == (200, "ok", [])
+
+    # A frozen control plane: connected, never answering. A held poll answers within the wait, so
+    # silence past it plus the margin is staleness.
+    holder.last_contact -= config.poll_wait_s + STALE_MARGIN_S + 1
+    status, body = app.health()
+    assert (status, body["status"]) == (200, "degraded")
+    assert "the route table may be stale" in body["reasons"][0]
+
+    holder.contact()
+    app.spool._drop()
+    status, body = app.health()
+    assert body["status"] == "degraded" and "could not be spooled" in body["reasons"][0]
+    assert "studio_gateway_spool_dropped_events_total 1" in app.render_metrics()
+    assert "# TYPE studio_gateway_route_table_fetch_errors_total counter" in app.render_metrics()
