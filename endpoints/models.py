@@ -155,10 +155,6 @@ class OnlineDeployment(models.Model):
         return self.jobs.order_by("-created_at").first()
 
     @property
-    def converged(self) -> bool:
-        return self.observed_generation >= self.generation
-
-    @property
     def ready_replicas(self) -> list["Replica"]:
         return [r for r in self.replicas.all() if r.state == ReplicaStateChoices.READY]
 

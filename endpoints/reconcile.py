@@ -661,23 +661,21 @@ def replica_logs(deployment: OnlineDeployment, lines: int) -> list[dict]:
     ]
     if deployment.provisioning_state == ProvisioningStateChoices.FAILED:
         running = {item["id"] for item in found}
-        folder = log_path(
-            deployment, Replica(deployment=deployment, revision=deployment.revision, index=0)
-        ).parent
-        for path in sorted(folder.glob(f"{deployment.name}-{deployment.revision}-*.log")):
+        for path in sorted(log_folder(deployment).glob(f"{deployment.name}-{deployment.revision}-*.log")):
             if path.stem not in running:
                 found.append({"id": path.stem, "state": "failed", "log": tail(path, lines)})
     return found
 
 
-def log_path(deployment: OnlineDeployment, replica: Replica) -> Path:
+def log_folder(deployment: OnlineDeployment) -> Path:
+    """Where the deployment's replicas log: per row, so a re-created namesake never shows these logs."""
     return (
-        Path(settings.STUDIO_HOME)
-        / "logs"
-        / deployment.endpoint.name
-        / f"{deployment.name}.{deployment.pk}"
-        / f"{replica.replica_id}.log"
+        Path(settings.STUDIO_HOME) / "logs" / deployment.endpoint.name / f"{deployment.name}.{deployment.pk}"
     )
+
+
+def log_path(deployment: OnlineDeployment, replica: Replica) -> Path:
+    return log_folder(deployment) / f"{replica.replica_id}.log"
 
 
 def _launch(deployment: OnlineDeployment, prepared: Prepared, replica: Replica) -> ReplicaLaunch:

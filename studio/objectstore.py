@@ -8,6 +8,7 @@ there, is never replaced.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -65,34 +66,36 @@ class FileSystemStore:
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put(self, key: str, source: BinaryIO) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename, so the object appears whole or not at all.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                shutil.copyfileobj(source, handle, CHUNK)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def put_new(self, key: str, data: bytes) -> bool:
+    @contextlib.contextmanager
+    def _staged(self, key: str) -> Iterator[tuple[Path, BinaryIO, Path]]:
+        """(target path, open file, its path) of a file written beside the target; the caller puts it in
+        place (replace or link), so the object appears whole or not at all. It is removed afterwards."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            # link(2) creates the name only if it is free: create-only, and whole, in one step.
-            os.link(tmp, path)
-        except FileExistsError:
-            if path.read_bytes() != data:
-                raise ObjectExists(key) from None
-            return False
+                yield path, handle, Path(tmp)
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def put(self, key: str, source: BinaryIO) -> None:
+        with self._staged(key) as (path, handle, tmp):
+            shutil.copyfileobj(source, handle, CHUNK)
+            handle.flush()
+            os.replace(tmp, path)
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        with self._staged(key) as (path, handle, tmp):
+            handle.write(data)
+            handle.flush()
+            try:
+                # link(2) creates the name only if it is free: create-only, and whole, in one step.
+                os.link(tmp, path)
+            except FileExistsError:
+                if path.read_bytes() != data:
+                    raise ObjectExists(key) from None
+                return False
         return True
 
     def open(self, key: str) -> BinaryIO:

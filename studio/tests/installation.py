@@ -150,9 +150,8 @@ def deploy(installation: Installation, instance_count: int = 1) -> int:
     return replica_pids(installation)[-1]
 
 
-def replica_pids(installation: Installation, current: bool = False) -> list[int]:
-    """The deployment's model-server pids, oldest first, as its replicas' logs (`get-logs`) name them;
-    `current`: only the latest of each replica (the one running now, if any)."""
+def replica_pids(installation: Installation) -> list[int]:
+    """The deployment's model-server pids, oldest first, as its replicas' logs (`get-logs`) name them."""
     found = json.loads(
         installation.cli(
             "online-deployment", "get-logs", "--name", "blue", "--endpoint-name", "fraud", "-o", "json"
@@ -160,13 +159,11 @@ def replica_pids(installation: Installation, current: bool = False) -> list[int]
     )
     pids = []
     for replica in found["replicas"]:
-        started = []
         for line in (replica.get("log") or "").splitlines():
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
                 if event.get("event") == "listening" and event.get("component") == "supervisor":
-                    started.append(int(event["pid"]))
-        pids += started[-1:] if current else started
+                    pids.append(int(event["pid"]))
     assert pids, f"no model server said it listens:\n{found}"
     return pids
 

@@ -113,8 +113,8 @@ class Fault:
 class Faults:
     """Injects faults one after another into one installation under load, and keeps their figures."""
 
-    def __init__(self, installation: Installation, load: Load):
-        self.installation, self.load = installation, load
+    def __init__(self, load: Load):
+        self.load = load
         self.done: list[Fault] = []
 
     @contextlib.contextmanager
@@ -217,7 +217,7 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
     )
 
     with Load(url, key) as load:
-        faults = Faults(installation, load)
+        faults = Faults(load)
         assert until(lambda: len(load.answers) > 50, 30)
 
         with faults.inject("replica SIGKILL (1 of 2)"):
