@@ -1,5 +1,5 @@
-# One image for every Studio service (web, worker, beat, gateway, migrate); docker-compose.yml picks the
-# command. BASE_IMAGE lets an offline site build from a python:3.11 image it mirrors itself.
+# One image for every Studio service (web, worker, beat, gateway, migrate, engine-proxy); docker-compose.yml
+# picks the command. BASE_IMAGE lets an offline site build from a python:3.11 image it mirrors itself.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -25,10 +25,12 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm /tmp/requirements.txt
 
 # Editable, so templates/ and static/ stay beside the code where settings.BASE_DIR finds them. The code
-# stays owned by root: the service user can read it, not change it.
+# stays owned by root: the service user can read it, not change it. manage.py makes what it writes private
+# to its user (root, here), so the collected static files are then opened to the service user.
 COPY . .
 RUN pip install --no-deps --editable . \
     && SECRET_KEY=collectstatic-only STUDIO_HOME=/tmp/build-home python manage.py collectstatic --noinput -v 0 \
+    && chmod -R a+rX "$STATIC_ROOT" \
     && rm -rf /tmp/build-home
 
 USER studio

@@ -19,7 +19,7 @@ from serving import warm
 from studio.env import env_bool
 from studio.testkit import free_port, wait_for_port
 
-TOKEN = "stu_bench-token"  # noqa: S105 (a throwaway admin token for the run's own Studio)
+TOKEN = "stu_bench-token-5Hq8Zx2Wm7Kp3Rv9Ty4N"  # noqa: S105 (a throwaway admin token for the run's own Studio)
 BODY = b'{"inputs": [[0.0, 1.0], [1.0, 0.0]]}'  # a shape both Studio and mlflow accept
 STUDIO = str(Path(sys.executable).with_name("studio"))
 

@@ -31,11 +31,14 @@ from typing import Any
 
 import httpx
 
+from serving import replica_key
 from serving.processes import stat as process_stat
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"  # noqa: S105 - a throwaway secret for a loopback benchmark
 KEY = "bench-key"
+# The model server requires it, as Studio's replicas do; the gateway presents it from the route table.
+REPLICA_KEY = "bench-replica-key-0123456789"
 BODY = {"input_data": {"columns": [0, 1, 2, 3], "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}
 
 
@@ -61,13 +64,13 @@ def _save_model(folder: Path) -> Path:
     return path
 
 
-def _wait(url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+def _wait(url: str, process: subprocess.Popen, timeout: float = 180.0, headers: dict | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url}: the process exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, headers=headers, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -135,6 +138,8 @@ def _lua(folder: Path) -> Path:
         f'wrk.body = "{body}"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
+        # The direct target is called as the gateway calls it; the gateway drops a client's copy.
+        f'wrk.headers["{replica_key.HEADER}"] = "{REPLICA_KEY}"\n'
     )
     return script
 
@@ -146,7 +151,11 @@ def _route_table(url: str) -> dict:
         "max_concurrent_requests_per_instance": 64,
         "max_body_bytes": 1 << 20,
     }
-    deployment = {"replicas": [{"id": "bench-0", "url": url, "ready": True}], "request_settings": settings}
+    deployment = {
+        "replicas": [{"id": "bench-0", "url": url, "ready": True}],
+        "request_settings": settings,
+        "replica_key": REPLICA_KEY,
+    }
     endpoint = {
         "auth_mode": "key",
         "key_digests": [digest],
@@ -194,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             direct = f"http://127.0.0.1:{server_port}"
             gateway = f"http://127.0.0.1:{gateway_port}"
             server_args = ["-m", "serving.server", "--model-dir", str(model), "--port", str(server_port)]
-            processes.append(_start([*server_args, "--workers", "2"], folder / "server.log", {}))
+            server_env = {replica_key.VARIABLE: REPLICA_KEY}
+            processes.append(_start([*server_args, "--workers", "2"], folder / "server.log", server_env))
             table = folder / "table.json"
             table.write_text(json.dumps(_route_table(direct)))
             gateway_args = [
@@ -208,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway_env = {"STUDIO_GATEWAY_SECRET": SECRET}
             gateway_args += ["--spool-dir", str(folder / "spool"), "--gateway-id", "bench"]
             processes.append(_start(gateway_args, folder / "gateway.log", gateway_env))
-            _wait(f"{direct}/health/ready", processes[0])
+            _wait(f"{direct}/health/ready", processes[0], headers=replica_key.headers(REPLICA_KEY))
             _wait(f"{gateway}/health", processes[1])
             check = httpx.post(
                 f"{gateway}/endpoints/bench/score", json=BODY, headers={"Authorization": f"Bearer {KEY}"}

@@ -57,6 +57,7 @@ class JobKindChoices(models.TextChoices):
     SCALE_DEPLOYMENT = "scale_deployment", "Scale deployment"
     DELETE_DEPLOYMENT = "delete_deployment", "Delete deployment"
     DELETE_ENDPOINT = "delete_endpoint", "Delete endpoint"
+    PACKAGE = "package", "Package"
 
 
 class ReplicaStateChoices(models.TextChoices):

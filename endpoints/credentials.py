@@ -4,6 +4,10 @@
 - The gateway gets `HMAC-SHA256(gateway secret, key)` per key and compares digests in constant time.
 - Tokens for `aml_token` endpoints are Ed25519-signed JWTs; the gateway verifies them with the public key
   from the route table, so no call back to the control plane is needed per request.
+- A token is bound to its endpoint's identity (the row's primary key, never reused) and key generation
+  (bumped by every key regeneration and auth-mode switch), both in the route table: a token outlives
+  neither the endpoint it was issued for (deleted and created again under the same name) nor a
+  regeneration or switch.
 """
 
 import base64
@@ -14,6 +18,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jwt
 from cryptography.fernet import Fernet
@@ -22,6 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from studio.env import env_secret
+
+if TYPE_CHECKING:
+    from endpoints.models import OnlineEndpoint
 
 TOKEN_ISSUER = "studio"  # noqa: S105 (the JWT issuer claim, not a secret)
 TOKEN_LIFETIME = timedelta(hours=1)
@@ -92,15 +100,24 @@ def token_public_key() -> str:
     ).decode()
 
 
-def issue_token(endpoint_name: str, now: datetime | None = None) -> dict:
+def token_binding(endpoint: "OnlineEndpoint") -> dict:
+    """What binds a token to `endpoint` as it is now: the claims a token carries, and the route table
+    publishes for the gateway to compare (serving/gateway/auth.py)."""
+    return {"endpoint_id": str(endpoint.pk), "key_generation": endpoint.key_generation}
+
+
+def issue_token(endpoint: "OnlineEndpoint", now: datetime | None = None) -> dict:
     """A token for one endpoint, in the shape Azure's get-credentials answers with."""
     now = now or datetime.now(UTC)
     expiry = now + TOKEN_LIFETIME
-    token = jwt.encode(
-        {"iss": TOKEN_ISSUER, "aud": endpoint_name, "iat": now, "exp": expiry, "jti": secrets.token_hex(8)},
-        _signing_key(),
-        algorithm="EdDSA",
-    )
+    claims = {
+        "iss": TOKEN_ISSUER,
+        "aud": endpoint.name,
+        "iat": now,
+        "exp": expiry,
+        "jti": secrets.token_hex(8),
+    }
+    token = jwt.encode({**claims, **token_binding(endpoint)}, _signing_key(), algorithm="EdDSA")
     return {
         "accessToken": token,
         "tokenType": "Bearer",

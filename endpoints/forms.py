@@ -7,7 +7,6 @@ refuse exactly what the API refuses, with the same words.
 
 import json
 
-import yaml
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.html import format_html
@@ -19,6 +18,7 @@ from endpoints.choices import AuthModeChoices, ProvisioningStateChoices, TargetC
 from endpoints.models import OnlineEndpoint, validate_endpoint_name
 from registry.forms import FolderField, without_common_folder
 from registry.models import EnvironmentVersion, ModelVersion
+from studio import plainyaml
 from studio.errors import Refused
 
 NEW, EXISTING = "new", "existing"
@@ -208,12 +208,10 @@ class ModelStepForm(forms.Form):
 
 def _conda(text: str) -> dict:
     try:
-        conda = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "it cannot be parsed"
-        raise ValidationError(f"The conda file is not valid YAML{where}: {problem}.") from None
+        conda = plainyaml.load(text)
+    except plainyaml.YAMLRefused as exc:
+        where = f" (line {exc.line})" if exc.line else ""
+        raise ValidationError(f"The conda file is not valid YAML{where}: {exc.problem}.") from None
     if not isinstance(conda, dict) or not isinstance(conda.get("dependencies"), list):
         raise ValidationError(
             "A conda file is a mapping with a dependencies list, "

@@ -9,7 +9,7 @@ A job that a newer change overtook finishes with the pass that reached the newer
 from django.db import transaction
 from django.utils import timezone
 
-from endpoints.choices import JobStateChoices
+from endpoints.choices import JobKindChoices, JobStateChoices
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
 
 MAX_EVENTS = 500
@@ -39,6 +39,42 @@ def start_job(
     else:
         transaction.on_commit(lambda: dispatch_endpoint(endpoint.pk, job.pk))
     return job
+
+
+def start_package_job(
+    label: str,
+    mode: str,
+    user,
+    *,
+    deployment: OnlineDeployment | None = None,
+    model_version_id: int | None = None,
+) -> Job:
+    """Create a package job's row and queue its task when the transaction commits.
+
+    The job names the deployment it packages but is not one of its jobs (it does not converge it), so it
+    never shows as the deployment's current job; a model version's package names no endpoint."""
+    job = Job.objects.create(
+        kind=JobKindChoices.PACKAGE,
+        endpoint_name=deployment.endpoint.name if deployment else "",
+        deployment_name=deployment.name if deployment else "",
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        events=[_event(f"Queued: packaging {label} ({mode}).")],
+    )
+    arguments = {
+        "job_id": str(job.pk),
+        "mode": mode,
+        "deployment_id": deployment.pk if deployment else None,
+        "model_version_id": model_version_id,
+    }
+    transaction.on_commit(lambda: _dispatch_package(job.pk, arguments))
+    return job
+
+
+def _dispatch_package(job_id, arguments: dict) -> None:
+    from endpoints.tasks import package
+
+    result = package.apply_async(kwargs=arguments)
+    Job.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
 
 
 def dispatch_deployment(deployment_id: int, job_id=None) -> None:

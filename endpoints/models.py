@@ -9,6 +9,7 @@ from django.db import connections, models, router
 from django.urls import reverse
 from django.utils import timezone
 
+from endpoints import credentials
 from endpoints.choices import (
     AuthModeChoices,
     EndpointHealthChoices,
@@ -20,7 +21,7 @@ from endpoints.choices import (
 )
 
 # Azure ML's rule: 3-32 characters, starting with a letter, letters, digits and single dashes.
-ENDPOINT_NAME_RE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|-(?!-)){1,30}[A-Za-z0-9]$")
+ENDPOINT_NAME_RE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|-(?!-)){1,30}[A-Za-z0-9]\Z")
 
 
 def validate_endpoint_name(value: str) -> None:
@@ -45,6 +46,9 @@ class OnlineEndpoint(models.Model):
     # Keys are encrypted at rest (studio.secrets); the gateway only ever sees their HMAC digests.
     primary_key = models.TextField()
     secondary_key = models.TextField()
+    # Tokens carry it and the gateway compares it (endpoints/credentials.py): bumped by every key
+    # regeneration and auth-mode switch, so tokens issued before either stop working.
+    key_generation = models.PositiveIntegerField(default=1)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -88,6 +92,11 @@ class OnlineEndpoint(models.Model):
     @property
     def health(self) -> str:
         return EndpointHealthChoices.DEGRADED if self.health_reasons else EndpointHealthChoices.HEALTHY
+
+
+def new_replica_key() -> str:
+    """A fresh replica key, encrypted as it is stored (serving.replica_key says what it guards)."""
+    return credentials.encrypt(credentials.new_key())
 
 
 class OnlineDeployment(models.Model):
@@ -139,6 +148,10 @@ class OnlineDeployment(models.Model):
     # Traffic given at create (--all-traffic, the wizard's split): the endpoint's whole split, applied when
     # this deployment first succeeds and dropped if it fails.
     pending_traffic = models.JSONField(null=True, blank=True)
+    # The secret its replicas require of every caller but a liveness probe; only the gateway (through the
+    # route table) and Studio's own checks present it. Encrypted at rest like the endpoint keys, and never
+    # shown by the API or the pages.
+    replica_key = models.TextField(default=new_replica_key, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -153,6 +166,28 @@ class OnlineDeployment(models.Model):
     @property
     def job(self) -> "Job | None":
         return self.jobs.order_by("-created_at").first()
+
+    @property
+    def replica_secret(self) -> str:
+        """The replica key in clear, for the replicas' environment, the route table and direct checks."""
+        return credentials.decrypt(self.replica_key)
+
+    @property
+    def isolation(self) -> str:
+        """How its replicas are kept from Studio: "sandboxed", "container", or why they are not isolated
+        (as its running replicas were started, else as the next one would be)."""
+        if self.target != TargetChoices.LOCAL:
+            return "container"
+        from endpoints import isolation
+
+        started = {
+            r.handle.get("isolation", "not isolated: started before Studio sandboxed replicas")
+            for r in self.replicas.all()
+            if r.handle.get("pid")
+        }
+        if started:
+            return sorted(started, key=lambda value: value == isolation.SANDBOXED)[0]
+        return isolation.SANDBOXED if isolation.status().sandboxed else isolation.status().describe()
 
     @property
     def ready_replicas(self) -> list["Replica"]:

@@ -16,6 +16,13 @@ A build context is a plain folder that can be read, edited and built with `docke
 
 Images are tagged by a digest of their inputs: the same inputs give the same tag, and a tag that exists
 is not built again.
+
+Packaging runs as a job (`jobs.start_package_job`, kind `package`) in a worker, never in a web request: a
+context is kept in the artifact store under `packages/<job id>/` for `GET /api/v1/jobs/<id>/download`;
+an image is built on the Docker engine the workers reach. Requirements are checked before anything is
+fetched, wheels are fetched with `--only-binary=:all:` by a process `environments.build_command` makes,
+and every value the Dockerfile carries is quoted and escaped (one with a line break or a control
+character is refused), so no input adds an instruction or a variable to it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import platform as host_platform
 import re
 import shutil
@@ -38,15 +46,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from django.conf import settings
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from endpoints import environments
-from endpoints.targets.base import BuildFailed, QuietLog
+from endpoints.targets.base import BuildFailed, QuietLog, TargetUnavailable
+from serving import replica_key
+from studio.errors import Refused
+
+logger = logging.getLogger(__name__)
 
 # Bump when the Dockerfile or the context's layout changes, so images made by the old layout are rebuilt.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 SERVER_PORT = 5001
 APP_ROOT = PurePosixPath("/var/azureml-app")
 ENV_ROOT = PurePosixPath("/opt/studio/env")
@@ -54,7 +67,6 @@ IMAGE_PYTHON = str(ENV_ROOT / "bin" / "python")
 # An unprivileged user that exists in no base image: nothing in the image is writable by it.
 IMAGE_USER = "65532:65532"
 FETCH_TIMEOUT_S = 900
-BUILD_TIMEOUT_S = environments.BUILD_TIMEOUT_S
 # Build output is reported in batches, so a long pip install does not become hundreds of job events.
 REPORT_EVERY_S = 1.0
 # glibc assumed for a base image that cannot be inspected: Debian bookworm's, which python:3.11-slim uses.
@@ -67,6 +79,10 @@ LIBC_PROBE = (
 
 class PackagingError(Exception):
     """What was asked cannot be packaged; the message says what to change."""
+
+
+MODES = ("offline", "online", "image")
+CONTEXT_PREFIX = "packages"
 
 
 @dataclass
@@ -110,8 +126,16 @@ class PackageSpec:
         return f"studio-model/{name or 'model'}"
 
 
+def _checked(requirements) -> tuple[list[str], str | None, list[str]]:
+    """Requirements at build time: a refusal fails the build, with the same words a request gets."""
+    try:
+        return requirements()
+    except Refused as exc:
+        raise BuildFailed(exc.message) from None
+
+
 def for_deployment(deployment, model_dir: Path, code_dir: Path | None) -> PackageSpec:
-    requirements, python, warnings = environments.requirements_for(deployment)
+    requirements, python, warnings = _checked(lambda: environments.requirements_for(deployment))
     return PackageSpec(
         label=f"{deployment.endpoint.name}/{deployment.name}",
         model_name=deployment.model_version.model.name,
@@ -127,15 +151,33 @@ def for_deployment(deployment, model_dir: Path, code_dir: Path | None) -> Packag
     )
 
 
-def for_model_version(version, model_dir: Path) -> PackageSpec:
-    """A bare model version: only an MLflow model can be served without a scoring script."""
+def _servable(version) -> None:
     if not version.mlflow:
         raise PackagingError(
             f"{version.model.name}:{version.version} is a {version.type}: it needs a scoring script to be "
             "served. Package a deployment of it instead (studio online-deployment package "
             "--endpoint-name E --name D)."
         )
-    requirements, _, warnings = environments.model_requirements(version)
+
+
+def check_deployment(deployment) -> None:
+    """What a package request is refused for before any job starts: requirements Studio does not install
+    (RequirementRefused), a value the Dockerfile cannot carry (PackagingError)."""
+    environments.requirements_for(deployment)
+    if deployment.code_digest:
+        _dockerfile_value("scoring_script", deployment.scoring_script)
+
+
+def check_model_version(version) -> None:
+    """Likewise for a bare model version, which must be an MLflow model."""
+    _servable(version)
+    environments.model_requirements(version)
+
+
+def for_model_version(version, model_dir: Path) -> PackageSpec:
+    """A bare model version: only an MLflow model can be served without a scoring script."""
+    _servable(version)
+    requirements, _, warnings = _checked(lambda: environments.model_requirements(version))
     return PackageSpec(
         label=f"{version.model.name}:{version.version}",
         model_name=version.model.name,
@@ -280,14 +322,14 @@ def _locked(path: Path, log) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_logged(command: list[str], out, log, timeout_s: float) -> tuple[int, str]:
-    """Run a command, its output into the build log line by line, the job heartbeating meanwhile."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _run_logged(command: environments.BuildCommand, out, log, timeout_s: float) -> tuple[int, str]:
+    """Run a build step, its output into the build log line by line, the job heartbeating meanwhile."""
+    process = command.start(subprocess.PIPE)
     watchdog = threading.Timer(timeout_s, process.kill)
     watchdog.start()
     lines, beat = [], time.monotonic()
     try:
-        for line in process.stdout:
+        for line in io.TextIOWrapper(process.stdout, errors="replace"):
             out.write(line)
             lines.append(line)
             if time.monotonic() - beat > 5:
@@ -298,21 +340,22 @@ def _run_logged(command: list[str], out, log, timeout_s: float) -> tuple[int, st
         watchdog.cancel()
     out.flush()
     if code < 0:
-        raise BuildFailed(f"{command[2:4]} took longer than {timeout_s:.0f}s and was stopped.")
+        raise BuildFailed(f"{' '.join(command.argv[2:4])} took longer than {timeout_s:.0f}s and was stopped.")
     return code, "".join(lines)
 
 
 def fetch_wheels(requirements: list[str], target: Platform, out, log) -> list[Wheel]:
     """Resolve the requirements for the platform and fetch every wheel into the shared wheel cache.
 
-    Only wheels: nothing is compiled for a platform that is not this one. Output goes to `out` (the
-    build log); a requirement that cannot be resolved raises BuildFailed with pip's own words.
+    Only wheels (`--only-binary=:all:`, and requirements that are checked names, never a URL or a path
+    pip would build from): nothing is compiled, and no package's build backend runs. Output goes to `out`
+    (the build log); a requirement that cannot be resolved raises BuildFailed with pip's own words.
     """
     cache = Path(settings.STUDIO_WHEEL_CACHE) / target.key
-    with tempfile.TemporaryDirectory() as scratch:
+    with environments.build_home() as scratch:
         listing = Path(scratch) / "requirements.in"
         listing.write_text("\n".join(requirements) + "\n")
-        command = [
+        argv = [
             sys.executable,
             "-m",
             "pip",
@@ -331,6 +374,7 @@ def fetch_wheels(requirements: list[str], target: Platform, out, log) -> list[Wh
         out.write(f"$ pip download ... -r requirements.in   # for {target.key}\n")
         # One pip at a time writes into a wheel folder: another must not read a half-written wheel.
         with _locked(cache / ".lock", log):
+            command = environments.build_command(argv, scratch, (cache,))
             code, output = _run_logged(command, out, log, FETCH_TIMEOUT_S)
     if code != 0:
         errors = [line for line in output.splitlines() if line.startswith("ERROR")]
@@ -351,8 +395,9 @@ def fetch_wheels(requirements: list[str], target: Platform, out, log) -> list[Wh
     return sorted(wheels, key=lambda wheel: wheel.name)
 
 
-def lock_text(wheels: list[Wheel], *, hashes: bool) -> str:
-    lines = ["# Every package the image installs, pinned. Written by Studio from requirements.in."]
+def lock_text(wheels: list[Wheel], *, hashes: bool, options: list[str] = ()) -> str:
+    """The pins, with their hashes when the wheels are in the context, after the allowed index lines."""
+    lines = ["# Every package the image installs, pinned. Written by Studio from requirements.in.", *options]
     for wheel in wheels:
         pin = f"{wheel.name}=={wheel.version}"
         lines.append(f"{pin} \\\n    --hash=sha256:{wheel.sha256}" if hashes else pin)
@@ -407,8 +452,28 @@ def _copy_tree(source: Path, destination: Path) -> None:
             target.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
 
 
+def _dockerfile_value(name: str, value: str) -> str:
+    """A value the Dockerfile carries: a line break would end its instruction and start another."""
+    if any(ord(character) < 32 or ord(character) == 127 for character in value):
+        raise PackagingError(
+            f"{name} {value!r} holds a line break or another control character, which a Dockerfile cannot "
+            "carry: rename it."
+        )
+    return value
+
+
+def _env_value(name: str, value: str) -> str:
+    """`value` quoted for ENV: taken whole as one value, with no variable in it expanded."""
+    escaped = _dockerfile_value(name, value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
 def dockerfile(spec: PackageSpec, base_image: str, tag: str, *, offline: bool) -> str:
+    """The Dockerfile of a context. Every value from a request is quoted and escaped, and one that holds a
+    line break is refused (PackagingError): no input adds an instruction or a variable to the image."""
     model_dir, code_dir = spec.image_model_dir, spec.image_code_dir
+    for name, value in (("package", spec.label), ("base image", base_image), ("tag", tag)):
+        _dockerfile_value(name, value)
     server = ["python", "-m", "serving.server", "--host", "0.0.0.0", "--port", str(SERVER_PORT)]
     server += ["--model-dir", str(model_dir)]
     environment = {
@@ -426,7 +491,10 @@ def dockerfile(spec: PackageSpec, base_image: str, tag: str, *, offline: bool) -
             "AZUREML_SOURCE_DIRECTORY": str(code_dir),
             "AZUREML_ENTRY_SCRIPT": spec.scoring_script,
         }
-    pip = f"{ENV_ROOT}/bin/python -m pip install --no-cache-dir --disable-pip-version-check"
+    # Wheels only, here too: no package's build backend runs in the image's build either.
+    pip = (
+        f"{ENV_ROOT}/bin/python -m pip install --no-cache-dir --disable-pip-version-check --only-binary=:all:"
+    )
     if offline:
         install = [
             "COPY requirements.lock /opt/studio/requirements.lock",
@@ -443,10 +511,13 @@ def dockerfile(spec: PackageSpec, base_image: str, tag: str, *, offline: bool) -
             f"    && {pip} -r /opt/studio/requirements.lock",
         ]
         how = f"docker build -t {tag} .    (pip fetches the pinned packages from its index)"
+    # Readiness asks for the replica key, which the container's environment holds (serving.replica_key).
     health = (
-        "import urllib.request; "
-        f"urllib.request.urlopen('http://127.0.0.1:{SERVER_PORT}/health/ready', timeout=2)"
+        "import os, urllib.request; "
+        f"urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{SERVER_PORT}/health/ready', "
+        f"headers={{'{replica_key.HEADER}': os.environ.get('{replica_key.VARIABLE}', '')}}), timeout=2)"
     )
+    readable = [_dockerfile_value("folder", str(path)) for path in (model_dir, code_dir) if path is not None]
     lines = [
         f"# The model server with {spec.label}, written by Studio. Build it with:",
         f"#   {how}",
@@ -460,8 +531,11 @@ def dockerfile(spec: PackageSpec, base_image: str, tag: str, *, offline: bool) -
         "COPY serving/ /opt/studio/server/serving/",
         f"COPY model/ {model_dir}/",
         *([f"COPY code/ {code_dir}/"] if code_dir is not None else []),
-        "ENV " + " \\\n    ".join(f"{name}={value}" for name, value in environment.items()),
-        f"WORKDIR {code_dir or model_dir}",
+        # Readable by the unprivileged user whatever the modes of the context as extracted (a umask of
+        # 077 makes its folders 0700). The exec form: no shell reads the paths.
+        "RUN " + json.dumps(["chmod", "-R", "a+rX", "/opt/studio/server", *readable]),
+        "ENV " + " \\\n    ".join(f"{name}={_env_value(name, value)}" for name, value in environment.items()),
+        f"WORKDIR {_dockerfile_value('folder', str(code_dir or model_dir))}",
         f"USER {IMAGE_USER}",
         f"EXPOSE {SERVER_PORT}",
         "HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \\",
@@ -489,6 +563,8 @@ def write_context(
     """Write the build context into `folder` (which must be empty or missing)."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = image_tag(spec, key)
+    # First: a value the Dockerfile cannot carry is refused before anything is fetched.
+    recipe = dockerfile(spec, base_image, tag, offline=offline)
     _copy_tree(spec.model_dir, folder / "model")
     if spec.code_dir is not None:
         _copy_tree(spec.code_dir, folder / "code")
@@ -504,7 +580,9 @@ def write_context(
     wanted = requirements_in(spec)
     (folder / "requirements.in").write_text("\n".join(wanted) + "\n")
     wheels = fetch_wheels(wanted, target, out, log)
-    (folder / "requirements.lock").write_text(lock_text(wheels, hashes=offline))
+    # Online, pip fetches at build time: from the allowed indexes the requirements name, if any.
+    options = [] if offline else environments.index_options(wanted)
+    (folder / "requirements.lock").write_text(lock_text(wheels, hashes=offline, options=options))
     if offline:
         (folder / "wheels").mkdir()
         for wheel in wheels:
@@ -513,7 +591,7 @@ def write_context(
                 destination.hardlink_to(wheel.path)
             except OSError:
                 shutil.copyfile(wheel.path, destination)
-    (folder / "Dockerfile").write_text(dockerfile(spec, base_image, tag, offline=offline))
+    (folder / "Dockerfile").write_text(recipe)
     (folder / ".dockerignore").write_text("studio-context.json\n")
     manifest = {
         "package": spec.label,
@@ -532,9 +610,10 @@ def write_context(
 
 
 def context_archive(
-    spec: PackageSpec, *, offline: bool, client=None
+    spec: PackageSpec, *, offline: bool, client=None, log=None
 ) -> tuple[tempfile.SpooledTemporaryFile, str]:
-    """The build context as a .tar.gz (in a temporary file) and the folder name inside it."""
+    """The build context as a .tar.gz (in a temporary file) and the folder name inside it; `log` (a job's)
+    hears how the wheels are fetched."""
     base_image = settings.STUDIO_DOCKER_BASE_IMAGE
     target = platform_of(base_image, client)
     if warning := spec.python_warning(target):
@@ -555,7 +634,7 @@ def context_archive(
             key=key,
             offline=offline,
             out=io.StringIO(),
-            log=QuietLog(),
+            log=log or QuietLog(),
         )
         # Handed to the caller, who streams it out and closes it.
         archive = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=_scratch())  # noqa: SIM115
@@ -574,6 +653,8 @@ def context_archive(
 
 
 def _reproducible(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    # Modes every user can read whatever the umask the files were made under (Studio's keeps them private).
+    info.mode = 0o755 if info.isdir() or info.mode & 0o100 else 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.mtime = 0
@@ -675,7 +756,7 @@ def _docker_build(
             forcerm=True,
             pull=False,
             decode=True,
-            timeout=BUILD_TIMEOUT_S,
+            timeout=environments.BUILD_TIMEOUT_S,
         )
         for chunk in stream:
             text = chunk.get("stream", "")
@@ -707,3 +788,123 @@ def _docker_build(
             f"The Docker engine refused the build: {exc.explanation or exc}", environments.log_tail(log_path)
         ) from None
     log(f"Built image {tag}.")
+
+
+# --- the package job --------------------------------------------------------------------------------
+
+
+def _archive_key(job_id, name: str) -> str:
+    return f"{CONTEXT_PREFIX}/{job_id}/{name}.tar.gz"
+
+
+def _engine_for_images():
+    """The workers' Docker engine, or TargetUnavailable saying what to do without one."""
+    from endpoints.targets.docker import engine
+
+    try:
+        return engine()
+    except TargetUnavailable:
+        raise TargetUnavailable(
+            "Building an image needs a Docker engine where Studio's workers run, and none answers there. "
+            "Start dockerd (or set DOCKER_HOST for the workers), or package with mode offline and build "
+            "the context with `docker build --network none` where Docker runs."
+        ) from None
+
+
+def _spec_for_job(deployment_id: int | None, model_version_id: int | None) -> PackageSpec:
+    from endpoints import artifacts
+    from endpoints.models import OnlineDeployment
+    from registry.models import ModelVersion
+
+    if deployment_id is not None:
+        related = ("endpoint", "model_version__model", "environment_version")
+        deployment = OnlineDeployment.objects.select_related(*related).filter(pk=deployment_id).first()
+        if deployment is None:
+            raise PackagingError("The deployment was deleted before it could be packaged.")
+        return for_deployment(deployment, *artifacts.deployment_content(deployment))
+    version = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
+    if version is None:
+        raise PackagingError("The model version was deleted before it could be packaged.")
+    return for_model_version(version, artifacts.model_dir(version))
+
+
+def _package(job_id, log, mode: str, deployment_id: int | None, model_version_id: int | None) -> str:
+    """Do the work of a package job; what it made, as the job's last words."""
+    from registry.services import artifact_store
+
+    spec = _spec_for_job(deployment_id, model_version_id)
+    for warning in spec.warnings:
+        log(warning, level="warning")
+    if mode == "image":
+        tag = build_image(_engine_for_images(), spec, log)
+        return f"Image {tag} is ready on the Docker engine of Studio's workers."
+    log(f"Writing the {mode} build context of {spec.label}.", progress=5)
+    archive, name = context_archive(spec, offline=mode == "offline", client=optional_engine(), log=log)
+    with archive:
+        size = archive.seek(0, io.SEEK_END)
+        archive.seek(0)
+        store = artifact_store()
+        store.delete_prefix(f"{CONTEXT_PREFIX}/{job_id}")  # what an earlier attempt of this job left
+        store.put(_archive_key(job_id, name), archive)
+    return (
+        f"Wrote the build context {name}.tar.gz ({size / 1e6:.1f} MB); download it from "
+        f"/api/v1/jobs/{job_id}/download."
+    )
+
+
+def run_job(job_id, mode: str, deployment_id: int | None = None, model_version_id: int | None = None) -> str:
+    """Run a package job to its end, once: a job that is finished already is left as it is; one a dead
+    worker left running is done again from the start (its output is replaced whole). Whatever goes
+    wrong fails the job with a message that says what to do; nothing is left half-written for a download."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from endpoints import artifacts
+    from endpoints.choices import JobStateChoices
+    from endpoints.jobs import JobLog
+    from endpoints.models import Job
+
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.finished:
+        return "nothing to do"
+    log = JobLog(job)
+    log.start()
+    try:
+        outcome = _package(job.pk, log, mode, deployment_id, model_version_id)
+    except (PackagingError, BuildFailed, TargetUnavailable, artifacts.ContentMissing, Refused) as exc:
+        message = exc.message if isinstance(exc, Refused) else str(exc)
+    except SoftTimeLimitExceeded:
+        message = "Packaging took longer than an hour and was stopped; try again, or package fewer wheels."
+    except Exception as exc:
+        logger.exception("package job %s failed", job_id)
+        message = f"Studio hit an unexpected error ({type(exc).__name__}: {exc}); it has been logged."
+    else:
+        log(outcome)
+        log.finish(JobStateChoices.SUCCEEDED)
+        return "succeeded"
+    log(message, level="error")
+    log.finish(JobStateChoices.FAILED, message)
+    return "failed"
+
+
+def download(job) -> tuple[BinaryIO, str]:
+    """The build context a package job wrote, open, and its file name.
+
+    NotFound when the job is not one that writes a context; StateConflict while it has not succeeded."""
+    from endpoints.choices import JobKindChoices, JobStateChoices
+    from registry.services import artifact_store
+    from studio.errors import NotFound, StateConflict
+
+    if job.kind != JobKindChoices.PACKAGE:
+        raise NotFound(f"Job {job.pk} is a {job.get_kind_display().lower()} job: it has no file to download.")
+    if job.state != JobStateChoices.SUCCEEDED:
+        raise StateConflict(
+            f"Job {job.pk} is {job.state}: its build context can be downloaded once it has succeeded"
+            + (f" ({job.error.splitlines()[0]})." if job.error else ".")
+        )
+    store = artifact_store()
+    found = next(iter(store.keys(f"{CONTEXT_PREFIX}/{job.pk}/")), None)
+    if found is None:
+        raise NotFound(
+            f"Job {job.pk} built an image, which stays on the Docker engine: there is no file to download."
+        )
+    return store.open(found), found.rsplit("/", 1)[-1]

@@ -38,6 +38,7 @@ from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, ReconcilePas
 from endpoints.targets import get_target
 from endpoints.targets.base import BuildFailed, Prepared, ReplicaFailed, ReplicaLaunch, TargetUnavailable
 from endpoints.targets.local import tail
+from serving import replica_key
 from studio.errors import Refused
 
 logger = logging.getLogger(__name__)
@@ -320,8 +321,8 @@ def _converge(deployment: OnlineDeployment, log: PassLog) -> str:
         )
         return _fail(deployment, generation, log, message)
     log(f"Running (attempt {max(job.attempts for job in jobs) if jobs else 1}).")
-    target = get_target(deployment.target)
     try:
+        target = get_target(deployment.target)
         log(f"Fetching model {deployment.model_version}.", progress=5)
         model_dir, code_dir = artifacts.deployment_content(deployment)
         log(f"Preparing what replicas run on the {target.name} target.", progress=15)
@@ -702,6 +703,7 @@ def _launch(deployment: OnlineDeployment, prepared: Prepared, replica: Replica) 
         log_path(deployment, replica),
         image=prepared.image,
         instance_type=deployment.instance_type,
+        replica_key=deployment.replica_secret,
         labels={
             "endpoint": deployment.endpoint.name,
             "deployment": deployment.name,
@@ -728,7 +730,8 @@ def _load_failed(answer: httpx.Response) -> bool:
 
 def _wait_ready(target, replica: Replica, timeout: float, log) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as client:
+    headers = replica_key.headers(replica.deployment.replica_secret)
+    with httpx.Client(timeout=2.0, headers=headers) as client:
         while time.monotonic() < deadline:
             if not target.alive(replica):
                 raise ReplicaFailed(

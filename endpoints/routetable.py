@@ -72,8 +72,11 @@ def build() -> dict:
                 ],
                 "request_settings": settings,
                 "data_collector": serving["data_collector"],
+                # What the gateway presents to these replicas, which refuse every other caller.
+                "replica_key": deployment.replica_secret,
             }
         endpoints[endpoint.name] = {
+            **credentials.token_binding(endpoint),  # "endpoint_id", "key_generation"
             "auth_mode": endpoint.auth_mode,
             "key_digests": [
                 credentials.key_digest(credentials.decrypt(endpoint.primary_key), secret),

@@ -9,7 +9,7 @@ replicas.
 
 from django.db import IntegrityError, transaction
 
-from endpoints import credentials
+from endpoints import credentials, environments
 from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices, TargetChoices
 from endpoints.jobs import start_job
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, RouteTableVersion, validate_endpoint_name
@@ -130,6 +130,8 @@ def update_endpoint(endpoint: OnlineEndpoint, values: dict, user) -> OnlineEndpo
         mirror = dict(values.get("mirror_traffic", endpoint.mirror_traffic))
         check_traffic(traffic, mirror, deployments)
         check_ready(traffic, mirror, endpoint, deployments)
+        if values.get("auth_mode", endpoint.auth_mode) != endpoint.auth_mode:
+            endpoint.key_generation += 1  # tokens issued before the switch stop working
         for key, value in values.items():
             setattr(endpoint, key, value)
         endpoint.save()
@@ -142,17 +144,22 @@ def regenerate_key(endpoint: OnlineEndpoint, key_type: str, user) -> None:
     if key_type not in ("primary", "secondary"):
         raise Invalid("must be primary or secondary.", "keyType")
     with transaction.atomic():
+        endpoint = OnlineEndpoint.objects.select_for_update().get(pk=endpoint.pk)
         setattr(endpoint, f"{key_type}_key", credentials.encrypt(credentials.new_key()))
-        endpoint.save(update_fields=[f"{key_type}_key", "updated_at"])
+        endpoint.key_generation += 1  # tokens issued before the regeneration stop working
+        endpoint.save(update_fields=[f"{key_type}_key", "key_generation", "updated_at"])
         audit(user, AuditActionChoices.CREDENTIALS_CHANGED, "endpoint", endpoint.name, regenerated=key_type)
         RouteTableVersion.bump()
 
 
 def get_credentials(endpoint: OnlineEndpoint, user) -> dict:
     """Keys for key endpoints, a fresh signed token for aml_token endpoints (Azure's shapes)."""
-    audit(user, AuditActionChoices.CREDENTIALS_CHANGED, "endpoint", endpoint.name, fetched=endpoint.auth_mode)
+    # Reading keys changes nothing; fetching for a token endpoint mints a new scoring token.
+    aml_token = endpoint.auth_mode == AuthModeChoices.AML_TOKEN
+    action = AuditActionChoices.SCORING_TOKEN_ISSUED if aml_token else AuditActionChoices.KEYS_VIEWED
+    audit(user, action, "endpoint", endpoint.name, fetched=endpoint.auth_mode)
     if endpoint.auth_mode == AuthModeChoices.AML_TOKEN:
-        return credentials.issue_token(endpoint.name)
+        return credentials.issue_token(endpoint)
     return {
         "primaryKey": credentials.decrypt(endpoint.primary_key),
         "secondaryKey": credentials.decrypt(endpoint.secondary_key),
@@ -183,6 +190,10 @@ def create_deployment(
     deployment fails the traffic never moves."""
     _valid_name(name)
     _check_size(spec.values.get("target", TargetChoices.LOCAL), spec.values.get("instance_type", ""))
+    values = spec.values
+    environments.check_deployment(
+        values["model_version"], values.get("environment_version"), values.get("environment")
+    )
     try:
         with transaction.atomic():
             endpoint = OnlineEndpoint.objects.select_for_update().get(pk=endpoint.pk)
@@ -265,6 +276,12 @@ def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) 
                 "a custom_model needs code_configuration with a scoring_script; only mlflow_model "
                 "deploys without code.",
                 "code_configuration",
+            )
+        if changed & {"model_version", "environment_version", "environment"}:
+            environments.check_deployment(
+                model,
+                spec.values.get("environment_version", deployment.environment_version),
+                spec.values.get("environment", deployment.environment),
             )
         fields = set(changed)
         for key in changed:

@@ -9,13 +9,15 @@ import re
 from dataclasses import dataclass, field
 
 from endpoints.choices import AuthModeChoices, TargetChoices
+from endpoints.models import OnlineDeployment
 from registry.models import EnvironmentVersion, ModelVersion
 from studio.errors import Invalid
 
 MODEL_REF_RE = re.compile(
-    r"^(?:azureml:)?(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?::(?P<version>[^:@]+)|@(?P<label>latest))$"
+    r"^(?:azureml:)?(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
+    r"(?::(?P<version>[A-Za-z0-9][A-Za-z0-9._-]*)|@(?P<label>latest))\Z"
 )
-CODE_REF_RE = re.compile(r"^(?:azureml:code:)?(?P<digest>[0-9a-f]{64})$")
+CODE_REF_RE = re.compile(r"^(?:azureml:code:)?(?P<digest>[0-9a-f]{64})\Z")
 
 ENDPOINT_FIELDS = {"name", "description", "tags", "auth_mode", "traffic", "mirror_traffic", "cors_origins"}
 # `$schema` only tells editors which schema a file follows: accepted without a word.
@@ -75,10 +77,25 @@ def _object(data: dict, key: str) -> dict:
     return value
 
 
+# The largest whole number every database Studio runs on stores in an integer column.
+MAX_INT = 2**31 - 1
+
+
 def _positive_int(value, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _error(key, f"must be a whole number of at least 1, not {value!r}.")
+        raise _error(key, f"must be a whole number of at least 1, not {repr(value)[:40]}.")
+    if value > MAX_INT:
+        raise _error(key, f"must be a whole number of at most {MAX_INT}.")
     return value
+
+
+def _column_text(value, column: str, key: str | None = None) -> str:
+    """`value` as text that fits the deployment's `column` (PostgreSQL refuses longer text)."""
+    text = str(value or "")
+    max_length = OnlineDeployment._meta.get_field(column).max_length
+    if len(text) > max_length:
+        raise _error(key or column, f"must be at most {max_length} characters, not {len(text)}.")
+    return text
 
 
 def resolve_model(reference) -> ModelVersion:
@@ -176,7 +193,7 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
                 "code_configuration",
                 "needs code (an uploaded code snapshot, azureml:code:<sha256>) and scoring_script.",
             )
-        script = str(code["scoring_script"])
+        script = _column_text(code["scoring_script"], "scoring_script", "code_configuration")
         if any(ord(character) < 32 for character in script) or ".." in script.split("/"):
             raise _error("code_configuration", "scoring_script must be a path inside the code folder.")
         values["code_digest"], values["scoring_script"] = match["digest"], script
@@ -189,7 +206,7 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
             raise _error("target", f"must be one of {', '.join(TargetChoices.values)}.")
         values["target"] = data["target"]
     if "instance_type" in data:
-        values["instance_type"] = str(data["instance_type"] or "")
+        values["instance_type"] = _column_text(data["instance_type"], "instance_type")
     if "instance_count" in data:
         values["instance_count"] = _positive_int(data["instance_count"], "instance_count")
     if "scale_settings" in data:

@@ -26,6 +26,7 @@ from endpoints import jobs, leases, reconcile
 from endpoints.choices import ProvisioningStateChoices, ReplicaStateChoices
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, Replica, RouteTableVersion
 from endpoints.targets import TargetUnavailable, available, get_target
+from serving import replica_key
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,13 @@ def _healthy(replica: Replica) -> bool | None:
             return False
     except TargetUnavailable:
         return None
+    # Liveness answers without the key too; it is presented anyway, as by every caller Studio makes.
+    headers = replica_key.headers(replica.deployment.replica_secret)
     try:
-        return httpx.get(f"{replica.url}/health/live", timeout=LIVENESS_TIMEOUT_S).status_code == 200
+        answer = httpx.get(f"{replica.url}/health/live", headers=headers, timeout=LIVENESS_TIMEOUT_S)
     except httpx.HTTPError:
         return False
+    return answer.status_code == 200
 
 
 def _sweep(lease: leases.Held) -> dict:

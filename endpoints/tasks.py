@@ -1,8 +1,8 @@
-"""Celery tasks: reconcile a deployment or an endpoint by id, and the supervision sweep."""
+"""Celery tasks: reconcile a deployment or an endpoint by id, package one, and the supervision sweep."""
 
 from celery import shared_task
 
-from endpoints import reconcile, supervision
+from endpoints import packaging, reconcile, supervision
 
 
 # A pass may build an environment or an image: long, but bounded. acks_late: a message whose worker died
@@ -15,6 +15,15 @@ def reconcile_deployment(deployment_id: int) -> str:
 @shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700)
 def reconcile_endpoint(endpoint_id: int) -> str:
     return reconcile.reconcile_endpoint(endpoint_id)
+
+
+# Packaging fetches wheels and may build an image: as long as a deployment's build, and redelivered the same
+# way. The job row says how it went; a second delivery of a finished job does nothing.
+@shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700)
+def package(
+    job_id: str, mode: str, deployment_id: int | None = None, model_version_id: int | None = None
+) -> str:
+    return packaging.run_job(job_id, mode, deployment_id, model_version_id)
 
 
 # Supervision only observes and queues: it is short by construction, and a sweep that overruns is cut,

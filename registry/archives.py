@@ -2,18 +2,30 @@
 
 An archive may hold only regular files and folders with relative paths inside the target: absolute
 paths, '..', links and device files are refused, and the total size and file count are bounded by the
-bytes actually written, not by what the archive claims.
+bytes actually written, not by what the archive claims. Every name is UTF-8 text without control
+characters or bidirectional-text controls (which make a listing show another name than the file's), and
+short enough for any file system: a name that breaks one of these rules is refused by name before
+anything is written, so no upload fails half way on the disk's terms.
 """
 
+import contextlib
+import errno
 import hashlib
 import stat
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 CHUNK = 1024 * 1024
+# What Linux file systems allow for one name, and a path bound well inside PATH_MAX once under a staging
+# folder; both in UTF-8 bytes, as the file system counts them.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 1024
+# Invisible characters that reorder or isolate the text around them (Unicode's bidi controls).
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class ArchiveRejected(ValueError):
@@ -43,8 +55,40 @@ class _Budget:
             )
 
 
+class UnusableName(ArchiveRejected):
+    """A name no file should have: not UTF-8, with control characters, or too long."""
+
+
+def shown(name: str, limit: int = 512) -> str:
+    """The name as a message quotes it: escaped, and cut short if it is very long."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}… ({len(name)} characters)"
+
+
+def check_name(name: str) -> None:
+    """Refuse, naming it, a file or folder name that is not UTF-8, holds a control character, or is too
+    long for a file system (UnusableName)."""
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnusableName(
+            f"The name {shown(name)} is not UTF-8 text; rename the file and upload again."
+        ) from None
+    for character in name:
+        if unicodedata.category(character) in ("Cc", "Zl", "Zp") or character in BIDI_CONTROLS:
+            raise UnusableName(
+                f"The name {shown(name)} holds a control character (U+{ord(character):04X}); names may "
+                "hold only visible characters: rename the file and upload again."
+            )
+    if len(encoded) > MAX_PATH_BYTES or any(len(part.encode()) > MAX_NAME_BYTES for part in name.split("/")):
+        raise UnusableName(
+            f"The name {shown(name)} is too long: each folder or file name may be at most {MAX_NAME_BYTES} "
+            f"bytes and the whole path {MAX_PATH_BYTES} bytes (UTF-8); shorten it and upload again."
+        )
+
+
 def safe_relative(name: str) -> PurePosixPath:
-    """The entry's path, normalised, if it stays inside the folder; else ArchiveRejected saying why."""
+    """The entry's path, normalised, if it stays inside the folder and its name is usable (check_name);
+    else ArchiveRejected saying why."""
     normalised = name.replace("\\", "/")
     path = PurePosixPath(normalised)
     if normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
@@ -54,7 +98,24 @@ def safe_relative(name: str) -> PurePosixPath:
     parts = [part for part in path.parts if part not in ("", ".")]
     if not parts:
         raise ArchiveRejected(f"The archive entry {name!r} has an empty path.")
-    return PurePosixPath(*parts)
+    relative = PurePosixPath(*parts)
+    check_name(relative.as_posix())
+    return relative
+
+
+@contextlib.contextmanager
+def _writing(name: str):
+    """The file system's refusals while one entry is written, as that entry's fault."""
+    try:
+        yield
+    except (FileExistsError, IsADirectoryError, NotADirectoryError):
+        raise ArchiveRejected(
+            f"The archive holds {shown(name)} twice, or both as a file and as a folder."
+        ) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
+            raise UnusableName(f"The file system refuses the name {shown(name)}; rename it.") from None
+        raise
 
 
 def _copy(source: BinaryIO, target: Path, budget: _Budget) -> None:
@@ -77,12 +138,13 @@ def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
                 )
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise ArchiveRejected(f"The archive entry {info.filename!r} is not a regular file or folder.")
-            if info.is_dir():
-                (dest / relative).mkdir(parents=True, exist_ok=True)
-                continue
-            budget.add_file()
-            with archive.open(info) as source:
-                _copy(source, dest / relative, budget)
+            with _writing(info.filename):
+                if info.is_dir():
+                    (dest / relative).mkdir(parents=True, exist_ok=True)
+                    continue
+                budget.add_file()
+                with archive.open(info) as source:
+                    _copy(source, dest / relative, budget)
 
 
 def _unpack_tar(path: Path, dest: Path, budget: _Budget) -> None:
@@ -91,17 +153,18 @@ def _unpack_tar(path: Path, dest: Path, budget: _Budget) -> None:
             relative = safe_relative(member.name)
             if member.issym() or member.islnk():
                 raise ArchiveRejected(f"The archive entry {member.name!r} is a link; links are not accepted.")
-            if member.isdir():
-                (dest / relative).mkdir(parents=True, exist_ok=True)
-                continue
-            if not member.isfile():
+            if not member.isdir() and not member.isfile():
                 raise ArchiveRejected(f"The archive entry {member.name!r} is not a regular file or folder.")
-            budget.add_file()
-            source = archive.extractfile(member)
-            if source is None:
-                raise ArchiveRejected(f"The archive entry {member.name!r} cannot be read.")
-            with source:
-                _copy(source, dest / relative, budget)
+            with _writing(member.name):
+                if member.isdir():
+                    (dest / relative).mkdir(parents=True, exist_ok=True)
+                    continue
+                budget.add_file()
+                source = archive.extractfile(member)
+                if source is None:
+                    raise ArchiveRejected(f"The archive entry {member.name!r} cannot be read.")
+                with source:
+                    _copy(source, dest / relative, budget)
 
 
 def unpack(path: Path, original_name: str, dest: Path, *, max_bytes: int, max_files: int) -> None:
@@ -118,9 +181,14 @@ def unpack(path: Path, original_name: str, dest: Path, *, max_bytes: int, max_fi
                 f"{original_name!r} is not a supported archive: upload a .zip or .tar.gz, or send a single "
                 "file as 'file'."
             )
-    except FileExistsError as exc:
-        raise ArchiveRejected(f"The archive holds {Path(exc.filename).name!r} twice.") from None
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError) as exc:
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        UnicodeDecodeError,  # a zip entry flagged as UTF-8 whose name is not
+    ) as exc:
         raise ArchiveRejected(f"The archive {original_name!r} is corrupt or unreadable ({exc}).") from None
     if budget.files == 0:
         raise ArchiveRejected(f"The archive {original_name!r} holds no files.")

@@ -17,13 +17,16 @@ from registry.models import TAG_KEY_RE, Environment, ModelVersion, RegisteredMod
 def parse_tag_filter(text: str) -> tuple[str, str]:
     """`key=value` to (key, value); the value may itself contain '='."""
     key, sep, value = text.partition("=")
+    # The text goes in as a parameter, never into the message itself: a '%' in it must stay a '%'.
     if not sep or not key:
         raise forms.ValidationError(
-            f"Tag filter {text!r} is not of the form key=value, for example tag=stage=prod."
+            "Tag filter %(text)s is not of the form key=value, for example tag=stage=prod.",
+            params={"text": repr(text)},
         )
     if not TAG_KEY_RE.match(key):
         raise forms.ValidationError(
-            f"Tag filter key {key!r} is not valid: use letters, digits and _ . : / - (at most 128)."
+            "Tag filter key %(key)s is not valid: use letters, digits and _ . : / - (at most 128).",
+            params={"key": repr(key)},
         )
     return key, value
 

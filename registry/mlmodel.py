@@ -55,12 +55,35 @@ def _signature_part(raw) -> list[dict] | None:
     return columns
 
 
+# MLflow's own writer may emit an anchor and an alias for a value it repeats, so MLmodel files may hold
+# them; what they expand to is bounded instead, before anything walks or stores it.
+MAX_VALUES = 100_000
+
+
+def _check_expansion(document) -> None:
+    """Refuse a document that expands to more than MAX_VALUES values, counted without expanding it."""
+    pending, seen = [document], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise MLmodelError(
+                f"The MLmodel file expands to more than {MAX_VALUES} values (anchors and aliases that "
+                "repeat each other); write its values out plainly."
+            )
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 def parse(model_dir: Path) -> dict:
     """What the MLmodel file in model_dir says, as plain JSON-able data."""
     try:
         document = yaml.safe_load((model_dir / "MLmodel").read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise MLmodelError(f"The MLmodel file is not valid YAML: {exc}.") from None
+    _check_expansion(document)
     if not isinstance(document, dict) or not isinstance(document.get("flavors"), dict):
         raise MLmodelError("The MLmodel file has no 'flavors' section.")
     flavors = document["flavors"]

@@ -9,9 +9,9 @@ from django.urls import reverse
 
 from registry.choices import ContentKindChoices, ModelTypeChoices
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
 
 
 # Page paths under /models/ that a model name would shadow.

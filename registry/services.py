@@ -75,6 +75,7 @@ def stage_upload(upload, filename: str, kind: str, staging: Path) -> None:
         safe = Path(filename).name
         if not safe or safe in (".", ".."):
             raise RegistrationError("The uploaded file has no usable name.")
+        archives.check_name(safe)
         archives.copy_single(upload, content / safe, max_bytes=limit)
         return
     # An archive is spooled to disk first: zip needs to seek, and the upload may be a stream.
@@ -286,6 +287,8 @@ def register_folder(spec: NewVersion, files: list[tuple[str, BinaryIO]], user) -
     for name, _ in files:
         try:
             relative = archives.safe_relative(name).as_posix()
+        except archives.UnusableName as exc:
+            raise RegistrationError(str(exc)) from None
         except archives.ArchiveRejected:
             raise RegistrationError(
                 f"The path {name!r} is not a relative path inside the folder; paths may not be absolute "

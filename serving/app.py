@@ -5,6 +5,10 @@ model loading and batched predictions run in one model thread per worker, one ca
 event loop stays free for health probes, timeouts and, with batching, for gathering the next batch. A
 native no-code model (scikit-learn, ONNX) without batching is called on the event loop itself: its
 predict is short and holds the GIL anyway, and the two thread switches cost more than they buy.
+
+With a replica key configured (serving.replica_key), every request but the liveness probe is refused with
+401 unless it presents the key: the check comes before routing, so an unauthenticated caller learns
+nothing of the model, its schema, its readiness or its metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import orjson
 
 from serving import metrics as shared
+from serving import replica_key
 from serving.batching import Batcher
 from serving.errors import BadInput, ModelFailed, NotReady, ServingError, TimedOut, TooLarge
 from serving.logs import JsonLog
@@ -31,6 +36,17 @@ from serving.settings import Settings
 _TEXT_TYPE = b"text/plain; charset=utf-8"
 _METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _ERROR_KIND = {400: "bad_request", 408: "timeout", 413: "too_large", 503: "not_ready"}
+# Liveness answers anyone: "Healthy" says no more than the open port does, and probes need no secret.
+_OPEN_PATHS = ("/", "/health/live")
+_REFUSED = orjson.dumps(
+    {
+        "error": {
+            "code": "Unauthorized",
+            "message": "This replica answers only its deployment's gateway: send the request to the "
+            "endpoint's scoring URI with the endpoint's key or token.",
+        }
+    }
+)
 
 
 class _BodyOnly:
@@ -63,6 +79,7 @@ class ScoringApp:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.batcher: Batcher | None = None
         self._timeout_s = settings.timeout_ms / 1000.0
+        self._key = settings.replica_key
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -137,6 +154,12 @@ class ScoringApp:
     async def _http(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope["path"]
         method = scope["method"]
+        if self._key is not None and not self._admitted(scope, path, method):
+            self.log.warning(
+                "Refused a request without the replica key", event="unauthorized", method=method, path=path
+            )
+            await _send(send, 401, _REFUSED, JSON_TYPE)
+            return
         if path == "/score":
             await self._score(scope, receive, send)
             return
@@ -160,6 +183,12 @@ class ScoringApp:
             await _send(send, 200, shared.render(self.cells).encode(), _METRICS_TYPE)
         else:
             await self._send_error(send, 404, "NotFound", f"No route {path}.", b"")
+
+    def _admitted(self, scope: dict, path: str, method: str) -> bool:
+        assert self._key is not None
+        if path in _OPEN_PATHS and method in ("GET", "HEAD"):
+            return True
+        return replica_key.admits(scope["headers"], self._key)
 
     async def _ready(self, send: Any) -> None:
         states = shared.worker_states(self.cells)
@@ -268,7 +297,10 @@ class ScoringApp:
                     method=method,
                     path=scope["path"],
                     query_string=scope["query_string"].decode("latin-1"),
-                    headers=Headers.from_asgi(scope["headers"]),
+                    # The replica key is the gateway's business, never the scoring script's.
+                    headers=Headers.from_asgi(
+                        h for h in scope["headers"] if h[0] != replica_key.HEADER_BYTES
+                    ),
                     data=body,
                 )
                 return await self._run_exclusive(request)

@@ -25,3 +25,13 @@ def number(name: str, value: str, minimum: float) -> float:
     if parsed < minimum:
         raise ConfigError(f"{name}={parsed} is too small: it must be at least {minimum}.")
     return parsed
+
+
+def boolean(name: str, value: str) -> bool:
+    """`true`/`false` (also 1/0, yes/no, on/off, any case), as the control plane reads its booleans."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean: use true or false.")

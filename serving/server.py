@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from serving import metrics
+from serving import metrics, replica_key
 from serving.errors import LoadError
 from serving.logs import JsonLog
 from serving.settings import ConfigError, Settings, load_settings
@@ -173,6 +173,7 @@ class Supervisor:
             port=port,
             workers=self.settings.workers,
             batching=self.settings.max_batch_size if self.settings.batching else 0,
+            replica_key_required=self.settings.replica_key is not None,
         )
         for slot in range(self.settings.workers):
             self._spawn(slot)
@@ -234,6 +235,8 @@ def main(argv: Sequence[str] | None = None, start_method: str = "spawn") -> int:
         build_scorer(settings)  # cheap: finds MLmodel or the script, imports no model library
     except (ConfigError, LoadError) as exc:
         return _refuse(log, str(exc))
+    # The key lives on in `settings` only: no worker, scoring script or process they start inherits it.
+    os.environ.pop(replica_key.VARIABLE, None)
     installation = None
     if settings.installation is not None:
         named = f"STUDIO_INSTALLATION={str(settings.installation)!r}"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving import replica_key
 from serving.envparse import ConfigError, number, whole_number
 
 DEFAULT_PORT = 5001
@@ -43,6 +44,9 @@ class Settings:
     # Where to write the port once listening: with port 0 the kernel picks a free one, so whoever starts
     # the server never races another process for a port it chose.
     port_file: Path | None = None
+    # The deployment's replica key (STUDIO_REPLICA_KEY): every request but liveness must present it.
+    # None for a server run by hand without it. Kept out of repr, so no log or error message shows it.
+    replica_key: bytes | None = field(default=None, repr=False)
 
     @property
     def batching(self) -> bool:
@@ -110,6 +114,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     threads = _first(env, "STUDIO_THREADS_PER_WORKER")
     installation = _first(env, "STUDIO_INSTALLATION")
     check = _first(env, "STUDIO_INSTALLATION_CHECK_S")
+    key = _first(env, replica_key.VARIABLE)
 
     model_dir = Path(model[1]).resolve() if model else None
     if model_dir is not None and not model_dir.exists():
@@ -138,6 +143,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         installation=Path(installation[1]) if installation else None,
         installation_check_s=number(*check, 0.1) if check else DEFAULT_INSTALLATION_CHECK_S,
         port_file=Path(args.port_file) if args.port_file else None,
+        replica_key=replica_key.parse(*key) if key else None,
     )
     script_path = settings.script_path
     if script_path is not None and not script_path.is_file():

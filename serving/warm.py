@@ -6,7 +6,10 @@ then listens on a Unix socket. For each request it forks a child that becomes th
 (setsid), default signal handlers, no inherited files, stdin from /dev/null, output appended to the
 replica's log, exactly the requested environment and working directory, then `serving.server` with
 workers forked too, so they inherit the imports. The template never imports user code or loads a model;
-the children do, as cold replicas would.
+the children do, as cold replicas would. A request may carry a sandbox policy (`serving.sandbox`): the
+child enters it before it reads anything of the deployment's, so a sandboxed replica forked warm is as
+confined as one started cold. The template's own environment is a bare one: a child's /proc/PID/environ
+shows the block its process was started with, whatever it later puts in `os.environ`.
 
 Only Studio's own interpreter has a template; replicas of isolated environments start cold. A request
 whose environment sets what only a fresh interpreter can honour (`PYTHON*`, `LD_*`, allocator and
@@ -15,7 +18,8 @@ request once the model server's code or the preloaded libraries changed on disk 
 the template then stops, and the next one loads the new code.
 
 Protocol: one JSON line per connection, answered by one JSON line.
-    request  {"argv": [...serving.server flags], "env": {...}, "cwd": "...", "log": "/abs/path.log"}
+    request  {"argv": [...serving.server flags], "env": {...}, "cwd": "...", "log": "/abs/path.log",
+              "sandbox": {...serving.sandbox.Policy, optional}}
     answer   {"pid": 1234, "start": "<start time in clock ticks, /proc/PID/stat field 22>"}
              | {"error": "what was wrong"}
 A template holds `<socket>.lock` for as long as it runs, with its pid in it: one template per socket.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import importlib
 import io
@@ -42,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving import processes
+from serving import processes, sandbox
 
 MAX_REQUEST_BYTES = 1024 * 1024
 REQUEST_TIMEOUT_S = 5.0
@@ -95,6 +100,8 @@ _STARTUP_ONLY_PREFIXES = (
     "ARROW_",
 )
 _APPLIED_IN_CHILD = {"PYTHONPATH", "PYTHONUNBUFFERED"}
+# What a template is started with, and nothing else: no Studio setting or secret is in its environment.
+KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "PYTHONUNBUFFERED", "STUDIO_WARM_START")
 
 
 def socket_path(home: Path) -> Path:
@@ -169,9 +176,20 @@ def request_start(
     cwd: str,
     log: str,
     timeout: float = REQUEST_TIMEOUT_S,
+    policy: sandbox.Policy | None = None,
 ) -> Started:
-    """Ask the template at `path` to start `python -m serving.server ARGV`; its pid and start ticks."""
-    message = {"argv": list(argv), "env": dict(env), "cwd": cwd, "log": log}
+    """Ask the template at `path` to start `python -m serving.server ARGV`, inside the sandbox `policy`
+    describes if one is given; its pid and start ticks.
+
+    The environment's values (a replica key, the deployment's own secrets) go to the forked child only,
+    once it exists: the template, which outlives every request and whose memory every later child
+    inherits, never reads them."""
+    startup_only = sorted(name for name in env if _startup_only(name))
+    if startup_only:
+        raise WarmStartUnavailable(f"only a new interpreter reads {', '.join(startup_only)}: start it cold")
+    message = {"argv": list(argv), "env_names": sorted(env), "cwd": cwd, "log": log}
+    if policy is not None:
+        message["sandbox"] = dataclasses.asdict(policy)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(timeout)
     try:
@@ -189,14 +207,23 @@ def request_start(
             answer = json.loads(_read_line(conn) or b"null")
         except (OSError, ValueError) as exc:
             raise WarmStartUnavailable(f"the template at {path} did not answer: {exc}") from None
-    if not isinstance(answer, dict):
-        raise WarmStartUnavailable(f"the template at {path} closed the connection without answering")
-    if "error" in answer:
-        raise WarmStartUnavailable(str(answer["error"]))
-    try:
-        return Started(int(answer["pid"]), answer.get("start"))
-    except (KeyError, TypeError, ValueError):
-        raise WarmStartUnavailable(f"the template at {path} answered {answer!r}, not a pid") from None
+        if not isinstance(answer, dict):
+            raise WarmStartUnavailable(f"the template at {path} closed the connection without answering")
+        if "error" in answer:
+            raise WarmStartUnavailable(str(answer["error"]))
+        try:
+            started = Started(int(answer["pid"]), answer.get("start"))
+        except (KeyError, TypeError, ValueError):
+            raise WarmStartUnavailable(f"the template at {path} answered {answer!r}, not a pid") from None
+        # A template that does not say it sandboxed the child is not trusted with the environment: the
+        # child, given nothing, exits.
+        if policy is not None and answer.get("sandboxed") is not True:
+            raise WarmStartUnavailable(f"the template at {path} did not confirm it sandboxed the replica")
+        try:
+            conn.sendall(json.dumps(dict(env)).encode() + b"\n")
+        except OSError as exc:
+            raise WarmStartUnavailable(f"the replica the template forked did not take its environment: {exc}")
+    return started
 
 
 def template_pid(path: Path) -> int | None:
@@ -224,12 +251,14 @@ def stop_template(path: Path, timeout: float = 10.0) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    deadline, killed = time.monotonic() + timeout, False
     while template_pid(path) == pid:
         if time.monotonic() > deadline:
+            if killed:
+                break  # a process SIGKILL does not end (stuck in the kernel): waiting longer changes nothing
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + timeout
+            deadline, killed = time.monotonic() + timeout, True
         time.sleep(0.02)
     return True
 
@@ -265,9 +294,27 @@ def _startup_only(name: str) -> bool:
 @dataclass(frozen=True)
 class Request:
     argv: list[str]
-    env: dict[str, str]
+    env_names: list[str]  # the values come from the caller to the child, once forked
     cwd: str
     log: str
+    sandbox: sandbox.Policy | None = None
+
+
+_REQUEST_FIELDS = {"argv", "env_names", "cwd", "log", "sandbox"}
+
+
+def _read_environment(conn: socket.socket, names: list[str]) -> dict[str, str]:
+    """In the forked child: the environment's values, sent by the caller once the template answered."""
+    conn.settimeout(REQUEST_TIMEOUT_S)
+    try:
+        env = json.loads(_read_line(conn) or b"null")
+    finally:
+        conn.close()
+    if not isinstance(env, dict) or sorted(env) != sorted(names):
+        raise BadRequest("the environment sent is not the one the request named")
+    if not all(isinstance(value, str) and "\0" not in value for value in env.values()):
+        raise BadRequest("the environment holds a value no environment can")
+    return env
 
 
 def _parse_request(raw: bytes) -> Request:
@@ -276,21 +323,27 @@ def _parse_request(raw: bytes) -> Request:
     except ValueError as exc:
         raise BadRequest(f"the request is not JSON: {exc}") from None
     if not isinstance(request, dict):
-        raise BadRequest("the request must be a JSON object with argv, env, cwd and log")
-    argv, env, cwd, log = (request.get(key) for key in ("argv", "env", "cwd", "log"))
+        raise BadRequest("the request must be a JSON object with argv, env_names, cwd and log")
+    unknown = sorted(set(request) - _REQUEST_FIELDS)
+    if unknown:
+        raise BadRequest(f"the request holds fields this template does not know: {', '.join(unknown)}")
+    argv, names, cwd, log = (request.get(key) for key in ("argv", "env_names", "cwd", "log"))
     if not isinstance(argv, list) or not all(isinstance(item, str) for item in argv):
         raise BadRequest("argv must be a list of strings")
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
-        raise BadRequest("env must be an object of strings")
-    if any("=" in key or not key or "\0" in key + value for key, value in env.items()):
-        raise BadRequest("env holds a name or value no environment can")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise BadRequest("env_names must be a list of strings")
+    if any("=" in name or not name or "\0" in name for name in names):
+        raise BadRequest("env_names holds a name no environment can")
     if not isinstance(cwd, str) or not os.path.isabs(cwd) or not os.path.isdir(cwd):
         raise BadRequest(f"cwd must be an existing folder's absolute path, not {cwd!r}")
     if not isinstance(log, str) or not os.path.isabs(log):
         raise BadRequest(f"log must be an absolute path, not {log!r}")
-    return Request(argv, env, cwd, log)
+    policy = request.get("sandbox")
+    try:
+        policy = sandbox.Policy(**policy) if policy is not None else None
+    except TypeError as exc:
+        raise BadRequest(f"sandbox is not a sandbox policy: {exc}") from None
+    return Request(argv, names, cwd, log, policy)
 
 
 class Template:
@@ -301,13 +354,11 @@ class Template:
         path: Path,
         listener: socket.socket,
         log: Any,
-        start_env: dict[str, str],
         import_env: dict[str, str],
     ) -> None:
         self.path = path
         self.listener = listener
         self.log = log
-        self.start_env = start_env
         self.import_env = import_env
         self.inode = os.stat(path).st_ino
         self.code = code_stamp()
@@ -363,7 +414,7 @@ class Template:
             except OSError as exc:
                 raise BadRequest(f"the request could not be read: {exc}") from None
             request = _parse_request(raw)
-            self._check_environment(request.env)
+            self._check_environment(request.env_names)
             if code_stamp() != self.code:
                 self.stopping = True
                 raise Outdated(
@@ -374,7 +425,11 @@ class Template:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
             try:
                 pid = self._fork(conn, request)
-                answer: dict[str, Any] = {"pid": pid, "start": processes.start_ticks(pid)}
+                answer: dict[str, Any] = {
+                    "pid": pid,
+                    "start": processes.start_ticks(pid),
+                    "sandboxed": request.sandbox is not None,
+                }
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             self.log.info("Replica started", event="replica_started", child=pid, log_path=request.log)
@@ -398,12 +453,10 @@ class Template:
         finally:
             conn.close()
 
-    def _check_environment(self, env: dict[str, str]) -> None:
-        differing = sorted(
-            name for name, value in env.items() if _startup_only(name) and self.start_env.get(name) != value
-        )
-        if differing:
-            raise BadRequest(f"only a new interpreter reads {', '.join(differing)}: start this replica cold")
+    def _check_environment(self, names: list[str]) -> None:
+        startup_only = sorted(name for name in names if _startup_only(name))
+        if startup_only:
+            raise BadRequest(f"only a new interpreter reads {', '.join(startup_only)}: start it cold")
 
     def _fork(self, conn: socket.socket, request: Request) -> int:
         try:
@@ -444,12 +497,18 @@ def _become_replica(
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         listener.close()
-        conn.close()
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        # Every inherited descriptor but the connection goes (the template answers the caller then),
+        # and the caller sends this child, and only it, the environment's values.
+        kept = conn.fileno()
+        os.closerange(3, kept)
+        os.closerange(kept + 1, os.sysconf("SC_OPEN_MAX"))
+        env = _read_environment(conn, request.env_names)
+        if request.sandbox is not None:
+            sandbox.enter(request.sandbox)  # before anything of the deployment's is read
         # New stream objects, unbuffered like a replica's (PYTHONUNBUFFERED), on the new descriptors.
         encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding=encoding)
@@ -459,11 +518,11 @@ def _become_replica(
         )
         inherited_pythonpath = os.environ.get("PYTHONPATH", "")
         os.environ.clear()
-        os.environ.update(request.env)
+        os.environ.update(env)
         for name, value in import_env.items():
             os.environ.setdefault(name, value)
         os.chdir(request.cwd)
-        sys.path[:] = _replica_sys_path(request.cwd, inherited_pythonpath, request.env.get("PYTHONPATH", ""))
+        sys.path[:] = _replica_sys_path(request.cwd, inherited_pythonpath, env.get("PYTHONPATH", ""))
         from serving import server
 
         sys.argv = [server.__file__, *request.argv]
@@ -596,7 +655,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if lock is None:
         log.info("Another template serves this socket", event="already_running", socket=str(path))
         return 0
-    start_env = dict(os.environ)
     from serving.worker import THREAD_VARIABLES
 
     for name in THREAD_VARIABLES:
@@ -620,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import_env = _preload(log)
     listener.listen(64)
-    template = Template(path, listener, log, start_env, import_env)
+    template = Template(path, listener, log, import_env)
     signal.signal(signal.SIGCHLD, template.child_exited)
     log.info("Ready to start replicas", event="listening", socket=str(path))
     try:

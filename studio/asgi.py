@@ -2,5 +2,8 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from studio.home import keep_private
+
+keep_private()  # before Django creates anything under STUDIO_HOME
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
 application = get_asgi_application()

@@ -22,3 +22,7 @@ class AuditActionChoices(models.TextChoices):
     TOKEN_CREATED = "token_created", "created a token"
     TOKEN_REVOKED = "token_revoked", "revoked a token"
     CREDENTIALS_CHANGED = "credentials_changed", "changed credentials"
+    KEYS_VIEWED = "keys_viewed", "viewed keys"
+    SCORING_TOKEN_ISSUED = "scoring_token_issued", "got a scoring token"
+    ROLE_CHANGED = "role_changed", "changed a role"
+    PASSWORD_CHANGED = "password_changed", "changed a password"

@@ -48,11 +48,28 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return number
 
 
-def env_list(name: str, default: list[str]) -> list[str]:
+def env_list(name: str, default: list[str], *, choices: tuple[str, ...] | None = None) -> list[str]:
+    """A comma-separated list; with `choices`, every item must be one of them."""
     value = _raw(name)
     if value is None or value == "":
         return list(default)
-    return [item.strip() for item in value.split(",") if item.strip()]
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    unknown = [item for item in items if choices is not None and item not in choices]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{name}={value!r}: {', '.join(unknown)} is not one of: {', '.join(choices or ())}."
+        )
+    return items
+
+
+def env_choice(name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
+    """One of `choices`, or `default` when unset."""
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of: {', '.join(choices)}.")
+    return value
 
 
 def env_secret(name: str) -> str | None:
@@ -76,3 +93,16 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
         allowed = ", ".join(f"{s}://" for s in schemes)
         raise ImproperlyConfigured(f"{name}={value!r} is not a supported URL: it must start with {allowed}.")
     return value
+
+
+def env_urls(name: str, *, schemes: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of URLs, each starting with one of `schemes`; empty when unset."""
+    urls = env_list(name, [])
+    allowed = ", ".join(f"{s}://" for s in schemes)
+    for url in urls:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme not in schemes or not url.split("://", 1)[1]:
+            raise ImproperlyConfigured(
+                f"{name}: {url!r} is not a supported URL: it must start with {allowed}."
+            )
+    return urls

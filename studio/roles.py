@@ -29,11 +29,12 @@ def has_role(user, role: str) -> bool:
     return held is not None and _RANK[held] >= _RANK[role]
 
 
-def set_role(user, role: str) -> None:
-    """Give the user exactly one role; Admins also get the staff flag the admin console expects."""
+def set_role(user, role: str | None) -> None:
+    """Give the user exactly one role, or none; Admins also get the staff flag the admin console expects."""
     groups = Group.objects.filter(name__in=list(_RANK))
     user.groups.remove(*groups)
-    user.groups.add(Group.objects.get(name=role))
+    if role is not None:
+        user.groups.add(Group.objects.get(name=role))
     user.is_staff = role == RoleChoices.ADMIN
     user.save(update_fields=["is_staff"])
     user.__dict__.pop("_studio_role", None)

@@ -11,17 +11,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from studio.env import env_bool, env_int, env_list, env_secret, env_str, env_url
+from serving import proxies
+from studio.cache import caches_for
+from studio.env import env_bool, env_choice, env_int, env_list, env_secret, env_str, env_url, env_urls
+from studio.home import keep_private, private_home
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-STUDIO_HOME = Path(env_str("STUDIO_HOME", "./.studio")).expanduser().resolve()
-try:
-    STUDIO_HOME.mkdir(parents=True, exist_ok=True)
-except OSError as exc:
-    raise ImproperlyConfigured(
-        f"STUDIO_HOME={str(STUDIO_HOME)!r} cannot be created: {exc.strerror}."
-    ) from None
+# Before anything is created: STUDIO_HOME and all in it are this user's only (studio/home.py).
+keep_private()
+STUDIO_HOME = private_home(Path(env_str("STUDIO_HOME", "./.studio")).expanduser().resolve())
 
 
 def _generated_secret_key() -> str:
@@ -75,6 +74,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "studio.api.middleware.UnstorableURLMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -125,19 +125,9 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHE_URL = env_str("STUDIO_CACHE_URL", "")
-if CACHE_URL.startswith("redis://"):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
-elif CACHE_URL:
-    raise ImproperlyConfigured(f"STUDIO_CACHE_URL={CACHE_URL!r} is not supported: use redis://host:port/db.")
-else:
-    # Shared by every process on this host, unlike the in-memory cache, so failed-login throttling holds.
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(STUDIO_HOME / "cache"),
-        }
-    }
+# Redis, with JSON values (never pickles: studio/cache.py); else a file cache under STUDIO_HOME, shared
+# by every process on this host, unlike the in-memory cache, so failed-login throttling holds.
+CACHES = caches_for(env_str("STUDIO_CACHE_URL", ""), STUDIO_HOME)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -169,6 +159,9 @@ STUDIO_MAX_UPLOAD_BYTES = env_int("STUDIO_MAX_UPLOAD_BYTES", 4 * 1024**3, minimu
 STUDIO_MAX_ARCHIVE_FILES = env_int("STUDIO_MAX_ARCHIVE_FILES", 10_000, minimum=1)
 # A folder chosen in the browser arrives as one upload per file.
 DATA_UPLOAD_MAX_NUMBER_FILES = STUDIO_MAX_ARCHIVE_FILES
+# Every request body that is not a file upload (JSON, YAML, form fields) is refused with a 413 past this.
+STUDIO_MAX_BODY_BYTES = env_int("STUDIO_MAX_BODY_BYTES", 2_621_440, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
 
 STUDIO_ARTIFACT_STORE = env_url(
     "STUDIO_ARTIFACT_STORE", f"file://{STUDIO_HOME / 'artifacts'}", schemes=("file", "s3")
@@ -182,19 +175,47 @@ STUDIO_GATEWAY_SPOOL_DIR = Path(env_str("STUDIO_GATEWAY_SPOOL_DIR", str(STUDIO_H
 STUDIO_METRICS_RETENTION_DAYS = env_int("STUDIO_METRICS_RETENTION_DAYS", 90, minimum=1)
 STUDIO_TELEMETRY_RETENTION_DAYS = env_int("STUDIO_TELEMETRY_RETENTION_DAYS", 30, minimum=1)
 
+# The targets deployments may use. docker-compose allows `docker` only: a local replica, or the build of
+# its environment, would run other people's code in the worker, beside the database and the broker.
+STUDIO_TARGETS = env_list(
+    "STUDIO_TARGETS", ["local", "docker", "kubernetes"], choices=("local", "docker", "kubernetes")
+)
+
 # The docker target (docs/docker-target.md). The engine itself is found as the docker CLI finds it
-# (DOCKER_HOST, else the local socket).
+# (DOCKER_HOST, else the local socket; docker-compose: the engine proxy, studio/engine_proxy.py).
 STUDIO_DOCKER_BASE_IMAGE = env_str("STUDIO_DOCKER_BASE_IMAGE", "python:3.11-slim")
-# A network the gateway shares with the containers (docker-compose); empty: publish ports instead.
+# A network the gateway shares with the containers, and their only one (docker-compose); empty: publish
+# ports instead. Names are resolved by Docker's DNS, which the default bridge does not have.
 STUDIO_DOCKER_NETWORK = env_str("STUDIO_DOCKER_NETWORK", "")
+if STUDIO_DOCKER_NETWORK in ("host", "none", "bridge", "default") or STUDIO_DOCKER_NETWORK.startswith(
+    "container:"
+):
+    raise ImproperlyConfigured(
+        f"STUDIO_DOCKER_NETWORK={STUDIO_DOCKER_NETWORK!r} is not a network replicas can share with the "
+        "gateway alone: name a user-defined network the gateway is attached to (docker network create), "
+        "or leave it empty to publish ports on STUDIO_DOCKER_PUBLISH_ADDRESS."
+    )
 # The host address container ports are published on, and the one replicas are reached at.
 STUDIO_DOCKER_PUBLISH_ADDRESS = env_str("STUDIO_DOCKER_PUBLISH_ADDRESS", "127.0.0.1")
 # Wheels fetched for images, kept per Python version and platform and shared by every build.
 STUDIO_WHEEL_CACHE = Path(env_str("STUDIO_WHEEL_CACHE", str(STUDIO_HOME / "cache" / "wheels")))
+# Package indexes an Admin allows requirements to name with --index-url/--extra-index-url (comma-separated
+# URLs); empty: requirements name no index, and builds use the one pip and uv are configured with.
+STUDIO_ALLOWED_PACKAGE_INDEXES = env_urls("STUDIO_ALLOWED_PACKAGE_INDEXES", schemes=("https", "http", "file"))
 
 # Replicas on Studio's own interpreter are forked from a template that has the serving stack imported
 # (serving.warm), so they answer in a fraction of a cold start.
 STUDIO_WARM_START = env_bool("STUDIO_WARM_START", True)
+
+# Local replicas run other people's code in a sandbox (docs/security.md): `required` refuses to start one
+# where the host cannot sandbox, `best-effort` then runs it as Studio's own user (and says so), `off`
+# never sandboxes. Unset: `required` where the host can sandbox, else `best-effort`.
+STUDIO_LOCAL_ISOLATION = env_choice("STUDIO_LOCAL_ISOLATION", ("required", "best-effort", "off"))
+# Sandboxed replicas of deployment d run as uid STUDIO_REPLICA_UID_BASE + d (a uid no other process
+# has) in group STUDIO_REPLICA_UID_BASE; environment builds as the base itself. The default is the start
+# of the range systemd leaves unused (0x70000000); Studio refuses to sandbox if an account or subordinate
+# ids lie in the 2**24 uids from it.
+STUDIO_REPLICA_UID_BASE = env_int("STUDIO_REPLICA_UID_BASE", 0x70000000, minimum=65536)
 
 # The reconciler (docs/reconciler.md). A pass holds its deployment's lease and renews it as it works; a
 # killed worker's lease lapses after this long, and the next supervision sweep hands the work to another.
@@ -205,8 +226,19 @@ STUDIO_SUPERVISE_INTERVAL_S = env_int("STUDIO_SUPERVISE_INTERVAL_S", 5, minimum=
 # without it; past this it is stopped anyway, and the gateways that did not answer are logged.
 STUDIO_DRAIN_TIMEOUT_S = env_int("STUDIO_DRAIN_TIMEOUT_S", 30, minimum=1)
 
-# Tokens and failed sign-in throttling for the API.
+# Failed sign-in throttling (studio.throttling). The API refuses a token, and a client address, after
+# this many failed tokens in 60 s; a valid token is always accepted.
 STUDIO_AUTH_FAILURES_PER_MINUTE = env_int("STUDIO_AUTH_FAILURES_PER_MINUTE", 20, minimum=1)
+# Password sign-in (pages and console): an account, and a client address, is refused after this many
+# failed passwords in a window that opens at the first failure, until the window closes.
+STUDIO_LOGIN_FAILURES_PER_ACCOUNT = env_int("STUDIO_LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+STUDIO_LOGIN_FAILURES_PER_CLIENT = env_int("STUDIO_LOGIN_FAILURES_PER_CLIENT", 20, minimum=1)
+STUDIO_LOGIN_FAILURE_WINDOW_S = env_int("STUDIO_LOGIN_FAILURE_WINDOW_S", 900, minimum=1)
+# Reverse proxies whose X-Forwarded-For names the client (serving.proxies); none by default.
+try:
+    STUDIO_TRUSTED_PROXIES = proxies.parse_trusted_proxies(env_str("STUDIO_TRUSTED_PROXIES"))
+except proxies.ConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
@@ -243,6 +275,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["studio.roles.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "studio.api.pagination.StudioPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "studio.api.parsers.JSONParser",
+        "studio.api.parsers.FormParser",
+        "studio.api.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "studio.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

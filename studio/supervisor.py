@@ -39,7 +39,8 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from serving import processes, warm
-from studio.env import env_bool
+from studio.env import env_bool, env_choice, env_int
+from studio.home import keep_private
 
 HOST = "127.0.0.1"  # `studio up` is the local, embedded mode; production runs docker-compose.
 GRACE_SECONDS = 10.0  # how long a child may take to finish its work after SIGTERM
@@ -63,6 +64,8 @@ class Program:
     argv: list[str]
     # The child runs only if `python -m` can run this module: parts written later join the group by existing.
     needs_module: str | None = None
+    # The only variables it is started with, when set: a process that runs no Studio code needs no secret.
+    keep_env: tuple[str, ...] | None = None
 
 
 def programs(port: int, gateway_port: int, home: Path) -> list[Program]:
@@ -98,7 +101,7 @@ def programs(port: int, gateway_port: int, home: Path) -> list[Program]:
         # The template local replicas are forked from, warm before the first deployment. Replicas it
         # started run in sessions of their own, so they outlive it like they outlive the worker.
         *(
-            [Program("warm", warm.command(python, warm.socket_path(home), wait=True))]
+            [Program("warm", warm.command(python, warm.socket_path(home), wait=True), keep_env=warm.KEEP_ENV)]
             if env_bool("STUDIO_WARM_START", True)
             else []
         ),
@@ -157,9 +160,10 @@ class Child:
         return self.program.name
 
     def start(self) -> None:
+        keep = self.program.keep_env
         self.process = subprocess.Popen(
             self.program.argv,
-            env=self.env,
+            env=self.env if keep is None else {name: self.env[name] for name in keep if name in self.env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -415,6 +419,14 @@ def _stop_leftovers(home: Path, record: ChildRecord) -> None:
         say("stopped a warm template that was left running")
 
 
+def _isolation():
+    """How local replicas will be isolated (endpoints.isolation), read as the worker will read it."""
+    from endpoints import isolation
+
+    mode = env_choice("STUDIO_LOCAL_ISOLATION", ("required", "best-effort", "off"))
+    return isolation.resolve(mode, env_int("STUDIO_REPLICA_UID_BASE", 0x70000000, minimum=65536))
+
+
 def _sign_in_hint(port: int) -> str:
     user = os.environ.get("STUDIO_ADMIN_USER")
     if not user:
@@ -431,6 +443,7 @@ def _sign_in_hint(port: int) -> str:
 def run(port: int, gateway_port: int, keep_replicas: bool | None = None) -> int:
     """Migrate, bootstrap, then supervise the group until SIGINT/SIGTERM, and stop the installation's
     local replicas with it unless `keep_replicas` (None: STUDIO_KEEP_REPLICAS). Returns the exit code."""
+    keep_private()  # STUDIO_HOME and what every child creates in it are this user's only
     home = Path(os.environ.get("STUDIO_HOME") or "./.studio").expanduser().resolve()
     env = {
         **os.environ,
@@ -498,6 +511,7 @@ def _run_locked(
             say(f"manage.py {command[0]} failed with exit code {code}; see its output above.")
             return code
 
+    say(f"replica isolation: {_isolation().describe()}")
     supervisor = Supervisor([Child(program, env) for program in wanted], record)
     previous = {sig: signal.signal(sig, supervisor.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     announced = False

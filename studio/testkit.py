@@ -93,3 +93,42 @@ def until(predicate, timeout: float = 15.0, every: float = 0.1) -> bool:
 # The one /proc reader, under the names the tests know it by.
 process_stat = processes.stat
 process_group = processes.group
+
+
+class Gate:
+    """A loopback port that refuses connections until the test opens it: what a replica's init() waits
+    on to start exactly as slowly as the test wants. A port rather than a file, since a sandboxed replica
+    sees no file of the test's, while it shares the host's network."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        self.address = f"127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def open(self) -> None:
+        self._socket.listen(64)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+# A scoring script whose init() waits until the Gate at $RELEASE_ADDRESS opens.
+SLOW_INIT = """
+import os
+import socket
+import time
+
+
+def init():
+    host, port = os.environ["RELEASE_ADDRESS"].rsplit(":", 1)
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def run(raw_data):
+    return "ready"
+"""

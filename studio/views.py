@@ -124,7 +124,10 @@ class TokenListView(StudioPageMixin, View):
             request.user, AuditActionChoices.TOKEN_CREATED, "token", str(token), owner=request.user.username
         )
         # Shown in this answer only, never stored or put in a redirect: the row keeps just a digest.
-        return self.render(request, AccessTokenForm(), new_token=raw, new_token_row=token)
+        response = self.render(request, AccessTokenForm(), new_token=raw, new_token_row=token)
+        # A secret: no browser or proxy cache may keep it.
+        response["Cache-Control"] = "no-store"
+        return response
 
     def render(self, request: HttpRequest, form: AccessTokenForm, status: int = 200, **extra) -> HttpResponse:
         tokens = AccessToken.objects.filter(user=request.user)

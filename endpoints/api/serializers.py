@@ -34,6 +34,21 @@ class JobSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+class DeletionAcceptedSerializer(serializers.Serializer):
+    """A 202 for a deletion that runs as a job: what is being deleted, and the job deleting it."""
+
+    name = serializers.CharField()
+    job = JobSerializer()
+
+
+class PackageAcceptedSerializer(serializers.Serializer):
+    """A 202 for a package job: what is packaged, how, and the job packaging it."""
+
+    package = serializers.CharField()
+    mode = serializers.CharField()
+    job = JobSerializer()
+
+
 class OnlineEndpointSerializer(serializers.ModelSerializer):
     scoring_uri = serializers.CharField(read_only=True)
     openapi_uri = serializers.CharField(read_only=True)
@@ -100,6 +115,7 @@ class OnlineDeploymentSerializer(serializers.ModelSerializer):
             "serving_revision",
             "pending_traffic",
             "warnings",
+            "isolation",
             "replicas",
             "job",
             "created_at",

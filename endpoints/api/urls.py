@@ -44,5 +44,6 @@ urlpatterns = [
         name="modelversion-package",
     ),
     path("jobs/<uuid:pk>/", views.JobViewSet.as_view({"get": "retrieve"}), name="job-detail"),
+    path("jobs/<uuid:pk>/download", views.JobViewSet.as_view({"get": "download"}), name="job-download"),
     path("code/", views.CodeUploadView.as_view(), name="code-upload"),
 ]

@@ -3,21 +3,27 @@ from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.exceptions import MethodNotAllowed, NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from endpoints import artifacts, packaging, reconcile, services, specs, targets
-from endpoints.api.serializers import JobSerializer, OnlineDeploymentSerializer, OnlineEndpointSerializer
+from endpoints import jobs, packaging, reconcile, services, specs, targets
+from endpoints.api.serializers import (
+    DeletionAcceptedSerializer,
+    JobSerializer,
+    OnlineDeploymentSerializer,
+    OnlineEndpointSerializer,
+    PackageAcceptedSerializer,
+)
+from endpoints.choices import TargetChoices
 from endpoints.code import upload_code
 from endpoints.filtersets import OnlineEndpointFilterSet
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
-from endpoints.targets.base import BuildFailed, TargetUnavailable
+from endpoints.targets.base import TargetUnavailable
 from registry.api.views import find_version
 from registry.models import ModelVersion
 from studio.api.errors import ServiceUnavailable
-from studio.api.parsers import YAMLParser
+from studio.api.parsers import JSONParser, MultiPartParser, YAMLParser
 from studio.choices import AuditActionChoices
 from studio.models import audit
 
@@ -62,7 +68,7 @@ class OnlineEndpointViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mixi
         endpoint = services.update_endpoint(self.get_object(), values, request.user)
         return Response({**self.get_serializer(endpoint).data, "warnings": warnings})
 
-    @extend_schema(responses={202: JobSerializer})
+    @extend_schema(responses={202: DeletionAcceptedSerializer})
     def destroy(self, request, name=None):
         endpoint = self.get_object()
         job = services.delete_endpoint(endpoint, request.user)
@@ -74,7 +80,8 @@ class OnlineEndpointViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mixi
 
     @extend_schema(request=dict, responses={204: None})
     def regenerate_keys(self, request, name=None):
-        services.regenerate_key(self.get_object(), request.data.get("keyType", ""), request.user)
+        body = request.data if isinstance(request.data, dict) else {}
+        services.regenerate_key(self.get_object(), body.get("keyType", ""), request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -95,7 +102,8 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
 
     def _spec(self, data, partial: bool) -> specs.DeploymentSpec:
         spec = specs.parse_deployment(data, partial=partial)
-        target = spec.values.get("target")
+        # A new deployment without `target:` is a local one, which this installation may not allow.
+        target = spec.values.get("target") or (None if partial else TargetChoices.LOCAL)
         if target:
             try:
                 targets.get_target(target)
@@ -128,13 +136,15 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
     @extend_schema(request=dict, responses={200: OnlineDeploymentSerializer, 202: OnlineDeploymentSerializer})
     def partial_update(self, request, endpoint_name=None, name=None):
         deployment = self.get_object()
-        data = {key: value for key, value in request.data.items() if key not in ("name", "endpoint_name")}
+        data = request.data
+        if isinstance(data, dict):
+            data = {key: value for key, value in data.items() if key not in ("name", "endpoint_name")}
         job = services.update_deployment(deployment, self._spec(data, partial=True), request.user)
         deployment.refresh_from_db()
         body = self.get_serializer(deployment).data
         return _accepted(job, body, request) if job else Response(body)
 
-    @extend_schema(responses={202: JobSerializer})
+    @extend_schema(responses={202: DeletionAcceptedSerializer})
     def destroy(self, request, endpoint_name=None, name=None):
         deployment = self.get_object()
         job = services.delete_deployment(deployment, request.user)
@@ -157,6 +167,13 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
 class JobViewSet(viewsets.GenericViewSet, mixins.RetrieveModelMixin):
     queryset = Job.objects.all()
     serializer_class = JobSerializer
+
+    @extend_schema(responses={(200, "application/gzip"): bytes})
+    def download(self, request, pk=None):
+        """The build context a succeeded package job wrote."""
+        source, filename = packaging.download(self.get_object())
+        audit(request.user, AuditActionChoices.DOWNLOADED, "build context", filename)
+        return FileResponse(source, as_attachment=True, filename=filename, content_type="application/gzip")
 
 
 class CodeUploadView(APIView):
@@ -189,45 +206,58 @@ class CodeUploadView(APIView):
 
 
 class PackageView(APIView):
-    """The build context of a model version or a deployment, as a .tar.gz to `docker build` anywhere."""
+    """Start a package job for a model version or a deployment (Contributors): a build context to `docker
+    build` anywhere, downloaded from the job once it succeeds, or an image built on the workers' engine."""
 
     @extend_schema(
+        request={"application/json": {"type": "object", "properties": {"mode": {"enum": packaging.MODES}}}},
         parameters=[
             OpenApiParameter(
                 "mode",
                 str,
-                enum=["offline", "online"],
+                enum=list(packaging.MODES),
                 description="offline (default): every wheel is in the context, so the image builds with "
-                "no network; online: pinned requirements only, fetched by pip at build time.",
+                "no network; online: pinned requirements only, fetched by pip at build time; image: build "
+                "the image on the Docker engine of Studio's workers. Also accepted in the body.",
             )
         ],
-        responses={(200, "application/gzip"): bytes},
+        responses={202: PackageAcceptedSerializer},
     )
-    def get(self, request, model_name=None, version=None, endpoint_name=None, name=None):
-        mode = request.query_params.get("mode", "offline")
-        if mode not in ("offline", "online"):
-            raise ValidationError({"mode": ["must be offline or online."]})
+    def post(self, request, model_name=None, version=None, endpoint_name=None, name=None):
+        body = request.data if isinstance(request.data, dict) else {}
+        mode = str(body.get("mode") or request.query_params.get("mode") or "offline")
+        if mode not in packaging.MODES:
+            raise ValidationError({"mode": [f"must be one of {', '.join(packaging.MODES)}."]})
         try:
-            if endpoint_name is not None:
-                deployment = _deployment(endpoint_name, name)
-                spec = packaging.for_deployment(deployment, *artifacts.deployment_content(deployment))
-            else:
-                found = find_version(ModelVersion.objects.select_related("model"), model_name, version)
-                spec = packaging.for_model_version(found, artifacts.model_dir(found))
-            archive, folder = packaging.context_archive(
-                spec, offline=mode == "offline", client=packaging.optional_engine()
-            )
-        except (packaging.PackagingError, BuildFailed, artifacts.ContentMissing) as exc:
+            with transaction.atomic():
+                if endpoint_name is not None:
+                    deployment = _deployment(endpoint_name, name)
+                    packaging.check_deployment(deployment)
+                    label = str(deployment)
+                    job = jobs.start_package_job(label, mode, request.user, deployment=deployment)
+                else:
+                    found = find_version(ModelVersion.objects.select_related("model"), model_name, version)
+                    packaging.check_model_version(found)
+                    label = f"{found.model.name}:{found.version}"
+                    job = jobs.start_package_job(label, mode, request.user, model_version_id=found.pk)
+                audit(request.user, AuditActionChoices.CREATED, "package job", label, mode=mode)
+        except packaging.PackagingError as exc:
             raise ValidationError(str(exc)) from None
-        audit(request.user, AuditActionChoices.DOWNLOADED, "build context", spec.label)
-        return FileResponse(
-            archive, as_attachment=True, filename=f"{folder}.tar.gz", content_type="application/gzip"
+        return _accepted(job, {"package": label, "mode": mode}, request)
+
+    @extend_schema(exclude=True)
+    def get(self, request, **kwargs):
+        raise MethodNotAllowed(
+            "GET",
+            "Packaging runs as a job: POST to this URL (Contributor role), then download the build context "
+            "from the job's download URL once it has succeeded (studio online-deployment package does both).",
         )
 
 
 def _deployment(endpoint_name: str, name: str) -> OnlineDeployment:
     endpoint = _endpoint(endpoint_name)
     try:
-        return endpoint.deployments.select_related("endpoint", "model_version__model").get(name=name)
+        related = ("endpoint", "model_version__model", "environment_version")
+        return endpoint.deployments.select_related(*related).get(name=name)
     except OnlineDeployment.DoesNotExist:
         raise NotFound(f"Endpoint {endpoint_name!r} has no deployment {name!r}.") from None

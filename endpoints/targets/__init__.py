@@ -1,5 +1,7 @@
 """Target drivers: one interface, one module per place replicas run."""
 
+from django.conf import settings
+
 from endpoints.targets.base import ReplicaLaunch, Target, TargetUnavailable
 from endpoints.targets.docker import DockerTarget
 from endpoints.targets.local import LocalTarget
@@ -8,18 +10,22 @@ _DRIVERS: dict[str, type] = {"local": LocalTarget, "docker": DockerTarget}
 
 
 def available() -> list[str]:
-    """The targets this installation has drivers for. Whether a Docker engine answers is found out by
-    the job that needs it, where the workers run: the web process need not reach the engine."""
-    return list(_DRIVERS)
+    """The targets this installation has drivers for and allows (STUDIO_TARGETS). Whether a Docker
+    engine answers is found out by the job that needs it, where the workers run: the web process need
+    not reach the engine."""
+    return [name for name in _DRIVERS if name in settings.STUDIO_TARGETS]
 
 
 def get_target(name: str) -> Target:
-    try:
-        return _DRIVERS[name]()
-    except KeyError:
+    """The driver for `name`; TargetUnavailable if there is none or STUDIO_TARGETS does not allow it, so
+    no process of an installation that forbids a target ever runs a replica on it."""
+    allowed = available()
+    if name not in allowed:
         raise TargetUnavailable(
-            f"The {name} target is not available in this installation; use one of: {', '.join(_DRIVERS)}."
-        ) from None
+            f"The {name} target is not available in this installation; use one of: "
+            f"{', '.join(allowed) or 'none (STUDIO_TARGETS allows no target with a driver)'}."
+        )
+    return _DRIVERS[name]()
 
 
 __all__ = ["ReplicaLaunch", "Target", "TargetUnavailable", "available", "get_target"]

@@ -62,6 +62,8 @@ class ReplicaLaunch:
     image: str = ""
     instance_type: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # The deployment's replica key (serving.replica_key): the driver sets it after `environment`.
+    replica_key: str = field(default="", repr=False)
 
 
 class Target(Protocol):

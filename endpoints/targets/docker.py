@@ -5,6 +5,12 @@ Containers carry labels naming this installation, the endpoint, the deployment a
 `reconcile` can find and remove containers whose replica row is gone. A replica publishes the model
 server's port on the host's loopback (on a port Studio picks, so it keeps it across restarts), or, with
 STUDIO_DOCKER_NETWORK, joins the network the gateway shares and is reached by its container name.
+
+A replica runs a Contributor's code, so its container is confined (`confinement`): an unprivileged user,
+no capabilities and no way to gain any, a read-only root filesystem where only a private size-limited
+/tmp (and Docker's private /dev/shm) can be written, a bounded number of processes. Nothing of the host
+is mounted into it: the model and the code are in the image, and its environment is the deployment's
+variables and the model server's.
 """
 
 from __future__ import annotations
@@ -20,12 +26,33 @@ from django.conf import settings
 from endpoints import packaging
 from endpoints.targets.base import Prepared, ReplicaFailed, ReplicaLaunch, TargetUnavailable
 from endpoints.targets.instance_types import UnknownInstanceType, fit_to_host, lookup
+from serving.replica_key import VARIABLE as REPLICA_KEY
 
 LABEL = "studio"
 STOP_GRACE_S = 10
 # Docker restarts a crashed model server by itself a few times; after that the supervisor replaces it.
 RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
 RUNNING = {"created", "running", "restarting"}
+# The only writable place in a replica (HOME is there too, set by the image); tmpfs pages count against
+# the container's memory limit when it has one, and this bounds them when it has none.
+TMP_SIZE = "512m"
+# Processes and threads together: room for the workers and their libraries' thread pools, not a fork bomb.
+PIDS_LIMIT = 1024
+
+
+def confinement() -> dict:
+    """Docker's options that keep a replica's code from reaching anything of Studio or the host: it runs
+    as the image's unprivileged user with no capabilities (setuid programs cannot give it any), writes
+    only to its private /tmp, and cannot exhaust the host's process table."""
+    return {
+        "user": packaging.IMAGE_USER,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={TMP_SIZE},mode=1777"},  # noqa: S108 (the container's own)
+        "pids_limit": PIDS_LIMIT,
+        "privileged": False,
+    }
 
 
 def installation_id() -> str:
@@ -154,11 +181,13 @@ class DockerTarget:
         options = {
             "name": name,
             "detach": True,
-            "environment": launch.environment,
+            # The key after the deployment's own variables: none can open its replicas to every caller.
+            "environment": {**launch.environment, REPLICA_KEY: launch.replica_key},
             "labels": labels,
             "restart_policy": RESTART_POLICY,
             "init": True,
             "stop_signal": "SIGTERM",
+            **confinement(),
             **self._limits(launch.instance_type)[0],
         }
         port = f"{packaging.SERVER_PORT}/tcp"

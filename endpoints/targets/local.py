@@ -19,7 +19,9 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -27,8 +29,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from endpoints import isolation
 from endpoints.targets.base import Prepared, ReplicaFailed, ReplicaLaunch
-from serving import processes, warm
+from serving import processes, sandbox, warm
+from serving.replica_key import VARIABLE as REPLICA_KEY
 
 STOP_GRACE_S = 10.0
 # How long a starting replica may take to import the server and listen (a fresh environment is slowest).
@@ -51,20 +55,35 @@ def tail(path: Path, lines: int) -> str:
 
 
 def _port_file() -> Path:
-    """Where one starting replica writes the port it listens on: a name of its own per launch."""
-    folder = Path(settings.STUDIO_HOME) / "run" / "ports"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder / f"{secrets.token_hex(8)}.port"
+    """Where one starting replica writes the port it listens on: a folder of its own per launch, the only
+    place of STUDIO_HOME a sandboxed replica sees, and may write to."""
+    folder = Path(settings.STUDIO_HOME) / "run" / "ports" / secrets.token_hex(8)
+    folder.mkdir(mode=0o700, parents=True)
+    return folder / "port"
+
+
+def _read_port(path: Path) -> int | None:
+    """The port in the replica's port file, once written. The folder is the replica's: its file is read
+    as a regular file only (never a link, a FIFO or a device), 16 bytes at most."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, 16).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
 
 
 def _bound_port(path: Path, pid: int, start: str | None, log_path: Path) -> int:
     """The port the replica wrote once listening (the kernel picked it: no other process can hold it)."""
     deadline = time.monotonic() + BIND_TIMEOUT_S
     while time.monotonic() < deadline:
-        try:
-            return int(path.read_text())
-        except (FileNotFoundError, ValueError):
-            pass
+        if (port := _read_port(path)) is not None:
+            return port
         if not processes.running(pid, start):
             raise ReplicaFailed(
                 "The replica exited before listening. Its log ends with:\n" + tail(log_path, 30)
@@ -76,14 +95,16 @@ def _bound_port(path: Path, pid: int, start: str | None, log_path: Path) -> int:
 
 
 def installation_marker() -> Path:
-    """This installation's marker: `$STUDIO_HOME/installation`, made once, holding a random id.
+    """This installation's marker: `$STUDIO_HOME/marker/installation`, made once, holding a random id.
 
-    It exists for as long as the installation does; readable by this user only. Made complete or not at
-    all, and by the first of several workers to try, so a replica never reads a half-written id."""
-    path = Path(settings.STUDIO_HOME) / "installation"
+    It exists for as long as the installation does; readable by this user (and sandboxed replicas) only.
+    Made complete or not at all, and by the first of several workers to try, so a replica never reads a
+    half-written id. In a folder of its own: a sandboxed replica is shown that folder, so it sees the
+    file go when it is removed (a file shown by itself would stay readable there once deleted)."""
+    path = Path(settings.STUDIO_HOME) / "marker" / "installation"
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     staging = path.with_name(f".installation-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -120,11 +141,13 @@ def template_socket() -> Path:
     return warm.socket_path(settings.STUDIO_HOME)
 
 
-def _start_warm(launch: ReplicaLaunch, arguments: list[str], env: dict, cwd: str) -> warm.Started | None:
+def _start_warm(
+    launch: ReplicaLaunch, arguments: list[str], env: dict, cwd: str, policy: sandbox.Policy | None
+) -> warm.Started | None:
     """The replica forked from the warm template; None when it must start cold."""
     path = template_socket()
     try:
-        return warm.request_start(path, arguments, env, cwd, str(launch.log_path))
+        return warm.request_start(path, arguments, env, cwd, str(launch.log_path), policy=policy)
     except warm.TemplateNotRunning:
         try:
             start_template(path)
@@ -165,35 +188,53 @@ class LocalTarget:
         return Prepared(runtime.python, model_dir, code_dir, warnings=runtime.warnings)
 
     def start(self, replica, launch: ReplicaLaunch) -> None:
+        guard = isolation.status()
+        if not guard.may_start:
+            raise ReplicaFailed(
+                f"Replica isolation is {guard.describe()}. An Admin may set "
+                "STUDIO_LOCAL_ISOLATION=best-effort to run local replicas without it, or deploy to docker."
+            )
         port_file = _port_file()
         env = _process_env(str(launch.model_dir), launch.environment)
+        marker = installation_marker()
         # After the deployment's own variables: no deployment can opt its replicas out of the check.
-        env["STUDIO_INSTALLATION"] = str(installation_marker())
+        env["STUDIO_INSTALLATION"] = str(marker)
+        env[REPLICA_KEY] = launch.replica_key  # likewise: none can open its replicas to every caller
+        policy = None
+        if guard.sandboxed:
+            exposed = [launch.model_dir, marker.parent, *([launch.code_dir] if launch.code_dir else [])]
+            policy = isolation.policy(replica.deployment, launch.python, exposed, writable=[port_file.parent])
+            env["HOME"] = env["TMPDIR"] = "/tmp"  # noqa: S108 (its private scratch folder in the sandbox)
         arguments = ["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)]
         arguments += ["--model-dir", str(launch.model_dir)]
         if launch.code_dir is not None:
             arguments += ["--code", str(launch.code_dir), "--scoring-script", launch.scoring_script]
         cwd = str(launch.code_dir or launch.model_dir)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = _start_warm(launch, arguments, env, cwd) if _warm_startable(launch) else None
+        started = _start_warm(launch, arguments, env, cwd, policy) if _warm_startable(launch) else None
         forked = started is not None
         if started is None:
+            command = [launch.python, "-m", "serving.server", *arguments]
             with launch.log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    [launch.python, "-m", "serving.server", *arguments],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    cwd=cwd,
-                    start_new_session=True,
-                )
+                if policy is not None:
+                    process = sandbox.spawn(policy, command, env, cwd, output=log.fileno(), new_session=True)
+                else:
+                    process = subprocess.Popen(
+                        command,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        cwd=cwd,
+                        start_new_session=True,
+                    )
             started = warm.Started(process.pid, processes.start_ticks(process.pid))
         replica.handle = {
             "pid": started.pid,
             "start": started.start,
             "log": str(launch.log_path),
             "warm": forked,
+            "isolation": isolation.SANDBOXED if policy else guard.describe(),
         }
         # On the row at once: a worker killed while the replica starts leaves a process the next pass
         # finds (and adopts or stops), never one that nothing knows.
@@ -204,7 +245,7 @@ class LocalTarget:
             self.stop(replica)  # a replica that cannot listen is not left behind
             raise
         finally:
-            port_file.unlink(missing_ok=True)
+            shutil.rmtree(port_file.parent, ignore_errors=True)
         replica.url = f"http://127.0.0.1:{port}"
         replica.handle["port"] = port
 

@@ -1,13 +1,17 @@
 """Steps the endpoint tests share: register a model, upload code, deploy, score a replica."""
 
 import contextlib
+import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from registry.tests.factories import form
+from serving import replica_key, warm
+from studio.testkit import until
 
 ENDPOINTS = "/api/v1/online-endpoints/"
 CONDA = {
@@ -42,8 +46,32 @@ def deploy(client, endpoint, spec, all_traffic=True):
     return response.json()
 
 
+def wait_for_template(path: Path) -> int:
+    """Wait until the warm template at `path` accepts requests; its pid."""
+
+    def listening() -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            try:
+                conn.connect(str(path))
+            except OSError:
+                return False
+        return True
+
+    assert until(listening, 180), "the warm template never listened"
+    return warm.template_pid(path)
+
+
+def replica_headers(replica_url: str) -> dict[str, str]:
+    """What a caller of a replica must present: its deployment's replica key, read from the database."""
+    from endpoints.models import Replica
+
+    replica = Replica.objects.select_related("deployment").get(url=replica_url)
+    return replica_key.headers(replica.deployment.replica_secret)
+
+
 def score(replica_url, payload):
-    return httpx.post(f"{replica_url}/score", json=payload, timeout=10)
+    """Score a replica directly, presenting its replica key as the gateway does."""
+    return httpx.post(f"{replica_url}/score", json=payload, headers=replica_headers(replica_url), timeout=10)
 
 
 AZURE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest"

@@ -219,7 +219,10 @@ def test_a_packaged_context_builds_with_the_network_disabled_and_serves(
 ):
     client = team.contributor.client()
     register(client, "clf", mlflow_model_zip, "mlflow_model")
-    response = client.get("/api/v1/models/clf/versions/1/package?mode=offline")
+    started = client.post("/api/v1/models/clf/versions/1/package", {"mode": "offline"}, format="json")
+    job = client.get(started["Location"]).json()
+    assert job["state"] == "succeeded", job["error"]
+    response = client.get(f"/api/v1/jobs/{job['id']}/download")
     assert response.status_code == 200
     archive = b"".join(response.streaming_content)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

@@ -756,7 +756,7 @@ def test_keys_are_revealed_to_contributors_only_and_audited(team):
         and credentials.decrypt(endpoint.secondary_key) in html
     )
     assert "<html" not in html and 'data-copy="#primary-key"' in html
-    event = AuditEvent.objects.filter(action=AuditActionChoices.CREDENTIALS_CHANGED).get()
+    event = AuditEvent.objects.filter(action=AuditActionChoices.KEYS_VIEWED).get()
     assert event.actor == team.contributor.user and event.details == {"fetched": "key"}
     assert signed_in(team.contributor.user).get("/endpoints/fraud/consume/credentials/").status_code == 405
 

@@ -13,9 +13,17 @@ from django.utils import timezone
 from endpoints import tasks
 from endpoints.models import GatewayAck, Job, OnlineDeployment, ReconcilePass, Replica
 from endpoints.targets.local import LocalTarget
-from endpoints.tests.support import ENDPOINTS, WorkerProcess, deploy, register, steady_load, upload_code
+from endpoints.tests.support import (
+    ENDPOINTS,
+    WorkerProcess,
+    deploy,
+    register,
+    replica_headers,
+    steady_load,
+    upload_code,
+)
 from registry.tests.factories import zip_bytes
-from studio.testkit import GATEWAY_SECRET, GatewayProcess, until
+from studio.testkit import GATEWAY_SECRET, SLOW_INIT, Gate, GatewayProcess, until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -29,19 +37,6 @@ BROKEN_INIT = (
 )
 
 # init() waits until a file the test creates exists: a replica that starts as slowly as the test wants.
-SLOW_INIT = b"""
-import os
-import time
-
-
-def init():
-    while not os.path.exists(os.environ["RELEASE_FILE"]):
-        time.sleep(0.05)
-
-
-def run(raw_data):
-    return "ready"
-"""
 
 
 def _thread(target, *args) -> threading.Thread:
@@ -57,16 +52,16 @@ def _thread(target, *args) -> threading.Thread:
     return threading.Thread(target=run)
 
 
-def _slow_spec(client, name: str, release) -> dict:
-    """A deployment of the regression model whose replicas are ready only once `release` exists."""
+def _slow_spec(client, name: str, release: Gate) -> dict:
+    """A deployment of the regression model whose replicas are ready only once `release` opens."""
     return {
         "name": name,
         "model": "azureml:regression:1",
         "code_configuration": {
-            "code": upload_code(client, zip_bytes({"score.py": SLOW_INIT})),
+            "code": upload_code(client, zip_bytes({"score.py": SLOW_INIT.encode()})),
             "scoring_script": "score.py",
         },
-        "environment_variables": {"RELEASE_FILE": str(release)},
+        "environment_variables": {"RELEASE_ADDRESS": release.address},
     }
 
 
@@ -142,7 +137,8 @@ def test_sixteen_concurrent_updates_of_one_deployment_lose_no_field(team, mlflow
         (deployment.revision, 1, "ready"),
     ]
     assert all(LocalTarget().alive(r) for r in replicas)
-    assert httpx.post(f"{replicas[0].url}/score", json=PAYLOAD).json() == [0]
+    direct = httpx.post(f"{replicas[0].url}/score", json=PAYLOAD, headers=replica_headers(replicas[0].url))
+    assert direct.json() == [0]
     assert not Job.objects.filter(state__in=["queued", "running"]).exists(), "every job was settled"
     assert len(_no_overlap(deployment.pk)) >= 1
 
@@ -298,7 +294,7 @@ def test_supervision_never_overlaps_itself_and_leaves_a_slow_starting_replica_to
     client = team.contributor.client()
     _serving_endpoint(client, "slow", mlflow_model_zip)
     register(client, "regression", azure_sample_zips[0])
-    release = tmp_path / "release"
+    release = Gate()
     spec = _slow_spec(client, "green", release)
     creating = _thread(lambda: deploy(team.contributor.client(), "slow", spec, all_traffic=False))
     creating.start()
@@ -332,7 +328,7 @@ def test_supervision_never_overlaps_itself_and_leaves_a_slow_starting_replica_to
         assert Replica.objects.get(deployment=green).state == "starting", "supervision did not touch it"
         assert green.provisioning_state == "Creating"
     finally:
-        release.touch()
+        release.open()
         creating.join(120)
     green = OnlineDeployment.objects.get(name="green")
     assert green.provisioning_state == "Succeeded"
@@ -386,7 +382,7 @@ def test_a_worker_killed_mid_reconcile_converges_after_restart_with_no_orphan(
     client = team.contributor.client()
     register(client, "regression", azure_sample_zips[0])
     client.post(ENDPOINTS, {"name": "crash"}, format="json")
-    release = tmp_path / "release"
+    release = Gate()
     spec = _slow_spec(client, "blue", release)
     first = workers(STUDIO_RECONCILE_LEASE_S=lease)
     created = client.post(f"{ENDPOINTS}crash/deployments/", spec, format="json")
@@ -404,7 +400,7 @@ def test_a_worker_killed_mid_reconcile_converges_after_restart_with_no_orphan(
     workers(STUDIO_RECONCILE_LEASE_S=lease)
     # Supervision hands the work on once the dead worker's lease lapsed and its job stopped heartbeating.
     assert until(lambda: OnlineDeployment.objects.get(name="blue").pk in tasks.supervise()["queued"], 30)
-    release.touch()
+    release.open()
     assert until(lambda: Job.objects.get(pk=job_id).state == "succeeded", timeout=120), Job.objects.get(
         pk=job_id
     ).events[-5:]

@@ -52,7 +52,8 @@ def test_a_local_replica_exits_by_itself_once_its_installation_is_gone(team, mlf
     assert body["job"]["state"] == "succeeded", body["job"]
     replica = Replica.objects.get()
     marker = installation_marker()
-    assert marker.stat().st_mode & 0o777 == 0o600, "the installation's id is this user's only"
+    # This user's, and (where replicas are sandboxed) readable by the replicas' group only.
+    assert marker.stat().st_mode & 0o737 == 0o600, "the installation's id is for nobody else"
 
     marker.unlink()  # what deleting STUDIO_HOME does to it
     # As the reconciler sees it (a replica started cold here is this process's child: `alive` reaps it).

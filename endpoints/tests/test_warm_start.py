@@ -3,7 +3,6 @@
 import io
 import os
 import signal
-import socket
 import zipfile
 from pathlib import Path
 
@@ -12,7 +11,15 @@ import pytest
 
 from endpoints.models import Replica
 from endpoints.targets.local import LocalTarget, start_template, template_socket
-from endpoints.tests.support import ENDPOINTS, deploy, register, score, upload_code
+from endpoints.tests.support import (
+    ENDPOINTS,
+    deploy,
+    register,
+    replica_headers,
+    score,
+    upload_code,
+    wait_for_template,
+)
 from registry.tests.factories import zip_bytes
 from serving import warm
 from studio.testkit import process_group, process_stat, until
@@ -23,20 +30,6 @@ pytestmark = [
 ]
 
 
-def _listening(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        try:
-            conn.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def _wait_for_template(path: Path) -> int:
-    assert until(lambda: _listening(path), 180), "the warm template never listened"
-    return warm.template_pid(path)
-
-
 @pytest.fixture
 def warm_template(settings, tmp_path, cleanup_endpoints):
     """A Studio home of the test's own, with its warm template running, as `studio up` has it."""
@@ -44,7 +37,7 @@ def warm_template(settings, tmp_path, cleanup_endpoints):
     settings.STUDIO_HOME.mkdir()
     path = template_socket()
     start_template(path)
-    _wait_for_template(path)
+    wait_for_template(path)
     yield path
     warm.stop_template(path)
 
@@ -71,7 +64,7 @@ def test_a_deployment_on_studios_python_is_forked_from_the_template_and_answers(
     assert _parent(pid) == warm.template_pid(warm_template), "the template forked it"
     assert len(process_group(pid)) == 3, "the replica and its two workers"
 
-    assert httpx.get(f"{replica.url}/health/ready").status_code == 200
+    assert httpx.get(f"{replica.url}/health/ready", headers=replica_headers(replica.url)).status_code == 200
     answer = score(replica.url, {"input_data": [[0.0, 1.0], [1.0, 0.0]]})
     assert answer.status_code == 200, answer.text
     assert answer.json() == [0, 1]
@@ -103,7 +96,7 @@ def test_a_warm_replica_outlives_the_template_which_comes_back_for_the_next(
     green = Replica.objects.get(deployment__name="green")
     assert green.handle["warm"] is False
     assert _parent(green.handle["pid"]) == os.getpid()
-    assert _wait_for_template(warm_template) != template
+    assert wait_for_template(warm_template) != template
     body = deploy(client, "orphan", {"name": "red", "model": "azureml:clf:1"}, all_traffic=False)
     assert body["job"]["state"] == "succeeded", body["job"]["error"]
     assert Replica.objects.get(deployment__name="red").handle["warm"] is True

@@ -1,10 +1,10 @@
 import json
 
-import yaml
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from registry import requirements
 from registry.choices import ModelTypeChoices
 from registry.models import (
     EnvironmentVersion,
@@ -15,6 +15,8 @@ from registry.models import (
     validate_version,
 )
 from registry.services import deployments_using
+from studio import plainyaml
+from studio.api.parsers import unstorable
 
 
 def _django_validator(function):
@@ -27,6 +29,20 @@ def _django_validator(function):
     return run
 
 
+def _storable(data):
+    problem = unstorable(data)
+    if problem:
+        raise serializers.ValidationError(problem)
+    return data
+
+
+class NameField(serializers.CharField):
+    """A name or version as sent: not trimmed, so "iris\n" is refused rather than quietly renamed."""
+
+    def __init__(self, **kwargs):
+        super().__init__(trim_whitespace=False, **kwargs)
+
+
 class JSONObjectField(serializers.JSONField):
     """A JSON object, given as an object or, in multipart forms, as a JSON string."""
 
@@ -34,11 +50,14 @@ class JSONObjectField(serializers.JSONField):
         if isinstance(data, str):
             try:
                 data = json.loads(data) if data.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise serializers.ValidationError(f"must be a JSON object: {exc.msg}.") from None
+            except ValueError as exc:  # JSONDecodeError, or a number with too many digits to convert
+                message = getattr(exc, "msg", "it holds a number with too many digits")
+                raise serializers.ValidationError(f"must be a JSON object: {message}.") from None
+            except RecursionError:
+                raise serializers.ValidationError("must be a JSON object nested less deeply.") from None
         if not isinstance(data, dict):
             raise serializers.ValidationError('must be a JSON object, for example {"stage": "prod"}.')
-        return data
+        return _storable(data)
 
 
 class TagsField(JSONObjectField):
@@ -50,7 +69,9 @@ class TagsField(JSONObjectField):
 
 class ModelVersionSerializer(serializers.ModelSerializer):
     name = serializers.CharField(source="model.name", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    created_by = serializers.CharField(
+        source="created_by.username", read_only=True, default=None, allow_null=True
+    )
     asset_id = serializers.CharField(read_only=True)
     url = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
@@ -105,6 +126,10 @@ class ModelVersionUpdateSerializer(serializers.Serializer):
     archived = serializers.BooleanField(required=False)
 
     def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Send an object of the fields to change: description, tags, archived."]}
+            )
         immutable = sorted(set(data) & {"properties", "version", "name", "type", "digest", "files", "source"})
         if immutable:
             raise serializers.ValidationError(
@@ -121,8 +146,8 @@ class ModelVersionUpdateSerializer(serializers.Serializer):
 class RegisterModelSerializer(serializers.Serializer):
     """Multipart registration: the content as `file` (one file) or `archive` (.zip or .tar.gz of a folder)."""
 
-    name = serializers.CharField(max_length=255, validators=[_django_validator(validate_name)])
-    version = serializers.CharField(
+    name = NameField(max_length=255, validators=[_django_validator(validate_name)])
+    version = NameField(
         max_length=64, required=False, allow_blank=True, validators=[_django_validator(validate_version)]
     )
     type = serializers.ChoiceField(choices=ModelTypeChoices.choices, default=ModelTypeChoices.CUSTOM)
@@ -169,25 +194,27 @@ class CondaField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, str):
             try:
-                data = yaml.safe_load(data)
-            except yaml.YAMLError as exc:
-                raise serializers.ValidationError(f"is not valid YAML: {exc}") from None
+                data = plainyaml.load(data)
+            except plainyaml.YAMLRefused as exc:
+                raise serializers.ValidationError(str(exc)) from None
         if data is not None and not isinstance(data, dict):
             raise serializers.ValidationError("must be a conda specification (name, channels, dependencies).")
-        return data
+        return _storable(data)
 
     def to_representation(self, value):
         return value
 
 
 class EnvironmentVersionSerializer(serializers.ModelSerializer):
-    name = serializers.CharField(max_length=255, validators=[_django_validator(validate_name)])
-    version = serializers.CharField(
+    name = NameField(max_length=255, validators=[_django_validator(validate_name)])
+    version = NameField(
         max_length=64, required=False, allow_blank=True, validators=[_django_validator(validate_version)]
     )
     tags = TagsField(required=False, default=dict)
     conda_file = CondaField(required=False, allow_null=True, default=None)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    created_by = serializers.CharField(
+        source="created_by.username", read_only=True, default=None, allow_null=True
+    )
     asset_id = serializers.CharField(read_only=True)
 
     class Meta:
@@ -212,6 +239,8 @@ class EnvironmentVersionSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 "An environment needs an image, a conda_file or pip_requirements."
             )
+        # Refused now, naming each line, rather than when a deployment's build meets it.
+        requirements.environment(attrs.get("conda_file"), attrs.get("pip_requirements"), None)
         return attrs
 
 

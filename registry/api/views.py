@@ -4,7 +4,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from registry import services
@@ -20,6 +19,7 @@ from registry.choices import ContentKindChoices
 from registry.filtersets import EnvironmentFilterSet, ModelVersionFilterSet, RegisteredModelFilterSet
 from registry.models import Environment, EnvironmentVersion, ModelVersion, RegisteredModel
 from studio.api.errors import Conflict
+from studio.api.parsers import FormParser, JSONParser, MultiPartParser
 from studio.choices import AuditActionChoices
 from studio.models import audit
 

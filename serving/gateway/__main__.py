@@ -41,6 +41,7 @@ def build_app(config: GatewayConfig, log: JsonLog) -> GatewayApp:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the configuration, then serve until SIGTERM or SIGINT."""
+    os.umask(0o077)  # the spool, the saved route table and the secret it makes are this user's only
     log = JsonLog(component="gateway", pid=os.getpid())
     try:
         config = load_config(argv)
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source=str(config.route_table_file or config.control_plane_url),
         spool=str(config.spool_dir),
         tls=config.tls_cert is not None,
+        trusted_proxies=[str(network) for network in config.trusted_proxies.networks],
     )
     uvicorn.run(
         app,
@@ -74,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        # The client address is the gateway's to resolve (STUDIO_TRUSTED_PROXIES, serving.proxies): uvicorn
+        # would otherwise believe X-Forwarded-For from FORWARDED_ALLOW_IPS (loopback by default).
+        proxy_headers=False,
         timeout_keep_alive=75,
         backlog=2048,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,

@@ -3,12 +3,19 @@
 Hand-written (no framework) because this is the hot path: a scoring request costs one pass over its
 headers, a dict lookup per table level, one upstream exchange on a pooled connection, one spool write.
 Every answer is JSON with `{"error": {"code", "message"}}` on failure; nothing raised reaches a client.
+
+What anyone can send is bounded before it is kept: a path longer than MAX_PATH_LENGTH is refused at once,
+and a request for an endpoint the table does not hold is spooled under UNKNOWN_ENDPOINT (and counted under
+no endpoint), never under the name it asked for. Only a bare liveness answer is public; the health detail
+and the metrics (endpoint names, the control plane's address, errors) need the gateway secret as bearer,
+unless STUDIO_GATEWAY_METRICS_PUBLIC publishes the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import random
 import time
 import uuid
@@ -17,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from serving.gateway.auth import Authenticator, FailureThrottle
+from serving import proxies
+from serving.gateway.auth import Authenticator, FailureThrottle, credential_fingerprint
 from serving.gateway.balancer import Balancer
 from serving.gateway.config import GatewayConfig
 from serving.gateway.metrics import GatewayMetrics
@@ -33,13 +41,21 @@ _TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 # dropped telemetry event keeps the gateway degraded for this long.
 STALE_MARGIN_S = 5.0
 DROPS_RECENT_S = 300.0
+# The longest path worth reading: `/endpoints/{name}/swagger.json` with a 32-character name, with room to
+# spare. Anything longer is refused before it is parsed, counted or spooled.
+MAX_PATH_LENGTH = 256
+# What the telemetry of a request for an endpoint the table does not hold records as its endpoint: the
+# archive's own placeholder for names that are not endpoints (monitoring/layout.py, UNKNOWN_ENDPOINT).
+UNKNOWN_ENDPOINT = "_unknown"
+# An unknown name is echoed in the 404 up to the longest valid endpoint name.
+_NAME_SHOWN = 32
 # Request headers never forwarded to a replica: hop-by-hop ones, ones we set, and the credential (user
 # code has no business seeing the endpoint's key or token).
 _DROP_UPSTREAM = frozenset(
     {
         b"host", b"content-length", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
         b"te", b"trailer", b"upgrade", b"expect", b"authorization", b"proxy-authorization", b"x-request-id",
-        b"azureml-model-deployment",
+        b"azureml-model-deployment", b"x-studio-replica-key",
     }
 )  # fmt: skip
 # Replica response headers not passed on: hop-by-hop ones and ones the gateway sets itself.
@@ -89,7 +105,8 @@ class GatewayApp:
         self.balancer = Balancer()
         self.proxy = Proxy(self.balancer, self.metrics)
         self.auth = Authenticator(config.secret)
-        self.throttle = FailureThrottle(config.auth_failure_limit, config.auth_failure_window_s)
+        self.client_failures = FailureThrottle(config.auth_failure_limit, config.auth_failure_window_s)
+        self.credential_failures = FailureThrottle(config.auth_failure_limit, config.auth_failure_window_s)
         self.spool = Spool(
             config.spool_dir, config.gateway_id, config.spool_segment_bytes, config.spool_segment_seconds
         )
@@ -165,6 +182,10 @@ class GatewayApp:
     async def _http(self, scope: dict, receive: Any, send: Any) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
+        if len(path) > MAX_PATH_LENGTH:
+            message = f"The path is longer than {MAX_PATH_LENGTH} characters: no route is that long."
+            await _send(send, 414, _error("URITooLong", message))
+            return
         if path.startswith("/endpoints/"):
             name, _, action = path[11:].partition("/")
             if action == "score":
@@ -180,10 +201,18 @@ class GatewayApp:
                     await self._swagger(scope, send, name)
                 return
         elif path == "/health" and method in ("GET", "HEAD"):
+            operator = self._operator(scope)
+            if operator is False:
+                await self._refuse_operator(send, "The health detail")
+                return
             status, body = self.health()
-            await _send(send, status, orjson.dumps(body))
+            # Without the secret: up or not, and nothing about the endpoints or the control plane.
+            await _send(send, status, orjson.dumps(body if operator else {"status": body["status"]}))
             return
         elif path == "/metrics" and method in ("GET", "HEAD"):
+            if not (self.config.metrics_public or self._operator(scope)):
+                await self._refuse_operator(send, "The gateway's metrics")
+                return
             await _send(send, 200, self.render_metrics().encode(), _TEXT_METRICS)
             return
         await _send(send, 404, _error("NotFound", f"No route {method} {path}."))
@@ -212,10 +241,12 @@ class GatewayApp:
         headers: list[tuple[bytes, bytes]] = [(b"x-request-id", rid), (b"x-ms-request-id", rid)]
         if client_rid is not None:
             headers.append((b"x-ms-client-request-id", client_rid))
+        table = self.holder.table
+        endpoint = table.endpoints.get(name) if table is not None else None
         event: dict[str, Any] = {
             "ts": "",
             "request_id": request_id,
-            "endpoint": name,
+            "endpoint": name if endpoint is not None else UNKNOWN_ENDPOINT,
             "deployment": None,
             "replica": None,
             "status": 0,
@@ -227,8 +258,6 @@ class GatewayApp:
             "auth": "none",
             "mirrored": False,
         }
-        table = self.holder.table
-        endpoint = table.endpoints.get(name) if table is not None else None
         if endpoint is not None and origin is not None:
             headers += _cors_headers(endpoint, origin)
         deployment: Deployment | None = None
@@ -240,7 +269,7 @@ class GatewayApp:
                     503, "ServiceUnavailable", "The gateway has no route table yet; try again shortly."
                 )
             if endpoint is None:
-                raise Answer(404, "NotFound", f"No endpoint named {name!r}.")
+                raise Answer(404, "NotFound", _no_endpoint(name))
             method = scope["method"]
             if method not in ("POST", "GET"):
                 raise Answer(405, "MethodNotAllowed", "Use POST to score.", [(b"allow", b"POST")])
@@ -303,25 +332,55 @@ class GatewayApp:
         await _send(send, status, reply, headers=headers)
 
     def _authenticate(self, scope: dict, endpoint: Endpoint, table: RouteTable, bearer: bytes | None) -> str:
-        client = scope["client"][0] if scope.get("client") else "unknown"
-        wait = self.throttle.retry_after(client)
+        """The auth mode that let the request in; otherwise raises 401, or 429 for a client or credential
+        over the failure limit. The credential is checked first: a valid one is never throttled."""
+        credential = _credential(bearer)
+        reason = self.auth.check(endpoint, table.token, credential)
+        if reason is None:
+            return endpoint.auth_mode
+        counted = [(self.client_failures, proxies.client_subject(self._client(scope)))]
+        if credential:
+            counted.append((self.credential_failures, credential_fingerprint(credential)))
+        wait = max(throttle.retry_after(key) for throttle, key in counted)
         if wait:
             raise Answer(
                 429,
                 "TooManyRequests",
-                "Too many failed authentication attempts from this client; wait and retry.",
+                "Too many failed authentication attempts from this client or with this credential: check "
+                "the key or token, and retry after the seconds in Retry-After (a valid one is accepted "
+                "at any time).",
                 [(b"retry-after", str(int(wait) + 1).encode())],
             )
-        credential = None
-        if bearer is not None:
-            scheme, _, value = bearer.partition(b" ")
-            if scheme.lower() == b"bearer":
-                credential = value.strip().decode("latin-1")
-        reason = self.auth.check(endpoint, table.token, credential)
-        if reason is not None:
-            self.throttle.failed(client)
-            raise Answer(401, "Unauthorized", reason, [(b"www-authenticate", b"Bearer")])
-        return endpoint.auth_mode
+        for throttle, key in counted:
+            throttle.failed(key)
+        raise Answer(401, "Unauthorized", reason, [(b"www-authenticate", b"Bearer")])
+
+    def _client(self, scope: dict) -> str:
+        """The client's address: the TCP peer, or what a trusted proxy says in X-Forwarded-For."""
+        peer = scope["client"][0] if scope.get("client") else None
+        trusted = self.config.trusted_proxies
+        if not trusted.networks:
+            return peer or "unknown"
+        return trusted.client(
+            peer, [value.decode("latin-1") for key, value in scope["headers"] if key == b"x-forwarded-for"]
+        )
+
+    def _operator(self, scope: dict) -> bool | None:
+        """Whether the request presents the gateway secret as bearer: None when it presents nothing."""
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                presented = _credential(value)
+                return presented is not None and hmac.compare_digest(
+                    presented.encode("latin-1"), self.config.secret
+                )
+        return None
+
+    async def _refuse_operator(self, send: Any, what: str) -> None:
+        message = (
+            f"{what} needs 'Authorization: Bearer <gateway secret>' (STUDIO_GATEWAY_SECRET, shared with the "
+            "control plane); GET /health without credentials answers whether the gateway is up."
+        )
+        await _send(send, 401, _error("Unauthorized", message), headers=[(b"www-authenticate", b"Bearer")])
 
     def _choose(self, endpoint: Endpoint, target: bytes | None) -> Deployment:
         if target is not None:
@@ -443,7 +502,7 @@ class GatewayApp:
                 )
             endpoint = table.endpoints.get(name)
             if endpoint is None:
-                raise Answer(404, "NotFound", f"No endpoint named {name!r}.")
+                raise Answer(404, "NotFound", _no_endpoint(name))
             if origin is not None:
                 headers += _cors_headers(endpoint, origin)
             self._authenticate(scope, endpoint, table, bearer)
@@ -472,7 +531,7 @@ class GatewayApp:
         table = self.holder.table
         endpoint = table.endpoints.get(name) if table is not None else None
         if endpoint is None:
-            await _send(send, 404, _error("NotFound", f"No endpoint named {name!r}."))
+            await _send(send, 404, _error("NotFound", _no_endpoint(name)))
             return
         allowed = _cors_headers(endpoint, origin) if origin is not None else []
         if not allowed:
@@ -558,6 +617,21 @@ class GatewayApp:
                 ("studio_gateway_deployment_in_flight", "Requests in flight per deployment.", labels, count)
             )
         return self.metrics.render(gauges, counters)
+
+
+def _credential(authorization: bytes | None) -> str | None:
+    """The credential of an `Authorization: Bearer <credential>` header; None for any other header."""
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return value.strip().decode("latin-1")
+
+
+def _no_endpoint(name: str) -> str:
+    shown = name if len(name) <= _NAME_SHOWN else name[:_NAME_SHOWN] + "..."
+    return f"No endpoint named {shown!r}."
 
 
 def _cors_headers(endpoint: Endpoint, origin: bytes) -> list[tuple[bytes, bytes]]:

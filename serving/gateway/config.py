@@ -1,6 +1,7 @@
 """The gateway's configuration: flags over environment variables, parsed strictly at start.
 
 A value that does not parse stops the start with a `ConfigError` naming the flag or variable.
+`STUDIO_TRUSTED_PROXIES` is parsed by serving.proxies, the one parser of that variable.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.envparse import ConfigError, number, whole_number
+from serving.envparse import ConfigError, boolean, number, whole_number
+from serving.proxies import TrustedProxies, parse_trusted_proxies
 
 DEFAULT_PORT = 8080
 DEFAULT_CONTROL_PLANE = "http://127.0.0.1:8000"
@@ -40,6 +42,8 @@ class GatewayConfig:
     auth_failure_window_s: float = 10.0
     spool_segment_bytes: int = 64 * 1024 * 1024
     spool_segment_seconds: float = 60.0
+    trusted_proxies: TrustedProxies = TrustedProxies()
+    metrics_public: bool = False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,4 +156,6 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         auth_failure_window_s=setting("STUDIO_GATEWAY_AUTH_FAILURE_WINDOW_S", 10.0, 0.1, whole=False),
         spool_segment_bytes=int(setting("STUDIO_GATEWAY_SPOOL_SEGMENT_BYTES", 64 * 1024 * 1024, 4096)),
         spool_segment_seconds=setting("STUDIO_GATEWAY_SPOOL_SEGMENT_SECONDS", 60.0, 0.1, whole=False),
+        trusted_proxies=parse_trusted_proxies(env.get("STUDIO_TRUSTED_PROXIES")),
+        metrics_public=boolean("STUDIO_GATEWAY_METRICS_PUBLIC", env.get("STUDIO_GATEWAY_METRICS_PUBLIC", "")),
     )

@@ -3,6 +3,7 @@
 A copy is queued only after the live request was written to its replica, and is sent by a small pool of
 worker tasks; its answer is discarded. The queue is bounded: when it is full, or the mirror deployment is
 at its concurrency limit, the copy is dropped and counted. Nothing here can delay or fail a live request.
+Copies go through `Proxy.forward`, so they present the mirror deployment's own replica key.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Forwarding one request to a deployment: replica choice, deadline, ejection and the single retry.
 
-`forward` never raises for upstream trouble: it returns an `Outcome` the app turns into an answer.
+`forward` never raises for upstream trouble: it returns an `Outcome` the app turns into an answer. Every
+request it sends (live, mirrored, swagger) presents the deployment's replica key from the route table.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Proxy:
             if replica is None:
                 break
             state = self.balancer.state(replica)
-            head = request_head(method, target, f"{replica.host}:{replica.port}".encode(), headers, len(body))
+            address = f"{replica.host}:{replica.port}".encode()
+            head = request_head(method, target, address, headers, len(body), deployment.replica_key)
             state.outstanding += 1
             started = time.perf_counter()
             conn: Connection | None = None

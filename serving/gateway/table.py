@@ -23,6 +23,8 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from serving import replica_key
+from serving.envparse import ConfigError
 from serving.gateway.collector import Collector, compile_collector
 from serving.logs import JsonLog
 
@@ -55,6 +57,8 @@ class Deployment:
     max_concurrent_per_instance: int
     max_body_bytes: int
     data_collector: Collector | None  # compiled from the table's `data_collector` (collector.py)
+    # What every request to these replicas presents (serving.replica_key); b"" when the table gives none.
+    replica_key: bytes = field(default=b"", repr=False)
 
     @property
     def max_in_flight(self) -> int:
@@ -69,6 +73,11 @@ class Endpoint:
     name: str
     auth_mode: str
     key_digests: tuple[str, ...]
+    # Tokens are bound to these: one issued for an endpoint since deleted (a new one by the same name has
+    # another id), or before a key regeneration or auth-mode switch (a lower generation), is refused. An
+    # endpoint without an id (a table from an older control plane) accepts no token at all.
+    id: str | None
+    key_generation: int
     traffic: tuple[tuple[float, str], ...]  # (cumulative upper bound in [0, 100), deployment)
     mirror: tuple[tuple[str, float], ...]  # (deployment, share in [0, 1])
     cors_origins: frozenset[str]
@@ -80,6 +89,7 @@ class TokenSettings:
     algorithm: str
     issuer: str
     public_key: Any
+    fingerprint: str  # sha256 of the PEM: names the key in the gateway's cache of verified tokens
 
 
 @dataclass(slots=True)
@@ -139,6 +149,13 @@ def _deployment(endpoint: str, name: str, raw: Any, where: str) -> Deployment:
                 ready=bool(item.get("ready", True)),
             )
         )
+    key = raw.get("replica_key") or ""
+    if not isinstance(key, str):
+        raise TableError(f"{where}.replica_key: expected a string.")
+    try:
+        key_bytes = replica_key.parse(f"{where}.replica_key", key) if key else b""
+    except ConfigError as exc:
+        raise TableError(str(exc)) from None
     settings = raw.get("request_settings") or {}
     if not isinstance(settings, dict):
         raise TableError(f"{where}.request_settings: expected an object.")
@@ -157,6 +174,7 @@ def _deployment(endpoint: str, name: str, raw: Any, where: str) -> Deployment:
         max_concurrent_per_instance=setting("max_concurrent_requests_per_instance", 1),
         max_body_bytes=setting("max_body_bytes", 100 * 1024 * 1024),
         data_collector=compile_collector(raw.get("data_collector")),
+        replica_key=key_bytes,
     )
 
 
@@ -166,6 +184,12 @@ def _endpoint(name: str, raw: Any) -> Endpoint:
     if auth_mode not in ("key", "aml_token"):
         raise TableError(f"{where}.auth_mode: expected 'key' or 'aml_token', got {auth_mode!r}.")
     digests = tuple(str(d).lower() for d in raw.get("key_digests") or ())
+    endpoint_id = raw.get("endpoint_id")
+    if endpoint_id is not None and (not isinstance(endpoint_id, str) or not endpoint_id):
+        raise TableError(f"{where}.endpoint_id: expected a non-empty string.")
+    generation = raw.get("key_generation", 0)
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise TableError(f"{where}.key_generation: expected a whole number >= 0.")
     deployments = {
         dep: _deployment(name, dep, value, f"{where}.deployments.{dep}")
         for dep, value in _need(raw, "deployments", dict, where).items()
@@ -185,6 +209,8 @@ def _endpoint(name: str, raw: Any) -> Endpoint:
         name=name,
         auth_mode=auth_mode,
         key_digests=digests,
+        id=endpoint_id,
+        key_generation=generation,
         traffic=tuple(bounds),
         mirror=tuple((dep, share / 100.0) for dep, share in sorted(mirror.items())),
         cors_origins=frozenset(str(o).rstrip("/") for o in origins),
@@ -207,6 +233,7 @@ def parse_table(document: Any) -> RouteTable:
             algorithm=str(raw_token.get("algorithm") or "EdDSA"),
             issuer=str(raw_token.get("issuer") or "studio"),
             public_key=key,
+            fingerprint=hashlib.sha256(key_pem.encode()).hexdigest(),
         )
     endpoints = {
         name: _endpoint(name, raw) for name, raw in _need(document, "endpoints", dict, "table").items()
@@ -349,10 +376,14 @@ class ControlPlaneSource:
 
 
 def write_signed(path: Path, content: bytes, secret: bytes) -> None:
-    """Save a table whole or not at all, signed with the gateway secret (HMAC-SHA256 on the first line)."""
+    """Save a table whole or not at all, signed with the gateway secret (HMAC-SHA256 on the first line).
+
+    Readable by this user only (0600): the table holds the deployments' replica keys."""
     signature = hmac.new(secret, content, hashlib.sha256).hexdigest().encode()
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(partial, "wb") as handle:
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a partial file left by a killed writer kept the mode it was made with
+    with open(fd, "wb") as handle:
         handle.write(signature + b"\n" + content)
         handle.flush()
         os.fsync(handle.fileno())

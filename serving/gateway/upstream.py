@@ -15,6 +15,8 @@ from collections import deque
 
 import httptools
 
+from serving.replica_key import HEADER_BYTES as _REPLICA_KEY_HEADER
+
 IDLE_TIMEOUT_S = 30.0  # below the model server's keep-alive (75 s), so it never closes one first
 MAX_IDLE_PER_REPLICA = 64
 
@@ -173,10 +175,19 @@ class Pool:
 
 
 def request_head(
-    method: bytes, path: bytes, host: bytes, headers: list[tuple[bytes, bytes]], length: int
+    method: bytes,
+    path: bytes,
+    host: bytes,
+    headers: list[tuple[bytes, bytes]],
+    length: int,
+    replica_key: bytes = b"",
 ) -> bytes:
-    """Serialise a request line and headers; `headers` must not hold Host, Content-Length or hop-by-hop."""
+    """Serialise a request line and headers; `headers` must not hold Host, Content-Length, hop-by-hop
+    headers or `X-Studio-Replica-Key`. A `replica_key` is sent first of the headers, so it is the one
+    the replica checks."""
     parts = [method, b" ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-length: ", str(length).encode()]
+    if replica_key:
+        parts += (b"\r\n", _REPLICA_KEY_HEADER, b": ", replica_key)
     for name, value in headers:
         parts += (b"\r\n", name, b": ", value)
     parts.append(b"\r\n\r\n")

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
+from serving import replica_key
 from serving.tests.onnx_builder import linear_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,6 +87,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{name}.log"
+        # What its own checks present: the replica key it was started with, if any.
+        key = env.get(replica_key.VARIABLE)
+        self.headers = replica_key.headers(key) if key else {}
         base = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_ENV)}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -102,7 +106,7 @@ class Server:
             if self.process.poll() is not None:
                 pytest.fail(f"server {self.name} exited:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/health/ready", headers=self.headers, timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -128,7 +132,7 @@ class Server:
 
     def metric(self, name: str) -> float:
         total = 0.0
-        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+        for line in httpx.get(f"{self.url}/metrics", headers=self.headers).text.splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
@@ -331,3 +335,21 @@ inference_schema_server = _ready("inference_schema")
 studio_schema_server = _ready("studio_schema")
 raw_server = _ready("raw")
 slow_server = _ready("slow")
+
+
+@pytest.fixture(scope="module")
+def plane():
+    """A control plane for gateway tests: serves the route table the test sets, takes acknowledgements."""
+    from serving.tests import gateway_support as gs
+
+    cp = gs.FakeControlPlane().start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="module")
+def signer():
+    """Signs `aml_token` scoring tokens as the control plane does."""
+    from serving.tests import gateway_support as gs
+
+    return gs.TokenSigner()

@@ -1,7 +1,8 @@
 """Test support for the gateway: real model-server replicas, a fake control plane, gateway processes.
 
 Replicas are `python -m serving.server` processes running a tiny scoring script (no model libraries, so
-they start in a second or two). They are started once per test session, on first use, and stopped at
+they start in a second or two), requiring REPLICA_KEY as Studio's replicas require theirs: every table
+`deployment()` builds carries it, so each gateway test also checks that the gateway presents it. They are started once per test session, on first use, and stopped at
 exit; every gateway test module shares them.
 """
 
@@ -31,9 +32,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from serving import replica_key
 from serving.tests.conftest import REPO, Server, free_port
 
 SECRET = "gateway-test-secret"
+REPLICA_KEY = "gateway-test-replica-key"
+# What the health detail and the metrics need: the gateway secret as bearer.
+OPERATOR = {"Authorization": f"Bearer {SECRET}"}
 ISSUER = "studio"
 
 SCORE_SCRIPT = """
@@ -117,7 +122,8 @@ class Replicas:
         """Start a replica (not waited for) answering as `deployment`."""
         script = (env or {}).get("GATEWAY_TEST_SCRIPT", "score_gateway.py")
         args = ["--code", str(self.code), "--scoring-script", script, "--workers", "1"]
-        server = Server(name, args, {"GATEWAY_TEST_DEPLOYMENT": deployment, **(env or {})}, self.root)
+        env = {"GATEWAY_TEST_DEPLOYMENT": deployment, replica_key.VARIABLE: REPLICA_KEY, **(env or {})}
+        server = Server(name, args, env, self.root)
         self.servers[name] = server
         return server
 
@@ -170,6 +176,7 @@ def deployment(*urls: str, timeout_ms: int = 5000, max_concurrent: int = 50, max
             "max_body_bytes": max_body,
         },
         "data_collector": None,
+        "replica_key": REPLICA_KEY,
     }
 
 
@@ -201,9 +208,23 @@ class TokenSigner:
             self.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
         )
 
-    def token(self, audience: str, *, ttl: float = 3600, issuer: str = ISSUER, key: Any = None) -> str:
+    def token(
+        self,
+        audience: str,
+        *,
+        ttl: float = 3600,
+        issuer: str = ISSUER,
+        key: Any = None,
+        endpoint_id: str | None = None,
+        key_generation: int | None = 1,
+    ) -> str:
+        """A token for `audience`, bound as FakeControlPlane publishes it unless told otherwise (None
+        leaves a binding claim out)."""
         now = int(time.time())
         claims = {"iss": issuer, "aud": audience, "iat": now, "exp": now + int(ttl)}
+        claims["endpoint_id"] = endpoint_id or f"id-{audience}"
+        if key_generation is not None:
+            claims["key_generation"] = key_generation
         return jwt.encode(claims, key or self.key, algorithm="EdDSA")
 
 
@@ -237,6 +258,10 @@ class FakeControlPlane:
                 else None,
                 "endpoints": copy.deepcopy(endpoints),
             }
+            # Each endpoint's token binding, as the control plane publishes it (TokenSigner's default).
+            for name, published in self.document["endpoints"].items():
+                published.setdefault("endpoint_id", f"id-{name}")
+                published.setdefault("key_generation", 1)
             self.condition.notify_all()
             return self.version
 
@@ -344,7 +369,8 @@ class Gateway:
         return self
 
     def health(self) -> dict:
-        return httpx.get(f"{self.url}/health", timeout=5, verify=self.verify).json()
+        """The health detail, which needs the gateway secret."""
+        return httpx.get(f"{self.url}/health", headers=OPERATOR, timeout=5, verify=self.verify).json()
 
     def wait_version(self, version: int, timeout: float = 60.0) -> None:
         """Wait until the gateway serves route table `version` (or newer)."""
@@ -363,7 +389,7 @@ class Gateway:
 
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
-        for line in httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines():
+        for line in httpx.get(f"{self.url}/metrics", headers=OPERATOR, timeout=5).text.splitlines():
             if not (line.startswith(name + " ") or line.startswith(name + "{")):
                 continue
             if all(f'{k}="{v}"' in line for k, v in labels.items()):

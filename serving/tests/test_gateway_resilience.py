@@ -15,13 +15,6 @@ from serving.tests import gateway_support as gs
 
 
 @pytest.fixture(scope="module")
-def plane():
-    cp = gs.FakeControlPlane().start()
-    yield cp
-    cp.stop()
-
-
-@pytest.fixture(scope="module")
 def reps() -> gs.Replicas:
     started = gs.replicas()
     for name in ("victim-0", "victim-1"):

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -275,7 +276,7 @@ def _exchange(path: Path, raw: bytes) -> dict:
 def _request(tmp_path: Path, **change) -> bytes:
     message = {
         "argv": ["--port", "0"],
-        "env": replica_env(),
+        "env_names": sorted(replica_env()),
         "cwd": str(tmp_path),
         "log": str(tmp_path / "r.log"),
     }
@@ -290,17 +291,16 @@ def test_the_template_answers_bad_requests_with_an_error_and_keeps_serving(templ
         b"": "not JSON",
         b"x" * (warm.MAX_REQUEST_BYTES + 10): "longer than",
         _request(tmp_path, argv="--port 0"): "argv must be a list of strings",
-        _request(tmp_path, env={"PORT": 5001}): "env must be an object of strings",
-        _request(tmp_path, env={"A=B": "c"}): "no environment can",
+        _request(tmp_path, env_names={"PORT": "5001"}): "env_names must be a list of strings",
+        _request(tmp_path, env_names=["A=B"]): "no environment can",
+        _request(tmp_path, env=replica_env()): "fields this template does not know: env",
         _request(tmp_path, cwd="relative/folder"): "cwd must be",
         _request(tmp_path, cwd=str(tmp_path / "missing")): "cwd must be",
         _request(tmp_path, log="replica.log"): "log must be an absolute path",
         _request(tmp_path, log=str(tmp_path / "missing" / "r.log")): "cannot open the log file",
+        _request(tmp_path, env_names=[*replica_env(), "PYTHONHASHSEED"]): "only a new interpreter reads",
         _request(
-            tmp_path, env=replica_env(PYTHONHASHSEED="0")
-        ): "only a new interpreter reads PYTHONHASHSEED",
-        _request(
-            tmp_path, env=replica_env(LD_PRELOAD="libfast.so")
+            tmp_path, env_names=[*replica_env(), "LD_PRELOAD"]
         ): "only a new interpreter reads LD_PRELOAD",
     }
     for raw, reason in bad.items():
@@ -339,3 +339,37 @@ def test_nothing_listening_is_told_apart_from_a_refusal(tmp_path):
         warm.request_start(tmp_path / "run" / "warm.sock", [], {}, str(tmp_path), str(tmp_path / "r.log"))
     assert warm.template_pid(tmp_path / "run" / "warm.sock") is None
     assert warm.stop_template(tmp_path / "run" / "warm.sock") is False
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether the writable memory of process `pid` holds `needle` (read as root through /proc)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            start, end = (int(part, 16) for part in span.split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except (OSError, OverflowError, ValueError):
+                continue
+    return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading another process's memory needs root")
+def test_the_template_never_holds_a_replicas_environment_values(template, models, tmp_path):
+    """Every later replica inherits the template's memory: a deployment's secrets never enter it."""
+    secret = f"replica-secret-{os.getpid()}-{time.time_ns()}"
+    started, url = template.start(
+        ["--model-dir", str(models / "tensor")],
+        replica_env(DEPLOYMENT_PASSWORD=secret),
+        models / "tensor",
+        tmp_path / "secret.log",
+    )
+    _wait_ready(url)
+    assert _memory_holds(started.pid, secret.encode()), "the replica has it"
+    assert not _memory_holds(template.process.pid, secret.encode()), "the template does not"
+    os.killpg(started.pid, signal.SIGTERM)
+    assert until(lambda: not process_group(started.pid))

@@ -2,7 +2,13 @@
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -23,6 +29,30 @@ class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"
     default_detail = "The upload is too large."
+
+
+def body_too_large() -> PayloadTooLarge:
+    """The 413 for a body (or a form's fields) over DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    return PayloadTooLarge(
+        f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes; send a smaller "
+        "body (upload files as multipart file parts) or ask an admin to raise STUDIO_MAX_BODY_BYTES."
+    )
+
+
+def _django_refusal(exc: Exception) -> exceptions.APIException | None:
+    """Django's own limits on a request, raised while DRF parses it, as the API answers them."""
+    if isinstance(exc, RequestDataTooBig):
+        return body_too_large()
+    if isinstance(exc, TooManyFieldsSent):
+        return exceptions.ParseError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields; send fewer."
+        )
+    if isinstance(exc, TooManyFilesSent):
+        return exceptions.ParseError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files; send the folder as "
+            "one .zip or .tar.gz archive, or ask an admin to raise STUDIO_MAX_ARCHIVE_FILES."
+        )
+    return None
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -51,6 +81,7 @@ def exception_handler(exc, context):
     if isinstance(exc, Refused):
         details = {key or "non_field_errors": texts for key, texts in exc.errors.items()}
         return Response(envelope(exc.code, exc.message, details), status=exc.status)
+    exc = _django_refusal(exc) or exc
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):

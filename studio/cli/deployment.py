@@ -7,6 +7,7 @@ the code folder uploaded and the conda file read here, and the server gets refer
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -428,17 +429,19 @@ def get_logs(client: Client, name: str, endpoint_name: str, lines: int, output_f
 )
 @click.option(
     "--mode",
-    type=click.Choice(["offline", "online"]),
+    type=click.Choice(["offline", "online", "image"]),
     default="offline",
     show_default=True,
     help="offline: every wheel is in the context and the image builds with no network; online: pinned "
-    "requirements only, fetched by pip at build time.",
+    "requirements only, fetched by pip at build time; image: build the image on the Docker engine of "
+    "Studio's workers instead of writing a context.",
 )
 @click.option(
     "--output-path",
     type=click.Path(path_type=Path),
     help="A folder to write the context into (default: ./<context name>), or a file ending in .tar.gz.",
 )
+@no_wait_option
 @pass_client
 def package(
     client: Client,
@@ -447,16 +450,14 @@ def package(
     model_reference: str | None,
     mode: str,
     output_path: Path | None,
+    no_wait: bool,
 ) -> None:
-    """Write the Docker build context of a deployment or a model version.
+    """Package a deployment or a model version: write its Docker build context, or build its image.
 
-    The context holds a Dockerfile, the model, the scoring code, the model server, a locked requirements
-    file and, in offline mode, every wheel: build it anywhere with `docker build --network none -t TAG .`.
+    Studio packages in a job (the Contributor role starts one) and this command waits for it. The context
+    holds a Dockerfile, the model, the scoring code, the model server, a locked requirements file and, in
+    offline mode, every wheel: build it anywhere with `docker build --network none -t TAG .`.
     """
-    import shutil
-    import tarfile
-    import tempfile
-
     if model_reference and (name or endpoint_name):
         raise CliError("Give either --model or --name with --endpoint-name, not both.")
     if model_reference:
@@ -470,16 +471,37 @@ def package(
         label = f"Packaging deployment {endpoint_name}/{name}"
     else:
         raise CliError("Say what to package: --name and --endpoint-name, or --model azureml:NAME:VERSION.")
+    if mode == "image" and output_path is not None:
+        raise CliError("--output-path is for a build context; --mode image leaves the image on the engine.")
     if (
         output_path is not None
         and output_path.exists()
         and (output_path.is_file() or any(output_path.iterdir()))
     ):
         raise CliError(f"{output_path} exists already; remove it or choose another --output-path.")
+    accepted = client.request("POST", source, json={"mode": mode})
+    job = follow(client, accepted["job"], label, wait=not no_wait)
+    if job["state"] != "succeeded":
+        return
+    if mode == "image":
+        # The tag alone on stdout, for scripts: `docker run $(studio online-deployment package ...)`.
+        built = re.search(r"Image (\S+) is ready", (job.get("events") or [{}])[-1].get("message", ""))
+        if built:
+            click.echo(built[1])
+        return
+    _save_context(client, job, mode, output_path)
+
+
+def _save_context(client: Client, job: dict, mode: str, output_path: Path | None) -> None:
+    """Download the context a package job wrote, as the .tar.gz asked for or unpacked into a folder."""
+    import shutil
+    import tarfile
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix=".studio-package-", dir=Path.cwd()) as scratch:
         archive = Path(scratch) / "context.tar.gz"
         with archive.open("wb") as out:
-            client.download(f"{source}?mode={mode}", out, label)
+            client.download(f"/jobs/{job['id']}/download", out, "Downloading the build context")
         if output_path is not None and output_path.name.endswith(".tar.gz"):
             shutil.move(archive, output_path)
             output.note(f"Saved the build context to {output_path}.")

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from registry.tests.factories import save_sklearn_mlflow_model
 from serving import processes
 
-TOKEN = "up-test-token-0123456789"
+TOKEN = "stu_up-test-token-7fK2qW9xZp4Rt8Vn3Lb6"
 
 
 def free_port() -> int:
@@ -108,6 +109,23 @@ class Installation:
         self.runs.append(process)
         return process, Output(process)
 
+    def stop(self, process: subprocess.Popen, output: Output, timeout: float = 60) -> int:
+        """Stop `studio up` as Ctrl-C's twin (SIGTERM) does; its exit code. Fails with its output, and
+        what still runs of its group, if it does not exit in time."""
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            running = subprocess.run(
+                ["ps", "-eo", "pid,pgid,stat,etime,args"], capture_output=True, text=True
+            )
+            raise AssertionError(
+                f"studio up did not stop within {timeout:.0f}s of SIGTERM; its output ends with:\n"
+                + "\n".join(output.lines[-80:])
+                + "\nprocesses:\n"
+                + running.stdout
+            ) from None
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(
             [str(STUDIO), *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=300
@@ -123,7 +141,7 @@ class Installation:
                 process.wait()
         # Whatever a failed test left serving stops by itself once its installation is gone.
         with contextlib.suppress(FileNotFoundError):
-            (self.home / "installation").unlink()
+            (self.home / "marker" / "installation").unlink()
 
 
 def started_children(output: Output) -> dict[str, int]:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+from endpoints.tests.support import replica_headers
 from studio.cli.main import cli
 from studio.testkit import GATEWAY_SECRET
 
@@ -241,7 +242,8 @@ def test_the_azure_sample_deploys_with_progress_shows_logs_and_is_deleted(studio
 
     # The replica really serves the model: y = sum(x).
     url = shown["replicas"][0]["url"]
-    answer = httpx.post(f"{url}/score", content=b'{"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}', timeout=30)
+    body = b'{"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}'
+    answer = httpx.post(f"{url}/score", content=body, headers=replica_headers(url), timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()[0] == pytest.approx(55.0, abs=0.01)
 

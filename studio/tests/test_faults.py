@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from studio.testkit import until
+from studio.testkit import SLOW_INIT, Gate, until
 from studio.tests.installation import (
     TOKEN,
     Installation,
@@ -38,20 +38,6 @@ pytestmark = pytest.mark.timeout(900)
 
 REQUEST = {"input_data": [[0.0, 1.0], [1.0, 0.0]]}
 RECOVERY_S = 60.0
-# init() waits for a file the test creates: a replica that starts exactly as slowly as the test wants.
-SLOW_INIT = """
-import os
-import time
-
-
-def init():
-    while not os.path.exists(os.environ["RELEASE_FILE"]):
-        time.sleep(0.05)
-
-
-def run(raw_data):
-    return "ready"
-"""
 
 
 class Load:
@@ -250,7 +236,7 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
             assert until(lambda: _control_plane_answers(installation), 60), "the web never came back"
 
         with faults.inject("worker SIGKILL mid-create"):
-            release = installation.root / "release"
+            release = Gate()
             code = installation.root / "slow"
             code.mkdir()
             (code / "score.py").write_text(SLOW_INIT)
@@ -258,22 +244,21 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
             spec.write_text(
                 "name: green\nendpoint_name: fraud\nmodel: azureml:clf:1\n"
                 f"code_configuration:\n  code: {code}\n  scoring_script: score.py\n"
-                f"environment_variables:\n  RELEASE_FILE: {release}\n"
+                f"environment_variables:\n  RELEASE_ADDRESS: '{release.address}'\n"
             )
             installation.cli("online-deployment", "create", "-f", str(spec), "--no-wait")
             assert until(lambda: _replica_states(installation, "green") == ["starting"], 120)
             seen = len(output)
             os.killpg(started_children(output)["worker"], signal.SIGKILL)
             output.wait_for(r"started worker", after=seen, timeout=30)
-            release.touch()
+            release.open()
             assert until(lambda: _state(installation, "green") == "Succeeded", 120), _state(
                 installation, "green"
             )
 
         for restart in (1, 2):
             with faults.inject(f"studio up SIGTERM and restart ({restart})"):
-                process.send_signal(signal.SIGTERM)
-                assert process.wait(timeout=60) == 0
+                assert installation.stop(process, output, timeout=60) == 0
                 process, output = installation.up()
                 output.wait_for(r"Studio is up\.", timeout=180)
 
@@ -318,8 +303,7 @@ def test_faults_under_load_lose_no_answer_and_answer_no_500(faulty):
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert _metrics(installation) == _by_class(archived)
     print("\n" + faults.table(lost=sum(got.values()) - sum(min(archived[s], n) for s, n in got.items())))
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert installation.stop(process, output, timeout=60) == 0
 
 
 def _kill(pids: list[int]) -> None:
@@ -391,6 +375,9 @@ def test_a_full_spool_disk_drops_whole_events_says_so_and_never_fails_a_request(
         deploy(installation)
         url, key = _credentials(installation)
         gateway = f"http://127.0.0.1:{installation.gateway_port}"
+        # The health detail and the metrics need the gateway secret, which `studio up` made on first use.
+        secret = os.environ.get("STUDIO_GATEWAY_SECRET") or (installation.home / "gateway_secret").read_text()
+        operator = {"Authorization": f"Bearer {secret.strip()}"}
         assert until(
             lambda: (
                 httpx.post(url, json=REQUEST, headers={"Authorization": f"Bearer {key}"}).status_code == 200
@@ -402,9 +389,9 @@ def test_a_full_spool_disk_drops_whole_events_says_so_and_never_fails_a_request(
                 "the spool never filled up"
             )
         assert load.answers and all(status == 200 for _, status in load.answers)
-        health = httpx.get(f"{gateway}/health").json()
+        health = httpx.get(f"{gateway}/health", headers=operator).json()
         assert any("could not be spooled" in reason for reason in health["reasons"]), health
-        metrics = httpx.get(f"{gateway}/metrics").text
+        metrics = httpx.get(f"{gateway}/metrics", headers=operator).text
         assert "# TYPE studio_gateway_spool_dropped_events_total counter" in metrics
         dropped = next(
             float(line.split()[-1])

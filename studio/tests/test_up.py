@@ -26,8 +26,11 @@ from studio.tests.installation import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_it_runs_the_group_restarts_a_crashed_worker_and_stops_cleanly(studio_up):
+def test_it_runs_the_group_restarts_a_crashed_worker_and_stops_cleanly(studio_up, installation):
     process, output, port, env = studio_up
+    # What isolation local replicas get is said before anything runs (docs/security.md).
+    expected = "sandboxed" if os.geteuid() == 0 else "unavailable, so replicas run as Studio's user"
+    output.wait_for(rf"replica isolation: {expected}", timeout=180)
 
     output.wait_for(r"Studio is up\.", timeout=180)
     response = httpx.get(
@@ -61,8 +64,7 @@ def test_it_runs_the_group_restarts_a_crashed_worker_and_stops_cleanly(studio_up
     assert not group_alive(pids["worker"]), "the killed worker's pool processes were left behind"
 
     groups = {*pids.values(), restarted} - {pids["worker"]}
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+    assert installation.stop(process, output, timeout=30) == 0
     assert until(lambda: not any(map(group_alive, groups)), 5), "children outlived the supervisor"
 
 
@@ -72,8 +74,7 @@ def test_stopping_studio_up_stops_the_replicas_of_its_deployments(installation):
     pid = deploy(installation)
     assert group_alive(pid)
 
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert installation.stop(process, output, timeout=60) == 0
     output.wait_for(r"^replicas +\| Stopped 1 local replica;")
     assert until(lambda: not group_alive(pid), 5), "the replica outlived Studio"
 
@@ -91,8 +92,7 @@ def test_keep_replicas_leaves_them_serving_and_a_restart_under_load_starts_at_on
         for _ in range(20):
             client.get(f"http://127.0.0.1:{installation.gateway_port}/")
 
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert installation.stop(process, output, timeout=60) == 0
     output.wait_for(r"local replicas keep serving \(--keep-replicas\)")
     assert group_alive(pid), "the replica stopped with Studio"
     assert time_wait_sockets(installation.gateway_port), "the gateway's closed connections are in TIME_WAIT"
@@ -104,8 +104,7 @@ def test_keep_replicas_leaves_them_serving_and_a_restart_under_load_starts_at_on
     assert until(lambda: invoke(installation) == answer, 60), "the kept replica never answered"
     assert replica_pids(installation)[-1] == pid, "taken over as it was, not started again"
 
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert installation.stop(process, output, timeout=60) == 0
     assert until(lambda: not group_alive(pid), 5), "without --keep-replicas, the replica stops with Studio"
 
 
@@ -148,8 +147,7 @@ def test_a_killed_studio_up_leaves_no_child_running_and_the_next_one_starts(inst
     finally:
         leftover.kill()
         leftover.wait()
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert installation.stop(process, output, timeout=60) == 0
 
 
 def test_a_bad_keep_replicas_setting_stops_the_start_naming_it(installation):

@@ -34,7 +34,7 @@ def up(studio_up):  # noqa: F811
         process.wait(60)
 
 
-def test_studio_up_runs_the_warm_template_and_its_replicas_outlive_it(up, tmp_path):
+def test_studio_up_runs_the_warm_template_and_its_replicas_outlive_it(up, installation, tmp_path):
     process, output, _port, env = up
     model = save_sklearn_mlflow_model(tmp_path / "model")
     first = int(output.wait_for(r"started warm \(pid (\d+)\)", timeout=180).group(1))
@@ -64,8 +64,7 @@ def test_studio_up_runs_the_warm_template_and_its_replicas_outlive_it(up, tmp_pa
         assert warm.template_pid(path) == second
         assert httpx.post(f"{url}/score", json={"input_data": [[0.0, 1.0]]}).json() == [0]
 
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert installation.stop(process, output, timeout=30) == 0
         assert warm.template_pid(path) is None, "the template stops with the group"
         assert not group_alive(second)
         assert httpx.post(f"{url}/score", json={"input_data": [[1.0, 0.0]]}).json() == [1]
