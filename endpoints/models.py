@@ -187,7 +187,8 @@ class OnlineDeployment(models.Model):
         }
         if started:
             return sorted(started, key=lambda value: value == isolation.SANDBOXED)[0]
-        return isolation.SANDBOXED if isolation.status().sandboxed else isolation.status().describe()
+        now = isolation.status()
+        return isolation.SANDBOXED if now.sandboxed else now.describe()
 
     @property
     def ready_replicas(self) -> list["Replica"]:

@@ -184,9 +184,6 @@ def request_start(
     The environment's values (a replica key, the deployment's own secrets) go to the forked child only,
     once it exists: the template, which outlives every request and whose memory every later child
     inherits, never reads them."""
-    startup_only = sorted(name for name in env if _startup_only(name))
-    if startup_only:
-        raise WarmStartUnavailable(f"only a new interpreter reads {', '.join(startup_only)}: start it cold")
     message = {"argv": list(argv), "env_names": sorted(env), "cwd": cwd, "log": log}
     if policy is not None:
         message["sandbox"] = dataclasses.asdict(policy)

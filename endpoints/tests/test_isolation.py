@@ -107,7 +107,8 @@ def start(request, settings, tmp_path, monkeypatch):
         yield request.param
 
 
-def _deploy_script(client, endpoint: str, deployment: str, script: bytes) -> Replica:
+def _deploy_body(client, endpoint: str, deployment: str, script: bytes) -> dict:
+    """Create `endpoint` and deploy `script` on the notes model to it, as a Contributor would."""
     code = upload_code(client, zip_bytes({"score.py": script}))
     client.post(ENDPOINTS, {"name": endpoint}, format="json")
     spec = {
@@ -115,7 +116,11 @@ def _deploy_script(client, endpoint: str, deployment: str, script: bytes) -> Rep
         "model": "azureml:notes:1",
         "code_configuration": {"code": code, "scoring_script": "score.py"},
     }
-    body = deploy(client, endpoint, spec)
+    return deploy(client, endpoint, spec)
+
+
+def _deploy_script(client, endpoint: str, deployment: str, script: bytes) -> Replica:
+    body = _deploy_body(client, endpoint, deployment, script)
     assert body["job"]["state"] == "succeeded", body["job"]["error"]
     return Replica.objects.get(deployment__endpoint__name=endpoint, deployment__name=deployment)
 
@@ -269,19 +274,7 @@ def test_where_isolation_is_required_but_unavailable_no_replica_starts(
     )
     client = team.contributor.client()
     register(client, "notes", zip_bytes({"model/notes.txt": b"nothing to load"}))
-    code = upload_code(
-        client, zip_bytes({"score.py": b"def init():\n    pass\n\ndef run(raw):\n    return 1\n"})
-    )
-    client.post(ENDPOINTS, {"name": "refused"}, format="json")
-    body = deploy(
-        client,
-        "refused",
-        {
-            "name": "blue",
-            "model": "azureml:notes:1",
-            "code_configuration": {"code": code, "scoring_script": "score.py"},
-        },
-    )
+    body = _deploy_body(client, "refused", "blue", b"def init():\n    pass\n\ndef run(raw):\n    return 1\n")
     assert body["job"]["state"] == "failed"
     assert "STUDIO_LOCAL_ISOLATION=required" in body["job"]["error"]
     assert "unshare: Operation not permitted" in body["job"]["error"]
