@@ -267,15 +267,17 @@ class Supervisor:
     def __init__(self, children: list[Child], record: ChildRecord | None = None):
         self.children = children
         self.record = record
-        self.stopping = threading.Event()
-        self.hurry = threading.Event()  # a second Ctrl-C: no grace period
+        # Set by the signal handler only, read by the main loop. Plain fields, not Events: the handler
+        # runs on the main thread between any two bytecodes, maybe while that thread holds `say`'s lock
+        # or an Event's, and must take no lock at all.
+        self.received = ""  # the name of the signal that asked for the stop
+        self.hurry = False  # a second Ctrl-C: no grace period
 
     def request_stop(self, signum: int, _frame) -> None:
-        if self.stopping.is_set():
-            self.hurry.set()
-            return
-        say(f"{signal.Signals(signum).name} received: stopping (Ctrl-C again to kill at once)")
-        self.stopping.set()
+        if self.received:
+            self.hurry = True
+        else:
+            self.received = signal.Signals(signum).name
 
     def run(self, on_ready) -> None:
         """Start the children and keep them running until asked to stop, then stop them.
@@ -285,7 +287,7 @@ class Supervisor:
         for child in self.children:
             child.start()
         self._record()
-        while not self.stopping.is_set():
+        while not self.received:
             for child in self.children:
                 if child.process is None:
                     if time.monotonic() >= child.restart_at:
@@ -294,7 +296,8 @@ class Supervisor:
                 elif child.process.poll() is not None:
                     self._crashed(child)
             on_ready()
-            self.stopping.wait(0.2)
+            time.sleep(0.2)
+        say(f"{self.received} received: stopping (Ctrl-C again to kill at once)")
         self.stop()
 
     def _record(self) -> None:
@@ -328,7 +331,7 @@ class Supervisor:
             # The leader only: uvicorn and Celery stop their own workers gracefully.
             child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + GRACE_SECONDS
-        while time.monotonic() < deadline and not self.hurry.is_set():
+        while time.monotonic() < deadline and not self.hurry:
             if all(c.process.poll() is not None for c in running):
                 break
             time.sleep(0.1)

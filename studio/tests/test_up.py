@@ -161,3 +161,22 @@ def test_a_bad_keep_replicas_setting_stops_the_start_naming_it(installation):
     )
     assert done.returncode == 1
     assert "STUDIO_KEEP_REPLICAS='maybe' is not a boolean" in done.stdout
+
+
+def test_a_stop_signal_that_lands_while_studio_up_prints_still_stops_it():
+    # The handler runs on the main thread between two bytecodes, here inside `say`, holding its lock:
+    # taking that lock (or any other) in the handler would hang `studio up` for good.
+    script = """
+import os, signal
+from studio import supervisor
+group = supervisor.Supervisor([])
+signal.signal(signal.SIGTERM, group.request_stop)
+with supervisor._print_lock:
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
+print(group.received, group.hurry)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.split() == ["SIGTERM", "True"]
