@@ -16,10 +16,11 @@ RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin
 
 WORKDIR /app
 
-# The pinned runtime dependencies first, read from pyproject.toml: this layer is rebuilt only when they
-# change, not on every code change.
+# The pinned runtime dependencies first, read from pyproject.toml (with the `optimize` extra the workers
+# convert models with): this layer is rebuilt only when they change, not on every code change.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['optimize']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

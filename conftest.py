@@ -139,8 +139,9 @@ def eager_jobs(settings):
     """Run each job in the request that starts it, once its transaction commits."""
     from studio.celery import app
 
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+    # Read before the setting changes: the first read of app.conf loads it from the settings as they are.
     previous = app.conf.task_always_eager
+    settings.CELERY_TASK_ALWAYS_EAGER = True
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = previous

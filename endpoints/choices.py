@@ -58,6 +58,8 @@ class JobKindChoices(models.TextChoices):
     DELETE_DEPLOYMENT = "delete_deployment", "Delete deployment"
     DELETE_ENDPOINT = "delete_endpoint", "Delete endpoint"
     PACKAGE = "package", "Package"
+    OPTIMIZE_MODEL = "optimize_model", "Optimize model"
+    PROFILE_MODEL = "profile_model", "Profile model"
 
 
 class ReplicaStateChoices(models.TextChoices):

@@ -4,9 +4,17 @@ A service records the change and the job row in one transaction, and queues the 
 once it commits. The reconciler (endpoints.reconcile) does the work; it reports into every open job of the
 deployment up to the generation it converges to (events, progress, heartbeat) and finishes them together.
 A job that a newer change overtook finishes with the pass that reached the newer generation, saying so.
+
+Model jobs (optimize, profile) are rows with their arguments; the task takes the row's id
+(dispatch_model_job) and runs the kind's runner through run_model_job. What an attempt starts (a process
+group, a replica, a cgroup, a scratch folder, a lease) it records on the row at once (hold), so that
+supervision undoes it (release_held) and fails the job once its heartbeat stops.
 """
 
+from datetime import timedelta
+
 from django.db import transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from endpoints.choices import JobKindChoices, JobStateChoices
@@ -14,6 +22,13 @@ from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
 
 MAX_EVENTS = 500
 OPEN = (JobStateChoices.QUEUED, JobStateChoices.RUNNING)
+# A running model job heartbeats at least this often (while a converter or a load level runs)...
+MODEL_JOB_HEARTBEAT_S = 5.0
+# ...and one silent for this long died with its worker (a profile's environment build, which reports only
+# when it ends, is the longest silence a live job keeps).
+MODEL_JOB_STALE = timedelta(minutes=10)
+# A queued model job that no worker took for this long lost its message (a broker error after the commit).
+MODEL_JOB_LOST = timedelta(minutes=1)
 
 
 def start_job(
@@ -68,6 +83,146 @@ def start_package_job(
     }
     transaction.on_commit(lambda: _dispatch_package(job.pk, arguments))
     return job
+
+
+def start_model_job(kind: str, model_version, user, arguments: dict, busy=None) -> Job:
+    """Create a model job's row (optimize, profile), its `arguments` on it, and queue its task, which takes
+    only the row's id, when the transaction commits (call inside one). Audited as the user's.
+
+    The version's row is locked first, so two requests at once are decided one after the other: `busy`,
+    given that locked version, may refuse (StateConflict) while another job holds what this one needs.
+    `arguments` are JSON-able keyword arguments of the kind's runner (endpoints.tasks.MODEL_JOBS). A message
+    lost between the commit and the broker is sent again by supervision (endpoints.supervision)."""
+    from studio.choices import AuditActionChoices
+    from studio.models import audit
+
+    type(model_version).objects.select_for_update().filter(pk=model_version.pk).first()
+    if busy is not None:
+        busy(model_version)
+    label = JobKindChoices(kind).label.lower()
+    job = Job.objects.create(
+        kind=kind,
+        model_version=model_version,
+        arguments=arguments,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        events=[_event(f"Queued: {label} {model_version}.")],
+    )
+    audit(user, AuditActionChoices.CREATED, f"{label} job", str(model_version), job=str(job.pk))
+    transaction.on_commit(lambda: dispatch_model_job(job.pk))
+    return job
+
+
+def open_model_job(kind: str, **where) -> Job | None:
+    """The newest unfinished job of `kind` (filtered by `where`) that still shows life: one silent for
+    MODEL_JOB_STALE died with its worker, and supervision fails it."""
+    seen = Coalesce("heartbeat_at", "created_at")
+    return (
+        Job.objects.filter(kind=kind, state__in=OPEN, **where)
+        .annotate(seen=seen)
+        .filter(seen__gte=timezone.now() - MODEL_JOB_STALE)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def dispatch_model_job(job_id) -> None:
+    """Queue the task of the model job `job_id` (a second message for the same job does nothing more)."""
+    from endpoints.tasks import model_job
+
+    result = model_job.apply_async(args=[str(job_id)])
+    Job.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
+
+
+def latest_model_job(model_version, kind: str) -> Job | None:
+    """The version's newest job of `kind`, or None."""
+    return model_version.jobs.filter(kind=kind).order_by("-created_at").first()
+
+
+class ModelJobFailed(Exception):
+    """A model job could not do its work; the message says why and what to do."""
+
+
+def hold(job: Job, **held) -> None:
+    """Record on the job what its attempt started and must undo (a replica's handle, a cgroup, a process
+    group, a scratch folder), at once, so that a sweep finds it if the worker dies (release_held)."""
+    job.result = {**job.result, "held": {**job.result.get("held", {}), **held}}
+    Job.objects.filter(pk=job.pk).update(result=job.result)
+
+
+def release(job: Job, *names: str) -> None:
+    """Forget what the attempt undid itself."""
+    kept = {key: value for key, value in job.result.get("held", {}).items() if key not in names}
+    job.result = {**job.result, "held": kept}
+    Job.objects.filter(pk=job.pk).update(result=job.result)
+
+
+def release_held(held: dict) -> None:
+    """Undo what a model job's attempt left (its `held` record): stop the replica and the process group,
+    remove the cgroup and the scratch folder. Each is checked first, so undoing twice does no harm."""
+    import contextlib
+    import os
+    import shutil
+    import signal
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from endpoints.targets.local import LocalTarget
+    from serving import processes
+
+    if held.get("replica"):
+        LocalTarget().stop(SimpleNamespace(handle=held["replica"]))
+    group = held.get("group") or {}
+    if group and processes.running(group["pid"], group["start"]):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group["pid"], signal.SIGKILL)
+    if held.get("cgroup"):
+        with contextlib.suppress(OSError):  # a cgroup still holding a process is left to the kernel
+            Path(held["cgroup"]).rmdir()
+    if held.get("scratch"):
+        shutil.rmtree(held["scratch"], ignore_errors=True)
+    if held.get("lease"):
+        from endpoints.models import Lease
+
+        Lease.objects.filter(name=held["lease"], owner=held.get("lease_owner", "")).update(
+            owner="", expires_at=None
+        )
+
+
+def run_model_job(job_id, work, expected: tuple[type[BaseException], ...] = ()) -> str:
+    """Run a model job to its end, once: a finished job is left as it is; one a dead worker left running
+    is done again, after undoing what that attempt left (release_held). `work(job, log, result)` fills
+    `result` as it goes (so a failure keeps what was found); ModelJobFailed or one of `expected` fails the
+    job with its message, anything else with a message saying it was logged."""
+    import logging
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    job = Job.objects.select_related("model_version__model").filter(pk=job_id).first()
+    if job is None or job.finished:
+        return "nothing to do"
+    release_held(job.result.get("held", {}))
+    job.result = {}
+    Job.objects.filter(pk=job.pk).update(result={})
+    log = JobLog(job)
+    log.start()
+    result: dict = {}
+    try:
+        work(job, log, result)
+    except (ModelJobFailed, *expected) as exc:
+        message = str(exc)
+    except SoftTimeLimitExceeded:
+        message = "The job took longer than its hour and was stopped; ask for less and start it again."
+    except Exception as exc:
+        logging.getLogger(__name__).exception("%s job %s failed", job.kind, job_id)
+        message = f"Studio hit an unexpected error ({type(exc).__name__}: {exc}); it has been logged."
+    else:
+        Job.objects.filter(pk=job.pk).update(result=result)
+        log.finish(JobStateChoices.SUCCEEDED)
+        return "succeeded"
+    Job.objects.filter(pk=job.pk).update(result={**result, "error": message})
+    log(message, level="error")
+    log.finish(JobStateChoices.FAILED, message)
+    return "failed"
 
 
 def _dispatch_package(job_id, arguments: dict) -> None:

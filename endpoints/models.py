@@ -238,6 +238,14 @@ class Job(models.Model):
         OnlineDeployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
     deployment_name = models.CharField(max_length=32, blank=True)
+    # The model version a model job (optimize, profile) works on.
+    model_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # What a finished job produced, for the pages, the API and the CLI (a model job's figures).
+    result = models.JSONField(default=dict, blank=True)
+    # A model job's arguments, given to its runner with the job's id (the task message carries only the id).
+    arguments = models.JSONField(default=dict, blank=True)
     # The deployment generation this job converges to (none for an endpoint's deletion).
     generation = models.PositiveIntegerField(null=True, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from endpoints import artifacts, leases, routetable
+from endpoints import artifacts, leases, routetable, services
 from endpoints.choices import JobKindChoices, JobStateChoices, ProvisioningStateChoices, ReplicaStateChoices
 from endpoints.jobs import OPEN, JobLog, open_jobs
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, ReconcilePass, Replica, RouteTableVersion
@@ -368,7 +368,7 @@ def _bring_up(deployment, revision: int, count: int, target, prepared: Prepared,
         log(f"Started replica {replica.replica_id} at {replica.url}.")
         waiting.append(replica)
     for number, replica in enumerate(waiting, 1):
-        _wait_ready(target, replica, _readiness_timeout(deployment), log)
+        wait_ready(target, replica, _readiness_timeout(deployment), log)
         _publish(replica)
         log(f"Replica {replica.replica_id} is ready.", progress=40 + int(50 * number / len(waiting)))
 
@@ -381,18 +381,30 @@ def _publish(replica: Replica) -> None:
         RouteTableVersion.bump()
 
 
+def _locked_for_event(pk: int) -> OnlineDeployment:
+    """The deployment's row, locked, with what its lifecycle event names (endpoint, model version)
+    loaded in the same query: nothing is fetched lazily while the lock is held."""
+    return (
+        OnlineDeployment.objects.select_for_update(of=("self",))
+        .select_related("endpoint", "model_version__model")
+        .get(pk=pk)
+    )
+
+
 def _succeed(deployment: OnlineDeployment, generation: int, log: PassLog) -> str:
     """Record the converged revision, apply the traffic given at create, and finish the jobs."""
     log(f"Deployment {deployment} is serving on {deployment.instance_count} replica(s).", progress=100)
     with transaction.atomic():
         # Endpoint before deployment, as the services lock them: no deadlock with a delete.
         endpoint = OnlineEndpoint.objects.select_for_update().get(pk=deployment.endpoint_id)
-        row = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
+        row = _locked_for_event(deployment.pk)
         row.observed_generation = max(row.observed_generation, generation)
         row.serving_revision = deployment.revision
         row.serving_spec = {name: getattr(deployment, name) for name in SNAPSHOT_FIELDS}
         fields = ["observed_generation", "serving_revision", "serving_spec"]
         if row.generation == generation:
+            if row.provisioning_state != ProvisioningStateChoices.SUCCEEDED:
+                services.emit_deployment_event("succeeded", row)
             row.provisioning_state = ProvisioningStateChoices.SUCCEEDED
             fields.append("provisioning_state")
         if row.pending_traffic:
@@ -409,8 +421,6 @@ def _succeed(deployment: OnlineDeployment, generation: int, log: PassLog) -> str
 def _apply_pending_traffic(endpoint: OnlineEndpoint, deployment: OnlineDeployment, log: PassLog) -> None:
     """Within the endpoint's and the deployment's row locks: the split as given at create, if still
     valid (a deployment deleted since, which was to get nothing, is left out)."""
-    from endpoints import services
-
     if endpoint.provisioning_state == ProvisioningStateChoices.DELETING:
         return
     deployments = {
@@ -453,10 +463,14 @@ def _fail(deployment: OnlineDeployment, generation: int, log: PassLog, message: 
     if deployment.serving_revision is not None and deployment.serving_revision != deployment.revision:
         message += f"\nRevision {deployment.serving_revision} of {deployment.name} keeps serving."
     with transaction.atomic():
-        row = OnlineDeployment.objects.select_for_update().get(pk=deployment.pk)
+        row = _locked_for_event(deployment.pk)
         row.observed_generation = max(row.observed_generation, generation)
         fields = ["observed_generation"]
         if row.generation == generation:
+            if row.provisioning_state != ProvisioningStateChoices.FAILED:
+                # The head says what failed, the tail of a replica's log why: keep both.
+                error = message if len(message) <= 1000 else f"{message[:300]}\n…\n{message[-700:]}"
+                services.emit_deployment_event("failed", row, error=error)
             row.provisioning_state = ProvisioningStateChoices.FAILED
             fields.append("provisioning_state")
             if row.pending_traffic:
@@ -513,7 +527,7 @@ def _maintain(deployment: OnlineDeployment, log: PassLog) -> str:
             _restart_failed(replica, log, exc)
     for replica in starting:
         try:
-            _wait_ready(target, replica, _readiness_timeout(spec), log)
+            wait_ready(target, replica, _readiness_timeout(spec), log)
         except CONVERGE_ERRORS as exc:
             failed += 1
             target.stop(replica)
@@ -575,6 +589,7 @@ def _delete(deployment: OnlineDeployment, log: PassLog) -> str:
                 job.finish(JobStateChoices.SUCCEEDED)
             else:
                 job.finish(JobStateChoices.FAILED, "The deployment was deleted before this change completed.")
+        services.emit_deployment_event("deleted", deployment)
         deployment.delete()
         RouteTableVersion.bump()
     for job in _endpoint_jobs(deployment.endpoint.name):
@@ -728,7 +743,9 @@ def _load_failed(answer: httpx.Response) -> bool:
     return any(worker.get("state") == "failed" for worker in workers)
 
 
-def _wait_ready(target, replica: Replica, timeout: float, log) -> None:
+def wait_ready(target, replica: Replica, timeout: float, log) -> None:
+    """Return once the started replica answers its readiness route (heartbeating `log` meanwhile); raise
+    ReplicaFailed, with its log's end, if it exits, fails to load, or is not ready within `timeout`."""
     deadline = time.monotonic() + timeout
     headers = replica_key.headers(replica.deployment.replica_secret)
     with httpx.Client(timeout=2.0, headers=headers) as client:

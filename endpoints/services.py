@@ -17,6 +17,7 @@ from endpoints.specs import DeploymentSpec
 from endpoints.targets import instance_types
 from studio.choices import AuditActionChoices
 from studio.errors import Invalid, StateConflict
+from studio.events import emit
 from studio.models import audit
 
 MAX_MIRROR_PERCENT = 50
@@ -130,14 +131,40 @@ def update_endpoint(endpoint: OnlineEndpoint, values: dict, user) -> OnlineEndpo
         mirror = dict(values.get("mirror_traffic", endpoint.mirror_traffic))
         check_traffic(traffic, mirror, deployments)
         check_ready(traffic, mirror, endpoint, deployments)
+        moved = (traffic, mirror) != (endpoint.traffic, endpoint.mirror_traffic)
         if values.get("auth_mode", endpoint.auth_mode) != endpoint.auth_mode:
             endpoint.key_generation += 1  # tokens issued before the switch stop working
         for key, value in values.items():
             setattr(endpoint, key, value)
         endpoint.save()
         audit(user, AuditActionChoices.UPDATED, "endpoint", endpoint.name, fields=sorted(values))
+        if moved:
+            emit_traffic_changed(endpoint)
         RouteTableVersion.bump()
     return endpoint
+
+
+def emit_traffic_changed(endpoint: OnlineEndpoint) -> None:
+    """`studio.traffic.changed` with the endpoint's split as saved; callers emit only on a change."""
+    emit(
+        "studio.traffic.changed",
+        f"online-endpoints/{endpoint.name}",
+        {"endpoint": endpoint.name, "traffic": endpoint.traffic, "mirror_traffic": endpoint.mirror_traffic},
+    )
+
+
+def emit_deployment_event(kind: str, deployment: OnlineDeployment, **extra) -> None:
+    """`studio.deployment.<kind>` about deployment, its subject `online-endpoints/{e}/deployments/{d}`."""
+    endpoint = deployment.endpoint.name
+    data = {
+        "endpoint": endpoint,
+        "deployment": deployment.name,
+        "model": str(deployment.model_version),
+        "target": deployment.target,
+        "generation": deployment.generation,
+        **extra,
+    }
+    emit(f"studio.deployment.{kind}", f"online-endpoints/{endpoint}/deployments/{deployment.name}", data)
 
 
 def regenerate_key(endpoint: OnlineEndpoint, key_type: str, user) -> None:
@@ -216,6 +243,7 @@ def create_deployment(
                 str(deployment),
                 model=str(deployment.model_version),
             )
+            emit_deployment_event("created", deployment)
             RouteTableVersion.bump()
             return start_job(
                 JobKindChoices.CREATE_DEPLOYMENT, endpoint, deployment, user, generation=deployment.generation
@@ -247,8 +275,11 @@ def set_traffic(endpoint: OnlineEndpoint, traffic: dict, deployments: dict) -> N
     mirror = {key: value for key, value in endpoint.mirror_traffic.items() if not traffic.get(key)}
     check_traffic(traffic, mirror, deployments)
     check_ready(traffic, mirror, endpoint, deployments)
+    moved = (traffic, mirror) != (endpoint.traffic, endpoint.mirror_traffic)
     endpoint.traffic, endpoint.mirror_traffic = traffic, mirror
     endpoint.save(update_fields=["traffic", "mirror_traffic", "updated_at"])
+    if moved:
+        emit_traffic_changed(endpoint)
 
 
 def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) -> Job | None:
@@ -325,6 +356,7 @@ def delete_deployment(deployment: OnlineDeployment, user) -> Job:
                 k: v for k, v in endpoint.mirror_traffic.items() if k != deployment.name
             }
             endpoint.save(update_fields=["mirror_traffic", "updated_at"])
+            emit_traffic_changed(endpoint)
         audit(user, AuditActionChoices.DELETED, "deployment", str(deployment))
         RouteTableVersion.bump()
         return start_job(

@@ -8,6 +8,12 @@ out of the route table at once, and its deployment's reconcile is queued to rest
 queues the reconcile of every deployment with work left that nobody is doing (a worker killed mid-pass:
 its lease lapsed and its jobs stopped heartbeating), and of every endpoint being deleted. It is
 level-triggered: whatever one sweep misses, the next one sees.
+
+Model jobs (optimize, profile) are swept too: one whose worker died (its heartbeat silent for
+jobs.MODEL_JOB_STALE, a hard time limit's kill included, which Celery acknowledges) is failed saying so,
+after what it held is undone (its replica and converter stopped, its cgroup, scratch folder and lease
+given back); one queued for jobs.MODEL_JOB_LOST that no worker ever took (its message lost after the
+commit) is queued again, at most once per REQUEUE_EVERY.
 """
 
 from __future__ import annotations
@@ -100,7 +106,51 @@ def _sweep(lease: leases.Held) -> dict:
         if _may_queue(f"requeue:endpoint:{endpoint_id}"):
             jobs.dispatch_endpoint(endpoint_id)
     removed = _remove_orphans()
-    return {"checked": len(ready), "unhealthy": unhealthy, "queued": sorted(queued), "removed": removed}
+    lease.renew()
+    abandoned, requeued = _sweep_model_jobs()
+    return {
+        "checked": len(ready),
+        "unhealthy": unhealthy,
+        "queued": sorted(queued),
+        "removed": removed,
+        "failed_model_jobs": abandoned,
+        "requeued_model_jobs": requeued,
+    }
+
+
+def _sweep_model_jobs() -> tuple[list[str], list[str]]:
+    """Fail the model jobs whose worker died, undoing what they held; queue again those never taken."""
+    from endpoints.choices import JobStateChoices
+
+    now = reconcile.clock()
+    model_jobs = Job.objects.filter(model_version__isnull=False, state__in=jobs.OPEN).annotate(
+        seen=Coalesce("heartbeat_at", "created_at")
+    )
+    abandoned = []
+    for job in model_jobs.filter(state=JobStateChoices.RUNNING, seen__lt=now - jobs.MODEL_JOB_STALE):
+        jobs.release_held(job.result.get("held", {}))
+        minutes = round(jobs.MODEL_JOB_STALE.total_seconds() / 60)
+        message = (
+            f"The worker running this job stopped answering for {minutes} minutes (it died or was killed "
+            "at its time limit); what it had started was stopped and cleaned up. Start the job again."
+        )
+        changed = Job.objects.filter(pk=job.pk, state=JobStateChoices.RUNNING, heartbeat_at=job.heartbeat_at)
+        if changed.update(
+            state=JobStateChoices.FAILED,
+            error=message,
+            finished_at=now,
+            result={"error": message},
+            events=(job.events + [jobs._event(message, "error")])[-jobs.MAX_EVENTS :],
+        ):
+            logger.warning("model job %s abandoned by its worker; failed", job.pk)
+            abandoned.append(str(job.pk))
+    requeued = []
+    lost = model_jobs.filter(state=JobStateChoices.QUEUED, heartbeat_at__isnull=True)
+    for job_id in lost.filter(created_at__lt=now - jobs.MODEL_JOB_LOST).values_list("pk", flat=True):
+        if _may_queue(f"requeue:job:{job_id}"):
+            jobs.dispatch_model_job(job_id)
+            requeued.append(str(job_id))
+    return abandoned, requeued
 
 
 def _may_queue(name: str) -> bool:

@@ -1,6 +1,7 @@
 """Celery tasks: reconcile a deployment or an endpoint by id, package one, and the supervision sweep."""
 
 from celery import shared_task
+from django.utils.module_loading import import_string
 
 from endpoints import packaging, reconcile, supervision
 
@@ -24,6 +25,28 @@ def package(
     job_id: str, mode: str, deployment_id: int | None = None, model_version_id: int | None = None
 ) -> str:
     return packaging.run_job(job_id, mode, deployment_id, model_version_id)
+
+
+# What runs each model job (endpoints.jobs.start_model_job), by kind: "module.function", called with the
+# job's id and the arguments stored on its row. Imported when a job runs, so the apps' modules load in any
+# order.
+MODEL_JOBS = {
+    "profile_model": "registry.profile.run_job",
+    "optimize_model": "registry.optimize.run_job",
+}
+
+
+# A model job runs the model for a bounded time (registry.profile checks the bound when it is asked for).
+# A message whose worker died is delivered again; one acknowledged although its worker was killed (the hard
+# time limit) is for supervision, which fails the job once its heartbeat stops and undoes what it left.
+@shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700)
+def model_job(job_id: str) -> str:
+    from endpoints.models import Job
+
+    job = Job.objects.filter(pk=job_id).only("kind", "arguments").first()
+    if job is None:
+        return "nothing to do"
+    return import_string(MODEL_JOBS[job.kind])(job_id, **job.arguments)
 
 
 # Supervision only observes and queues: it is short by construction, and a sweep that overruns is cut,

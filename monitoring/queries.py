@@ -17,6 +17,7 @@ from monitoring.models import MetricMinute
 INTERVALS: dict[str, timedelta] = {
     "1m": timedelta(minutes=1),
     "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
     "1h": timedelta(hours=1),
     "1d": timedelta(days=1),
 }

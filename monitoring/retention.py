@@ -1,5 +1,6 @@
-"""Retention: minute rows after STUDIO_METRICS_RETENTION_DAYS, archive objects after
-STUDIO_TELEMETRY_RETENTION_DAYS (both counted from the hour the data describes, not from when it arrived).
+"""Retention: minute rows (metrics, replica resources) after STUDIO_METRICS_RETENTION_DAYS, archive
+objects after STUDIO_TELEMETRY_RETENTION_DAYS (both counted from the hour the data describes, not from
+when it arrived).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from monitoring.models import ArchivedObject, MetricMinute
+from monitoring.models import ArchivedObject, MetricMinute, ResourceMinute
 from studio.objectstore import ObjectStore
 
 
@@ -30,6 +31,8 @@ def enforce_retention(
     report.minutes_deleted, _ = MetricMinute.objects.filter(
         minute__lt=now - timedelta(days=metrics_days)
     ).delete()
+    # Replica CPU and memory are minutes too, kept as long.
+    ResourceMinute.objects.filter(minute__lt=now - timedelta(days=metrics_days)).delete()
     expired = ArchivedObject.objects.filter(hour__lt=now - timedelta(days=telemetry_days))
     for pk, key in expired.values_list("pk", "key").iterator(chunk_size=500):
         store.delete_prefix(key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from monitoring import rollup, shipper
+from monitoring import alerts, rollup, shipper
 from monitoring.retention import enforce_retention
 from studio.objectstore import store_from_url
 
@@ -54,3 +54,45 @@ def enforce_telemetry_retention() -> dict:
         telemetry_store(), settings.STUDIO_METRICS_RETENTION_DAYS, settings.STUDIO_TELEMETRY_RETENTION_DAYS
     )
     return {"minutes_deleted": report.minutes_deleted, "objects_deleted": report.objects_deleted}
+
+
+# Above the emails' budget plus one SMTP timeout (monitoring.alerts): overlapping beats are harmless.
+@shared_task(soft_time_limit=100, time_limit=120, acks_late=False)
+def evaluate_alerts() -> dict:
+    """Evaluate every alert rule once (monitoring.alerts); overlapping runs emit each transition once."""
+    return alerts.evaluate_all()
+
+
+@shared_task(soft_time_limit=30, time_limit=40, acks_late=False)
+def sample_resources() -> dict:
+    """Add each running replica's CPU and memory to its deployment's minute (monitoring.resources)."""
+    from monitoring import resources
+
+    report = resources.sample()
+    return {"replicas": report.replicas, "deployments": report.deployments, "failed": report.failed}
+
+
+@shared_task(soft_time_limit=30, time_limit=40, acks_late=False)
+def run_due_monitors() -> dict:
+    """Claim every drift monitor whose schedule is due and queue one run of each; age out old runs."""
+    from monitoring.monitors import claim_due, forget_old_runs
+
+    claimed = claim_due()
+    for pk in claimed:
+        run_drift_monitor.delay(pk)
+    return {"queued": len(claimed), "runs_deleted": forget_old_runs()}
+
+
+@shared_task(soft_time_limit=240, time_limit=300, acks_late=False)
+def run_drift_monitor(monitor_id: int) -> dict:
+    """One scheduled run of a drift monitor (monitoring.monitors.run_monitor); gone monitors are skipped."""
+    from monitoring.choices import MonitorTriggerChoices
+    from monitoring.models import Monitor
+    from monitoring.monitors import run_monitor
+
+    monitors = Monitor.objects.select_related("endpoint", "deployment__model_version")
+    monitor = monitors.filter(pk=monitor_id).first()
+    if monitor is None:
+        return {"monitor": monitor_id, "state": "deleted"}
+    run = run_monitor(monitor, MonitorTriggerChoices.SCHEDULE)
+    return {"monitor": monitor_id, "run": run.pk, "state": run.state, "breached": run.breached}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring import views
+from monitoring import alert_pages, drift_pages, views
 
 app_name = "monitoring"
 
@@ -15,5 +15,20 @@ urlpatterns = [
         "endpoints/<str:name>/monitoring/collected/",
         views.CollectedDataDownloadView.as_view(),
         name="onlineendpoint_collected",
+    ),
+    path(
+        "endpoints/<str:name>/monitoring/alerts/",
+        alert_pages.AlertRuleCreateView.as_view(),
+        name="alertrule_create",
+    ),
+    path(
+        "endpoints/<str:name>/monitoring/alerts/<int:pk>/delete/",
+        alert_pages.AlertRuleDeleteView.as_view(),
+        name="alertrule_delete",
+    ),
+    path(
+        "endpoints/<str:name>/drift/",
+        drift_pages.OnlineEndpointDriftView.as_view(),
+        name="onlineendpoint_drift",
     ),
 ]

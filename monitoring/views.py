@@ -14,7 +14,7 @@ from endpoints.models import OnlineEndpoint
 from endpoints.views import EndpointTabMixin
 from monitoring.charts import endpoint_charts
 from monitoring.collected import collected_objects, download_name, stream_objects
-from monitoring.forms import RANGES, TimeRangeForm
+from monitoring.forms import BUCKETS, RANGES, TimeRangeForm
 from monitoring.layout import PAYLOAD_KINDS
 from monitoring.queries import summaries
 from studio.objectstore import store_from_url
@@ -33,7 +33,8 @@ SORTS = {
 
 
 class OnlineEndpointMonitoringView(EndpointTabMixin, StudioPageMixin, View):
-    """Requests by deployment (live and mirrored apart), latency percentiles and errors by status class."""
+    """Requests and latency percentiles by deployment (live and mirrored apart), errors by status class,
+    and the replicas' CPU and memory, in buckets of the chosen size."""
 
     template_name = "monitoring/onlineendpoint_monitoring.html"
     partial_template = "monitoring/inc/charts_panel.html"
@@ -54,6 +55,7 @@ class OnlineEndpointMonitoringView(EndpointTabMixin, StudioPageMixin, View):
             deployments=deployments,
             has_deployments=bool(deployments),
             ranges=[(key, text) for key, (text, _, _) in RANGES.items()],
+            buckets=list(BUCKETS.items()),
             refresh_seconds=REFRESH_SECONDS,
             collected=list(collected_objects(endpoint.name, deployment=deployment)[:RECENT_COLLECTED]),
             collecting=[d.name for d in endpoint.deployments.all() if d.data_collector],

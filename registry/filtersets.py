@@ -1,17 +1,22 @@
 """One FilterSet per resource, shared by the pages, the API and so the CLI.
 
 Filter syntax: `tag=key=value` (repeatable, all must hold), `name`, `type`, `q` (free text).
+
+Every filter of the model and version lists is a semi-join (EXISTS or IN) on an index: tags through
+the `ModelVersionTag` rows, `q` through a trigram index on PostgreSQL and a narrow index on SQLite (see
+registry's migration 0002). None joins rows into the list, so no list needs DISTINCT.
 """
 
 import django_filters
 from django import forms
-from django.db.models import Q, TextField
+from django.db import connections
+from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast
 from drf_spectacular.utils import extend_schema_field
 
 from registry.choices import ModelTypeChoices
-from registry.models import TAG_KEY_RE, Environment, ModelVersion, RegisteredModel
+from registry.models import TAG_KEY_RE, Environment, ModelVersion, ModelVersionTag, RegisteredModel
 
 
 def parse_tag_filter(text: str) -> tuple[str, str]:
@@ -50,21 +55,60 @@ class TagFilter(django_filters.Filter):
     def filter(self, qs, value):
         if not value:
             return qs
-        return qs.filter(pk__in=self.parent.versions_with_tags(value))
+        return qs.filter(self.parent.tagged(value))
+
+
+def _holding(key: str, value: str, **where) -> Exists:
+    return Exists(ModelVersionTag.objects.filter(key=key, value=value, **where))
+
+
+def _as_tags(pairs: list[tuple[str, str]]) -> dict[str, str] | None:
+    """The pairs as one set of tags, or None when two give one key different values: no version has both."""
+    tags: dict[str, str] = {}
+    for key, value in pairs:
+        if tags.setdefault(key, value) != value:
+            return None
+    return tags
+
+
+def versions_tagged(pairs: list[tuple[str, str]]) -> Q:
+    """True for a version whose tags hold every key=value pair."""
+    tags = _as_tags(pairs)
+    if tags is None:
+        return Q(pk__in=[])
+    return Q(*(_holding(key, value, version=OuterRef("pk")) for key, value in tags.items()))
+
+
+def models_tagged(pairs: list[tuple[str, str]]) -> Q:
+    """True for a model with a version whose tags hold every key=value pair.
+
+    With several pairs, each is first asked of the model as a whole, an index probe that most models fail
+    at once. The search for one version holding them all names the model at every level (the version
+    implies it), so that the database may start it from whichever pair the model has fewest rows of:
+    without that, PostgreSQL reads every version of a broad pair (stage=prod) of every model.
+    """
+    tags = _as_tags(pairs)
+    if tags is None:
+        return Q(pk__in=[])
+    condition = Q(*(_holding(key, value, model=OuterRef("pk")) for key, value in tags.items()))
+    (key, value), *others = tags.items()
+    if others:
+        rows = ModelVersionTag.objects.filter(key=key, value=value, model=OuterRef("pk"))
+        for other_key, other_value in others:
+            rows = rows.filter(
+                _holding(other_key, other_value, version=OuterRef("version"), model=OuterRef("model"))
+            )
+        condition &= Exists(rows)
+    return condition
 
 
 def with_tags(queryset, pairs: list[tuple[str, str]]):
-    """The rows of `queryset` whose `tags` hold every key=value pair."""
+    """The rows of `queryset` whose `tags` JSON holds every key=value pair (resources with few rows)."""
     for index, (key, value) in enumerate(pairs):
         alias = f"tag_{index}"
         # KeyTransform takes the key as data, so no key can be read as a lookup path.
         queryset = queryset.alias(**{alias: KeyTransform(key, "tags")}).filter(**{alias: value})
     return queryset
-
-
-def versions_with_tags(pairs: list[tuple[str, str]]):
-    """Versions whose tags hold every key=value pair."""
-    return with_tags(ModelVersion.objects.all(), pairs)
 
 
 class ModelVersionFilterSet(django_filters.FilterSet):
@@ -81,10 +125,11 @@ class ModelVersionFilterSet(django_filters.FilterSet):
         model = ModelVersion
         fields = ["tag", "name", "type", "q", "archived"]
 
-    def versions_with_tags(self, pairs):
-        return versions_with_tags(pairs).values("pk")
+    def tagged(self, pairs):
+        return versions_tagged(pairs)
 
     def search(self, qs, name, value):
+        # Within one model's versions (the only list of them), so a scan of its rows at most.
         return qs.alias(tags_text=Cast("tags", TextField())).filter(
             Q(model__name__icontains=value)
             | Q(description__icontains=value)
@@ -106,18 +151,23 @@ class RegisteredModelFilterSet(django_filters.FilterSet):
         model = RegisteredModel
         fields = ["tag", "name", "type", "q"]
 
-    def versions_with_tags(self, pairs):
-        return versions_with_tags(pairs).values("model_id")
+    def tagged(self, pairs):
+        return models_tagged(pairs)
 
     def by_type(self, qs, name, value):
-        return qs.filter(versions__type=value).distinct()
+        return qs.filter(Exists(ModelVersion.objects.filter(model=OuterRef("pk"), type=value)))
 
     def search(self, qs, name, value):
-        return qs.filter(
-            Q(name__icontains=value)
-            | Q(description__icontains=value)
-            | Q(versions__description__icontains=value)
-        ).distinct()
+        versions = ModelVersion.objects.filter(description__icontains=value)
+        if connections[qs.db].vendor == "postgresql":
+            # EXISTS lets PostgreSQL choose per search: the matching versions found once through the
+            # trigram index (a rare word), or each model's versions read until a match (a common one).
+            described = Exists(versions.filter(model=OuterRef("pk")))
+        else:
+            # SQLite would read each model's versions one model at a time; IN reads them all once, through
+            # the narrow (model_id, description) index, which costs the same for any word.
+            described = Q(pk__in=versions.values("model_id"))
+        return qs.filter(Q(name__icontains=value) | Q(description__icontains=value) | described)
 
 
 class EnvironmentFilterSet(django_filters.FilterSet):

@@ -4,7 +4,9 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from registry.choices import ContentKindChoices, ModelTypeChoices
@@ -68,7 +70,34 @@ class NamedAsset(models.Model):
         return str(max(numbers, default=0) + 1)
 
 
+class RegisteredModelQuerySet(models.QuerySet):
+    def with_summary(self) -> "RegisteredModelQuerySet":
+        """Each model with `version_count`, `latest_version` and `latest_type` (of its newest active version).
+
+        Subqueries, not joins: a join would multiply the rows that a filter on versions counts.
+        """
+        versions = ModelVersion.objects.filter(model=OuterRef("pk"))
+        latest = versions.filter(archived=False).order_by("-created_at", "-pk")
+        count = versions.order_by().values("model").annotate(n=Count("pk")).values("n")
+        return self.annotate(
+            version_count=Coalesce(Subquery(count, output_field=IntegerField()), 0),
+            latest_version=Subquery(latest.values("version")[:1]),
+            latest_type=Subquery(latest.values("type")[:1]),
+        )
+
+    def summarize(self, page: list) -> list:
+        """The models of one page of a list, in its order, with the fields of `with_summary()`.
+
+        A list is paged first and summarized after, so that the summaries cost the same on every page:
+        annotated on the whole list, PostgreSQL computes them for each row an OFFSET skips too.
+        """
+        found = self.with_summary().in_bulk([model.pk for model in page])
+        return [found[model.pk] for model in page if model.pk in found]
+
+
 class RegisteredModel(NamedAsset):
+    objects = RegisteredModelQuerySet.as_manager()
+
     class Meta(NamedAsset.Meta):
         pass
 
@@ -118,9 +147,22 @@ class ModelVersion(models.Model):
     class Meta:
         ordering = ["model__name", "-created_at", "-pk"]
         constraints = [models.UniqueConstraint(fields=["model", "version"], name="unique_model_version")]
+        # A model's versions newest first, and so its latest active one, without sorting them all.
+        indexes = [models.Index(fields=["model", "-created_at", "-id"], name="modelversion_model_newest")]
 
     def __str__(self) -> str:
         return f"{self.model.name}:{self.version}"
+
+    def save(self, *args, **kwargs) -> None:
+        """Saves the row and, when its tags are among what is saved, the tag rows the filters read."""
+        update_fields = kwargs.get("update_fields")
+        with transaction.atomic():
+            adding = self._state.adding
+            super().save(*args, **kwargs)
+            if update_fields is None or "tags" in update_fields:
+                if not adding:
+                    self.tag_rows.all().delete()
+                ModelVersionTag.objects.bulk_create(ModelVersionTag.rows_of([self]))
 
     def get_absolute_url(self) -> str:
         return reverse("registry:modelversion", args=[self.model.name, self.version])
@@ -133,6 +175,40 @@ class ModelVersion(models.Model):
     def asset_id(self) -> str:
         """How deployment YAML refers to it: azureml:name:version."""
         return f"azureml:{self.model.name}:{self.version}"
+
+
+class ModelVersionTag(models.Model):
+    """One key=value of a version's `tags`, kept beside them so that tag filters are index lookups.
+
+    `ModelVersion.tags` stays what the API shows and what is changed; `ModelVersion.save()` rewrites these
+    rows with it. A JSON column has no index SQLite can use for any key, and this table serves both
+    databases alike. Whoever writes versions in bulk (`bulk_create`, `update(tags=...)`) writes their rows
+    too, with `rows_of`. `model` is the version's, copied, so the model list's filter never joins versions.
+    """
+
+    # Both looked up through the indexes below, which they lead.
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="tag_rows", db_index=False
+    )
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.CharField(max_length=128)
+    value = models.CharField(max_length=512)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "key"], name="unique_version_tag_key")]
+        indexes = [models.Index(fields=["model", "key", "value"], name="modelversiontag_model_pair")]
+
+    def __str__(self) -> str:
+        return f"{self.version_id} {self.key}={self.value}"
+
+    @classmethod
+    def rows_of(cls, versions) -> list["ModelVersionTag"]:
+        """Unsaved rows for the tags of saved versions."""
+        return [
+            cls(version_id=version.pk, model_id=version.model_id, key=key, value=value)
+            for version in versions
+            for key, value in version.tags.items()
+        ]
 
 
 class Environment(NamedAsset):

@@ -23,6 +23,7 @@ from registry import archives, mlmodel
 from registry.choices import ContentKindChoices, ModelTypeChoices
 from registry.models import ModelVersion, RegisteredModel
 from studio.choices import AuditActionChoices
+from studio.events import emit
 from studio.models import audit
 from studio.objectstore import ObjectStore, store_from_url
 
@@ -158,6 +159,7 @@ def _create_row(spec, kind, prefix, files, size, digest, metadata, user) -> Mode
                     mlflow=metadata,
                 )
                 audit(user, AuditActionChoices.REGISTERED, "model version", str(version), digest=digest)
+                emit("studio.model.registered", version_subject(version), version_event_data(version))
                 return version
         except IntegrityError:
             if spec.version:
@@ -193,7 +195,19 @@ def update_version(version: ModelVersion, user, **changes) -> ModelVersion:
         audit(user, action, "model version", str(version))
     if fields:
         version.save(update_fields=[*fields, "updated_at"])
+    if "archived" in fields and version.archived:
+        emit("studio.model.archived", version_subject(version), version_event_data(version))
     return version
+
+
+def version_subject(version: ModelVersion) -> str:
+    """The subject of a version's lifecycle events."""
+    return f"models/{version.model.name}/versions/{version.version}"
+
+
+def version_event_data(version: ModelVersion) -> dict:
+    model = version.model
+    return {"name": model.name, "version": version.version, "type": version.type, "digest": version.digest}
 
 
 def deployments_using(version: ModelVersion) -> list[str]:
@@ -210,12 +224,14 @@ def delete_version(version: ModelVersion, user) -> None:
     if users:
         raise VersionInUse(version, users)
     store, prefix, label = artifact_store(), version.storage_prefix, str(version)
+    subject, data = version_subject(version), version_event_data(version)
     with transaction.atomic():
         model = version.model
         version.delete()
         if not model.versions.exists():
             model.delete()
         audit(user, AuditActionChoices.DELETED, "model version", label)
+        emit("studio.model.deleted", subject, data)
         transaction.on_commit(lambda: store.delete_prefix(prefix))
 
 

@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from registry.models import ModelVersion
+from registry.models import ModelVersion, RegisteredModel
 
 PAGE_SIZE = 25
 
@@ -164,10 +164,15 @@ class ModelVersionTable(Table):
 
 
 class RegisteredModelTable(Table):
-    """Rows are RegisteredModel annotated with version_count, latest_version and latest_type."""
+    """Rows are registered models; those of the page shown get version_count, latest_version and
+    latest_type (RegisteredModelQuerySet.summarize)."""
 
     empty_title = "No models match these filters"
     empty_text = "Clear the filters to see every model."
+
+    def __init__(self, rows, request: HttpRequest, per_page: int = PAGE_SIZE):
+        super().__init__(rows, request, per_page)
+        self.page.object_list = RegisteredModel.objects.summarize(list(self.page.object_list))
 
     columns = (
         Column(

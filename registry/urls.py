@@ -18,4 +18,6 @@ urlpatterns = [
     ),
     path(f"{version}archive/", views.ModelVersionArchiveView.as_view(), name="modelversion_archive"),
     path(f"{version}delete/", views.ModelVersionDeleteView.as_view(), name="modelversion_delete"),
+    path(f"{version}profile/", views.ModelVersionProfileView.as_view(), name="modelversion_profile"),
+    path(f"{version}optimize/", views.ModelVersionOptimizeView.as_view(), name="modelversion_optimize"),
 ]

@@ -6,8 +6,7 @@ Views stay thin: filtering is the FilterSets', rules and changes are registry.se
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -15,7 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from registry import services
+from registry import optimize, profile, services
 from registry.choices import ContentKindChoices
 from registry.filtersets import ModelVersionFilterSet, RegisteredModelFilterSet
 from registry.forms import ModelVersionDescriptionForm, ModelVersionRegisterForm, ModelVersionTagsForm
@@ -23,6 +22,7 @@ from registry.models import ModelVersion, RegisteredModel
 from registry.tables import ModelVersionTable, RegisteredModelTable
 from studio.api.errors import PayloadTooLarge
 from studio.choices import RoleChoices
+from studio.errors import Invalid, Refused
 from studio.roles import has_role
 from studio.views import ObjectListView, StudioPageMixin
 
@@ -36,15 +36,8 @@ class RegisteredModelListView(ObjectListView):
     empty_template = "registry/inc/registeredmodel_empty.html"
 
     def get_queryset(self):
-        versions = ModelVersion.objects.filter(model=OuterRef("pk"))
-        latest = versions.filter(archived=False).order_by("-created_at", "-pk")
-        # Subqueries, not joins: the FilterSet joins versions itself, and a join here would multiply counts.
-        count = versions.order_by().values("model").annotate(n=Count("pk")).values("n")
-        return RegisteredModel.objects.annotate(
-            version_count=Coalesce(Subquery(count, output_field=IntegerField()), 0),
-            latest_version=Subquery(latest.values("version")[:1]),
-            latest_type=Subquery(latest.values("type")[:1]),
-        )
+        # The table summarizes the models of the page it shows (RegisteredModelTable).
+        return RegisteredModel.objects.all()
 
     def get_extra_context(self) -> dict:
         return {"model_total": RegisteredModel.objects.count()}
@@ -63,15 +56,17 @@ class RegisteredModelView(ObjectListView):
         return super().get(request)
 
     def get_queryset(self):
-        return self.model.versions.select_related("model", "created_by")
+        # The related manager hands each version this model, so no join (nor a query per row) for it.
+        return self.model.versions.select_related("created_by").order_by("-created_at", "-pk")
 
     def get_extra_context(self) -> dict:
         versions = self.model.versions
-        total, active = versions.count(), versions.filter(archived=False).count()
+        counts = versions.aggregate(all=Count("pk"), active=Count("pk", filter=Q(archived=False)))
+        counts["archived"] = counts["all"] - counts["active"]
         return {
             "object": self.model,
             "archived_filter": self.request.GET.get("archived", ""),
-            "counts": {"all": total, "active": active, "archived": total - active},
+            "counts": counts,
             "latest": versions.filter(archived=False).order_by("-created_at", "-pk").first(),
         }
 
@@ -112,6 +107,8 @@ class ModelVersionView(StudioPageMixin, View):
             "package_url": reverse(
                 "endpoints-api:modelversion-package", args=[found.model.name, found.version]
             ),
+            "profile": ModelVersionProfileView.context(found),
+            "optimize": ModelVersionOptimizeView.context(found),
             "tags_form": ModelVersionTagsForm(initial={"tags": found.tags}),
             "description_form": ModelVersionDescriptionForm(initial={"description": found.description}),
         }
@@ -204,6 +201,111 @@ class ModelVersionDeleteView(StudioPageMixin, View):
         if RegisteredModel.objects.filter(name=name).exists():
             return redirect("registry:registeredmodel", name)
         return redirect("registry:registeredmodel_list")
+
+
+class ModelJobPanelView(StudioPageMixin, View):
+    """A version's newest job of one kind as a card (htmx polls it while it runs); POST starts one with
+    the form's `fields`, and a refusal (bad input, or another job at work) shows on the card."""
+
+    template_name = ""
+    key = ""  # the name the template draws the context under, and the runner module's
+    kind = ""
+    started = ""  # the message once started, for a page without htmx
+
+    def asked(self, request: HttpRequest) -> dict:
+        raise NotImplementedError
+
+    def get(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        if not request.htmx:
+            return redirect(found)
+        return render(request, self.template_name, {"object": found, self.key: self.context(found)})
+
+    def post(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        found = _get_version(name, version)
+        asked = self.asked(request)
+        try:
+            with transaction.atomic():
+                RUNNERS[self.key].start(found, request.user, **asked)
+        except Refused as exc:
+            if not request.htmx:
+                messages.error(request, exc.message)
+                return redirect(found)
+            # A refusal of the request as a whole (another job at work) shows above the form.
+            errors = {"general" if key is None else key: texts for key, texts in exc.errors.items()}
+            context = {"object": found, self.key: self.context(found, errors=errors, asked=asked)}
+            # 400 whatever the refusal: the pages' htmx swaps in a 400's card, not a 409's.
+            return render(request, self.template_name, context, status=400)
+        if not request.htmx:
+            messages.success(request, self.started.format(version=found))
+            return redirect(found)
+        return render(request, self.template_name, {"object": found, self.key: self.context(found)})
+
+    @classmethod
+    def context(cls, version: ModelVersion, errors: dict | None = None, asked: dict | None = None) -> dict:
+        """What the card draws: the newest job of the kind, the form's values and errors, and what the
+        kind adds (extra_context)."""
+        from endpoints.jobs import latest_model_job
+        from endpoints.views import job_panel_context
+
+        return {
+            **job_panel_context(latest_model_job(version, cls.kind)),
+            **cls.extra_context(version, asked or {}),
+            "errors": errors or {},
+        }
+
+    @classmethod
+    def extra_context(cls, version: ModelVersion, asked: dict) -> dict:
+        return {}
+
+
+class ModelVersionProfileView(ModelJobPanelView):
+    template_name = "registry/inc/version_profile.html"
+    key, kind = "profile", "profile_model"
+    started = "Profiling {version}: the figures appear on this page when it ends."
+
+    def asked(self, request: HttpRequest) -> dict:
+        return {
+            "instance_types": request.POST.getlist("instance_types") or None,
+            "duration": request.POST.get("duration") or None,
+            "target_rps": request.POST.get("target_rps") or None,
+        }
+
+    @classmethod
+    def extra_context(cls, version: ModelVersion, asked: dict) -> dict:
+        from endpoints.targets.instance_types import INSTANCE_TYPES
+
+        chosen = asked.get("instance_types") or profile.DEFAULT_INSTANCE_TYPES
+        return {
+            "instance_types": [(size.name, size.name in chosen) for size in INSTANCE_TYPES.values()],
+            "duration": asked.get("duration") or f"{profile.DEFAULT_DURATION_S:g}s",
+            "target_rps": asked.get("target_rps") or "",
+        }
+
+
+class ModelVersionOptimizeView(ModelJobPanelView):
+    template_name = "registry/inc/version_optimize.html"
+    key, kind = "optimize", "optimize_model"
+    started = "Optimizing {version}: the result appears on this page when it ends."
+
+    def asked(self, request: HttpRequest) -> dict:
+        return {"tolerance": request.POST.get("tolerance") or None}
+
+    @classmethod
+    def extra_context(cls, version: ModelVersion, asked: dict) -> dict:
+        """Whether the version can be converted at all, and the tolerance asked."""
+        try:
+            optimize.optimizable(version)
+            refusal = ""
+        except Invalid as exc:
+            refusal = exc.message
+        return {
+            "refusal": refusal,
+            "tolerance": asked.get("tolerance") or f"{optimize.DEFAULT_TOLERANCE:g}",
+        }
+
+
+RUNNERS = {"profile": profile, "optimize": optimize}
 
 
 def _upload_problem(request: HttpRequest) -> tuple[str, int] | None:

@@ -26,3 +26,11 @@ class AuditActionChoices(models.TextChoices):
     SCORING_TOKEN_ISSUED = "scoring_token_issued", "got a scoring token"
     ROLE_CHANGED = "role_changed", "changed a role"
     PASSWORD_CHANGED = "password_changed", "changed a password"
+
+
+class WebhookDeliveryStateChoices(models.TextChoices):
+    PENDING = "pending", "pending"
+    SENDING = "sending", "sending"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"

@@ -318,3 +318,62 @@ CELERY_BEAT_SCHEDULE = {
     "discover-telemetry": {"task": "monitoring.tasks.discover_telemetry", "schedule": 600.0},
     "telemetry-retention": {"task": "monitoring.tasks.enforce_telemetry_retention", "schedule": 3600.0},
 }
+
+# Webhooks (studio/webhooks.py, studio/webhook_hosts.py): hosts and ports deliveries may reach (`*`, the
+# default: any public address on ports 80, 443, 8080, 8443; private, loopback and link-local addresses
+# only through an address or network entry, e.g. `10.0.0.0/8:9000`), attempts and backoff, and after how
+# long a subscription whose deliveries all fail is disabled.
+STUDIO_WEBHOOK_ALLOWED_HOSTS = env_list("STUDIO_WEBHOOK_ALLOWED_HOSTS", ["*"])
+try:
+    from studio.webhook_hosts import parse_entry
+
+    for _entry in STUDIO_WEBHOOK_ALLOWED_HOSTS:
+        parse_entry(_entry)
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"STUDIO_WEBHOOK_ALLOWED_HOSTS={','.join(STUDIO_WEBHOOK_ALLOWED_HOSTS)}: {exc}."
+    ) from None
+STUDIO_WEBHOOK_MAX_ATTEMPTS = env_int("STUDIO_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+STUDIO_WEBHOOK_RETRY_BASE_MS = env_int("STUDIO_WEBHOOK_RETRY_BASE_MS", 10000, minimum=0)
+STUDIO_WEBHOOK_TIMEOUT_S = env_int("STUDIO_WEBHOOK_TIMEOUT_S", 10, minimum=1)
+if STUDIO_WEBHOOK_TIMEOUT_S > 60:
+    raise ImproperlyConfigured(
+        f"STUDIO_WEBHOOK_TIMEOUT_S={STUDIO_WEBHOOK_TIMEOUT_S} is too large: it must be at most 60 (seconds)."
+    )
+STUDIO_WEBHOOK_DISABLE_AFTER_S = env_int("STUDIO_WEBHOOK_DISABLE_AFTER_S", 86400, minimum=60)
+# Lifecycle events (the activity feed and what webhooks carry) are deleted after this many days.
+STUDIO_EVENT_RETENTION_DAYS = env_int("STUDIO_EVENT_RETENTION_DAYS", 90, minimum=1)
+CELERY_BEAT_SCHEDULE["sweep-webhook-deliveries"] = {
+    "task": "studio.tasks.sweep_webhook_deliveries",
+    "schedule": 60.0,
+}
+CELERY_BEAT_SCHEDULE["event-retention"] = {"task": "studio.tasks.enforce_event_retention", "schedule": 3600.0}
+
+# Email (alert notifications): SMTP when EMAIL_HOST is set, else printed on the console (embedded mode).
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are both true: set one of them to false.")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "studio@localhost")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+# Alert rules are evaluated this often (monitoring.alerts); their windows are whole minutes.
+CELERY_BEAT_SCHEDULE["evaluate-alerts"] = {"task": "monitoring.tasks.evaluate_alerts", "schedule": 60.0}
+# Replica CPU and memory (monitoring.resources): a few samples a minute make each minute's figures.
+CELERY_BEAT_SCHEDULE["sample-resources"] = {"task": "monitoring.tasks.sample_resources", "schedule": 15.0}
+# Data drift monitors (monitoring.monitors): a run reads at most this many collected rows of its window
+# (and a baseline CSV may hold as many); due monitors are looked for every minute.
+STUDIO_DRIFT_MAX_ROWS = env_int("STUDIO_DRIFT_MAX_ROWS", 200_000, minimum=100)
+CELERY_BEAT_SCHEDULE["run-drift-monitors"] = {"task": "monitoring.tasks.run_due_monitors", "schedule": 60.0}
+# Alert emails go to the team's users (any address with a Studio role); an Admin allows more, by domain,
+# e.g. "example.com,oncall.example.net" (monitoring.alerts).
+STUDIO_ALERT_EMAIL_DOMAINS = env_list("STUDIO_ALERT_EMAIL_DOMAINS", [])

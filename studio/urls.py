@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("registry.api.urls")),
     path("", include("endpoints.api.urls")),
     path("", include("monitoring.api.urls")),
+    path("", include("studio.api.urls")),
 ]
 
 urlpatterns = [

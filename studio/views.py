@@ -17,7 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from registry.models import ModelVersion, RegisteredModel
 from studio.choices import AuditActionChoices, RoleChoices
-from studio.models import AccessToken, AuditEvent, audit
+from studio.models import AccessToken, AuditEvent, Event, audit
 from studio.roles import has_role
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -77,6 +77,7 @@ class DashboardView(StudioPageMixin, TemplateView):
             week_count=versions.filter(created_at__gte=week_ago).count(),
             recent_versions=versions.select_related("model", "created_by").order_by("-created_at", "-pk")[:6],
             activity=AuditEvent.objects.select_related("actor")[: self.recent_count],
+            lifecycle_events=Event.objects.public()[: self.recent_count],
         )
         return context
 

@@ -6,6 +6,7 @@ from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
 
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -18,6 +19,7 @@ class JobSerializer(serializers.ModelSerializer):
             "progress",
             "events",
             "error",
+            "result",
             "task_id",
             "attempts",
             "heartbeat_at",
@@ -27,6 +29,10 @@ class JobSerializer(serializers.ModelSerializer):
             "url",
         ]
         read_only_fields = fields
+
+    def get_result(self, job) -> dict:
+        """What the job produced; what it holds on the host while it runs (pids, paths) stays inside."""
+        return {key: value for key, value in job.result.items() if key != "held"}
 
     def get_url(self, job) -> str:
         path = reverse("endpoints-api:job-detail", args=[job.pk])

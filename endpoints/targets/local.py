@@ -187,7 +187,9 @@ class LocalTarget:
         runtime = environments.resolve(deployment, log)
         return Prepared(runtime.python, model_dir, code_dir, warnings=runtime.warnings)
 
-    def start(self, replica, launch: ReplicaLaunch) -> None:
+    def start(self, replica, launch: ReplicaLaunch, on_handle=None) -> None:
+        """As Target.start; `on_handle(replica)`, where given, records the handle instead of the replica's
+        row (a replica that serves no deployment: a profile's, recorded on its job)."""
         guard = isolation.status()
         if not guard.may_start:
             raise ReplicaFailed(
@@ -238,7 +240,10 @@ class LocalTarget:
         }
         # On the row at once: a worker killed while the replica starts leaves a process the next pass
         # finds (and adopts or stops), never one that nothing knows.
-        type(replica).objects.filter(pk=replica.pk).update(handle=replica.handle)
+        if on_handle is not None:
+            on_handle(replica)
+        else:
+            type(replica).objects.filter(pk=replica.pk).update(handle=replica.handle)
         try:
             port = _bound_port(port_file, started.pid, started.start, launch.log_path)
         except ReplicaFailed:

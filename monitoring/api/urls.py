@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring.api import views
+from monitoring.api import alerts, drift, views
 
 app_name = "monitoring-api"
 
@@ -9,5 +9,36 @@ urlpatterns = [
         "online-endpoints/<str:name>/metrics/",
         views.OnlineEndpointMetricsView.as_view(),
         name="onlineendpoint-metrics",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/alerts/",
+        alerts.AlertRuleViewSet.as_view({"get": "list", "post": "create"}),
+        name="alertrule-list",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/alerts/<int:pk>/",
+        alerts.AlertRuleViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="alertrule-detail",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/alerts/<int:pk>/history/",
+        alerts.AlertEventListView.as_view(),
+        name="alertrule-history",
+    ),
+    path("online-endpoints/<str:name>/monitors/", drift.MonitorListView.as_view(), name="monitor-list"),
+    path(
+        "online-endpoints/<str:name>/monitors/<int:pk>/",
+        drift.MonitorDetailView.as_view(),
+        name="monitor-detail",
+    ),
+    path(
+        "online-endpoints/<str:name>/monitors/<int:pk>/run/",
+        drift.MonitorRunView.as_view(),
+        name="monitor-run",
+    ),
+    path(
+        "online-endpoints/<str:name>/monitors/<int:pk>/runs/",
+        drift.MonitorRunListView.as_view(),
+        name="monitor-runs",
     ),
 ]

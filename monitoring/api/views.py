@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from endpoints.models import OnlineEndpoint
 from monitoring.api.serializers import EndpointMetricsSerializer, MetricsQuerySerializer
 from monitoring.prometheus import exposition
-from monitoring.queries import endpoint_metrics
+from monitoring.queries import INTERVALS, endpoint_metrics
 
 
 class OnlineEndpointMetricsView(APIView):
@@ -23,7 +23,7 @@ class OnlineEndpointMetricsView(APIView):
             OpenApiParameter("deployment", str, description="one deployment; all when omitted"),
             OpenApiParameter("start", str, description="ISO 8601; default: an hour before end"),
             OpenApiParameter("end", str, description="ISO 8601; default: now"),
-            OpenApiParameter("interval", str, enum=["1m", "5m", "1h", "1d"], description="default 1m"),
+            OpenApiParameter("interval", str, enum=list(INTERVALS), description="default 1m"),
         ],
         responses=EndpointMetricsSerializer,
     )

@@ -168,18 +168,18 @@ class RegisterModelSerializer(serializers.Serializer):
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):
-    latest_version = serializers.SerializerMethodField()
-    version_count = serializers.IntegerField(source="versions.count", read_only=True)
+    """A model as `RegisteredModel.objects.with_summary()` gives it: its count and latest come with it."""
+
+    latest_version = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The newest version that is not archived"
+    )
+    version_count = serializers.IntegerField(read_only=True)
     url = serializers.SerializerMethodField()
 
     class Meta:
         model = RegisteredModel
         fields = ["name", "description", "latest_version", "version_count", "created_at", "updated_at", "url"]
         read_only_fields = fields
-
-    def get_latest_version(self, obj) -> str | None:
-        latest = obj.versions.filter(archived=False).order_by("-created_at", "-pk").first()
-        return latest.version if latest else None
 
     def get_url(self, obj) -> str:
         path = reverse("registry-api:modelversion-list", args=[obj.name])

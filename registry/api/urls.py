@@ -22,6 +22,16 @@ urlpatterns = [
     path("models/<str:model_name>/versions/", versions, name="modelversion-list"),
     path("models/<str:model_name>/versions/<str:version>/", version, name="modelversion-detail"),
     path("models/<str:model_name>/versions/<str:version>/download", download, name="modelversion-download"),
+    path(
+        "models/<str:model_name>/versions/<str:version>/profile/",
+        views.ModelVersionProfileView.as_view(),
+        name="modelversion-profile",
+    ),
+    path(
+        "models/<str:model_name>/versions/<str:version>/optimize/",
+        views.ModelVersionOptimizeView.as_view(),
+        name="modelversion-optimize",
+    ),
     path("environments/", environments, name="environment-list"),
     path(
         "environments/<str:env_name>/versions/<str:version>/",

@@ -5,8 +5,9 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from registry import services
+from registry import optimize, profile, services
 from registry.api.serializers import (
     EnvironmentVersionSerializer,
     EnvironmentVersionUpdateSerializer,
@@ -31,12 +32,20 @@ def _refused(exc: services.RegistrationError):
 class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Registered models by name; POST registers a new version (multipart)."""
 
-    queryset = RegisteredModel.objects.prefetch_related("versions")
     serializer_class = RegisteredModelSerializer
     filterset_class = RegisteredModelFilterSet
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        # A list is paged first and summarized after (paginate_queryset); one model is summarized at once.
+        models = RegisteredModel.objects.all()
+        return models if self.action == "list" else models.with_summary()
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        return None if page is None else RegisteredModel.objects.summarize(page)
 
     @extend_schema(request=RegisterModelSerializer, responses={201: ModelVersionSerializer})
     def create(self, request):
@@ -91,8 +100,12 @@ class ModelVersionViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return ModelVersion.objects.none()
-        return ModelVersion.objects.filter(model__name=self.kwargs["model_name"]).select_related(
-            "model", "created_by"
+        # Newest first without the default ordering's join on the model's name: they all have the same.
+        return (
+            ModelVersion.objects.filter(model__name=self.kwargs["model_name"])
+            .select_related("model", "created_by")
+            .prefetch_related("deployments__endpoint")
+            .order_by("-created_at", "-pk")
         )
 
     def list(self, request, *args, **kwargs):
@@ -213,3 +226,104 @@ class EnvironmentVersionViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMi
         if not environment.versions.exists():
             environment.delete()
         audit(self.request.user, AuditActionChoices.DELETED, "environment", label)
+
+
+def job_accepted(job, body: dict, request) -> Response:
+    """A 202 for a model job just started: `body`, the job, and its address in Location."""
+    from endpoints.api.serializers import JobSerializer
+
+    job.refresh_from_db()
+    answer = {**body, "job": JobSerializer(job, context={"request": request}).data}
+    response = Response(answer, status=status.HTTP_202_ACCEPTED)
+    response["Location"] = answer["job"]["url"]
+    return response
+
+
+class ModelJobView(APIView):
+    """A model version's job of one kind (Contributors start it): POST starts one with the settings
+    (`accepts`) the runner's `start` takes, answered 202 with the job; GET answers the newest one."""
+
+    action = ""  # the URL's last word, and the key naming the version in the 202's body
+    kind = ""
+    runner = None  # the module whose start(version, user, **accepted) records the job
+    accepts: tuple[str, ...] = ()
+    accepted_extra: dict = {}
+    never_done = ""
+
+    def post(self, request, model_name: str, version: str):
+        body = request.data if isinstance(request.data, dict) else {}
+        unknown = sorted(set(body) - set(self.accepts))
+        if unknown:
+            article = "an" if self.action[0] in "aeiou" else "a"
+            raise ValidationError({name: [f"is not {article} {self.action} setting."] for name in unknown})
+        with transaction.atomic():
+            found = find_version(ModelVersion.objects.select_related("model"), model_name, version)
+            job = self.runner.start(found, request.user, **body)
+        return job_accepted(job, {self.action: str(found), **self.accepted_extra}, request)
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, model_name: str, version: str):
+        from endpoints.api.serializers import JobSerializer
+        from endpoints.jobs import latest_model_job
+
+        found = find_version(ModelVersion.objects.select_related("model"), model_name, version)
+        job = latest_model_job(found, self.kind)
+        if job is None:
+            raise NotFound(f"{found} has {self.never_done}; POST to this URL to start it.")
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class ModelVersionProfileView(ModelJobView):
+    """Profile a model version (Contributors): a job that measures it under instance types' limits and
+    recommends how to deploy it. GET answers the version's newest profile job."""
+
+    action, kind, runner = "profile", "profile_model", profile
+    accepts = ("instance_types", "duration", "target_rps", "request")
+    never_done = "not been profiled"
+
+    @extend_schema(
+        request={
+            "application/json": {
+                "type": "object",
+                "properties": {
+                    "instance_types": {"type": "array", "items": {"type": "string"}},
+                    "duration": {"type": "string", "description": "per load level: 20s, 500ms, 1m"},
+                    "target_rps": {"type": "number"},
+                    "request": {"type": "object", "description": "a scoring request's body"},
+                },
+            }
+        },
+        responses={202: dict},
+    )
+    def post(self, request, model_name: str, version: str):
+        return super().post(request, model_name, version)
+
+
+class ModelVersionOptimizeView(ModelJobView):
+    """Optimize a model version (Contributors): a job converts it to ONNX, checks that it answers as the
+    original does, and registers it as the model's next version. GET answers the newest optimize job."""
+
+    action, kind, runner = "optimize", "optimize_model", optimize
+    accepts = ("to", "tolerance", "request")
+    accepted_extra = {"to": "onnx"}
+    never_done = "not been optimized"
+
+    @extend_schema(
+        request={
+            "application/json": {
+                "type": "object",
+                "properties": {
+                    "to": {"enum": list(optimize.TARGETS)},
+                    "tolerance": {
+                        "type": "number",
+                        "description": "how far a converted score may be from the original's: "
+                        "|onnx - original| <= tolerance x max(1, |original|); labels must be equal",
+                    },
+                    "request": {"type": "object", "description": "a scoring request's body to check on"},
+                },
+            }
+        },
+        responses={202: dict},
+    )
+    def post(self, request, model_name: str, version: str):
+        return super().post(request, model_name, version)

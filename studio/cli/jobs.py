@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from studio.cli import output
 from studio.cli.errors import CliError
@@ -58,4 +61,35 @@ def follow(client: Client, job: dict, label: str, *, wait: bool = True) -> dict:
             job = client.get(f"/jobs/{job['id']}/")
     if job["state"] == "failed":
         raise CliError(f"{label} failed (job {job['id']}): {job.get('error') or 'no reason was given.'}")
+    return job
+
+
+def model_job(
+    client: Client,
+    name: str,
+    version: str,
+    action: str,
+    body: dict,
+    request_file: Path | None,
+    *,
+    label: str,
+    wait: bool,
+    output_format: str,
+    show: Callable[[dict], None],
+) -> dict:
+    """Start a model version's job (`action`: optimize, profile) with `body`, the request file's text as
+    its `request`; follow it as `label` and print it: the job as JSON, or `show(job)` once it succeeded."""
+    if request_file is not None:
+        try:
+            # Sent as written: the server says what is wrong with it, as it would for any client.
+            body = {**body, "request": request_file.read_text()}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"Cannot read {request_file}: {exc}.") from None
+    path = f"/models/{quote(name, safe='')}/versions/{quote(version, safe='')}/{action}/"
+    accepted = client.request("POST", path, json=body)
+    job = follow(client, accepted["job"], f"{label} {accepted[action]}", wait=wait)
+    if output_format == "json":
+        output.emit_json(job)
+    elif job.get("state") == "succeeded":
+        show(job)
     return job

@@ -7,12 +7,14 @@ import os
 import click
 
 from studio.cli import output
+from studio.cli.alert import alert
 from studio.cli.config import Config, normalize_url, save_config
 from studio.cli.deployment import online_deployment
 from studio.cli.endpoint import online_endpoint
 from studio.cli.environment import environment
 from studio.cli.errors import CliError
 from studio.cli.model import model
+from studio.cli.webhook import webhook
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -100,6 +102,8 @@ cli.add_command(model)
 cli.add_command(environment)
 cli.add_command(online_endpoint)
 cli.add_command(online_deployment)
+cli.add_command(alert)
+cli.add_command(webhook)
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ import click
 
 from studio.cli import output
 from studio.cli.errors import CliError
+from studio.cli.optimize import optimize
 from studio.cli.options import parse_pairs, pass_client
+from studio.cli.profile import profile
 from studio.cli.specs import load_spec
 
 if TYPE_CHECKING:
@@ -79,6 +81,10 @@ def _emit_version(version: dict, out: str) -> None:
 @click.group()
 def model() -> None:
     """Register, find, tag, download, archive and delete model versions."""
+
+
+model.add_command(profile)
+model.add_command(optimize)
 
 
 def _registration(
