@@ -19,6 +19,7 @@ import importlib.metadata
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from packaging.utils import canonicalize_name
 from endpoints import isolation
 from endpoints.targets.base import BuildFailed
 from registry import requirements as checked
-from serving import sandbox
+from serving import processes, sandbox
 from serving.loaders import native_flavor
 from studio.errors import Refused
 
@@ -178,11 +179,15 @@ class BuildCommand:
     cwd: Path
     policy: sandbox.Policy | None = None
 
-    def start(self, output) -> subprocess.Popen:
-        """Start it, its output and errors into `output` (a file, or subprocess.PIPE: bytes)."""
+    def start(self, output, new_session: bool = False) -> subprocess.Popen:
+        """Start it, its output and errors into `output` (a file, or subprocess.PIPE: bytes). With
+        `new_session`, in a session of its own (so its whole group can be killed) that, unsandboxed, is
+        killed when this process dies (a sandbox's change of uid clears that: supervision kills it)."""
         if self.policy is not None:
             target = output if output == subprocess.PIPE else output.fileno()
-            return sandbox.spawn(self.policy, self.argv, self.env, str(self.cwd), output=target)
+            return sandbox.spawn(
+                self.policy, self.argv, self.env, str(self.cwd), output=target, new_session=new_session
+            )
         return subprocess.Popen(
             self.argv,
             stdout=output,
@@ -190,6 +195,8 @@ class BuildCommand:
             stdin=subprocess.DEVNULL,
             env=self.env,
             cwd=self.cwd,
+            start_new_session=new_session,
+            preexec_fn=processes.parent_death_signal(signal.SIGKILL) if new_session else None,  # noqa: PLW1509
         )
 
 

@@ -18,7 +18,6 @@ differences, for the API, the CLI and the page.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import math
@@ -52,7 +51,6 @@ CONVERTER_SIZE = "Standard_DS1_v2"
 MAX_REPORT_BYTES = 64 * 1024
 LOG_TAIL_BYTES = 16 * 1024
 MAX_DEPTH = 32
-_PR_SET_PDEATHSIG = 1
 
 
 def optimizable(version: ModelVersion) -> None:
@@ -146,32 +144,6 @@ def _converter(home: Path, source: Path, tolerance: float, request: str | None):
     return BuildCommand(argv, env, home, policy)
 
 
-def _die_with_parent() -> None:
-    """In the converter, before it runs: killed when the worker that started it dies. (A sandboxed
-    converter changes uid, which clears this; supervision kills its group instead.)"""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _spawn(command, out) -> subprocess.Popen:
-    """Start the converter in a session of its own (so its whole group can be killed), output to `out`."""
-    from serving import sandbox
-
-    if command.policy is not None:
-        return sandbox.spawn(
-            command.policy, command.argv, command.env, str(command.cwd), output=out.fileno(), new_session=True
-        )
-    return subprocess.Popen(
-        command.argv,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=command.env,
-        cwd=command.cwd,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 (no lock is taken: one prctl call)
-    )
-
-
 def _run(job, log, command, out) -> tuple[int, bool]:
     """Run the converter to its end under CONVERTER_SIZE, heartbeating; its exit code and whether it ran
     out of memory. Its whole process group is killed before this returns, whatever happened."""
@@ -181,7 +153,7 @@ def _run(job, log, command, out) -> tuple[int, bool]:
     from serving import processes
 
     size, _ = limits.fitted(sizes.lookup(CONVERTER_SIZE))
-    process = _spawn(command, out)
+    process = command.start(out, new_session=True)
     hold(job, group={"pid": process.pid, "start": processes.start_ticks(process.pid)})
     confinement = None
     try:

@@ -10,6 +10,9 @@ Django-free, like the rest of `serving`, so the model server's side and the cont
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from pathlib import Path
 
 _STATE, _PGRP, _START = 0, 2, 19  # indexes into `stat`'s fields (field 3 is index 0)
@@ -51,3 +54,30 @@ def group(pgid: int) -> list[int]:
 def live_group(pgid: int) -> list[int]:
     """The processes of group `pgid` that still run (zombies left out: they wait only for a reaper)."""
     return [pid for pid in group(pgid) if (fields := stat(pid)) and fields[_STATE] != "Z"]
+
+
+def parent_death_signal(signum: int):
+    """A `preexec_fn` that has the kernel send the child `signum` when this process dies, however it dies.
+
+    Linux's PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: children
+    must be started from the main thread, or they would be stopped with a helper thread. A child that
+    changes its uid (a sandbox) loses it. None where prctl is missing: the caller's own records of its
+    children must then let it clean up."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def die_with_parent() -> None:
+        # Runs in the child between fork and exec: nothing here may take a lock another thread held.
+        prctl(pr_set_pdeathsig, int(signum), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)  # the parent died before the signal was armed: it will never be sent
+
+    return die_with_parent

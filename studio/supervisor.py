@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import fcntl
 import importlib.util
 import json
@@ -119,32 +118,6 @@ def _runnable(name: str) -> bool:
     return spec is not None
 
 
-def _parent_death_signal():
-    """A `preexec_fn` that has the kernel send the child SIGTERM when this process dies, however it dies.
-
-    Linux's PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: children
-    must be started from the main thread (Supervisor.run does), or they would be stopped with a helper
-    thread. None where prctl is missing; the record of children still lets the next start clean up."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-
-    def die_with_parent() -> None:
-        # Runs in the child between fork and exec: nothing here may take a lock another thread held.
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)  # the parent died before the signal was armed: it will never be sent
-
-    return die_with_parent
-
-
 @dataclass
 class Child:
     program: Program
@@ -171,7 +144,7 @@ class Child:
             errors="replace",
             bufsize=1,
             start_new_session=True,  # its own process group: see the module docstring
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=processes.parent_death_signal(signal.SIGTERM),
         )
         self.tail.clear()
         self.reader = threading.Thread(target=self._pump, args=(self.process,), daemon=True)
@@ -283,7 +256,7 @@ class Supervisor:
         """Start the children and keep them running until asked to stop, then stop them.
 
         Call from the main thread: every child is started by the thread that runs this (see
-        `_parent_death_signal`)."""
+        `serving.processes.parent_death_signal`)."""
         for child in self.children:
             child.start()
         self._record()
