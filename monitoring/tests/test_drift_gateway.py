@@ -7,7 +7,7 @@ well under the default thresholds (PSI about 0.03, Jensen-Shannon 0.07, Wasserst
 hundreds of trials), while the moved features score many times over them.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import numpy as np
@@ -69,7 +69,12 @@ def _phase(session: httpx.Client, uri: str, headers: dict, rng, *, shifted: bool
         }
         response = session.post(uri, json=body, headers=headers)
         assert response.status_code == 200, response.text
-    return start, datetime.now(UTC).isoformat()
+    end = datetime.now(UTC)
+    # The gateway stamps a payload to the millisecond, cut down: one the next phase sends within this
+    # millisecond would fall inside this span. So the next phase begins in the next millisecond.
+    next_millisecond = end.replace(microsecond=end.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+    assert until(lambda: datetime.now(UTC) >= next_millisecond, timeout=1, every=0.001)
+    return start, end.isoformat()
 
 
 def _drift_events(client) -> list[dict]:
