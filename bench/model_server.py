@@ -4,7 +4,8 @@ Three real MLflow scikit-learn models, each saved by MLflow itself:
 - `array`: LogisticRegression fitted on a numpy array (digits, 64 double columns);
 - `frame`: the same fitted on a pandas DataFrame, as models usually are, so it carries feature names;
 - `pipeline`: a Pipeline whose ColumnTransformer scales 10 numeric columns and one-hot encodes two string
-  columns by name, then LogisticRegression: a model that must be given DataFrames.
+  columns by name, then LogisticRegression: scikit-learn's own predict wants a DataFrame of it, which
+  Studio serves from the request's columns (`serving.loaders.column_arrays`).
 Each is served in turn by
 - Studio's server (2 workers), without and with adaptive batching,
 - `mlflow models serve --env-manager local -w 2`,
@@ -85,9 +86,9 @@ def _median_s(call, *args) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _studio_in_process_s(case: Case) -> float:
+def _studio_in_process_s(case: Case) -> tuple[float, str]:
     """What Studio's model server spends on one request in its worker, HTTP aside: parse, check,
-    predict and render, as the worker does."""
+    predict and render, as the worker does; and how the table reaches the model (its input path)."""
     from serving.mlflow_model import MlflowScorer
 
     scorer = MlflowScorer(case.model)
@@ -95,7 +96,8 @@ def _studio_in_process_s(case: Case) -> float:
     reply = scorer.score_many([scorer.parse(case.body)])[0]
     if isinstance(reply, Exception) or json.loads(reply.body) != {"predictions": case.expected}:
         raise RuntimeError(f"Studio's scorer answers {reply!r} in-process, not {case.expected}")
-    return _median_s(lambda: scorer.score_many([scorer.parse(case.body)]))
+    path = getattr(scorer.predictor, "input_path", "")
+    return _median_s(lambda: scorer.score_many([scorer.parse(case.body)])), path
 
 
 def _save(model, sample, predictions, path: Path) -> None:
@@ -425,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"(at most {ceiling:.0f} req/s on {WORKERS} workers for a server that calls it so)",
                 flush=True,
             )
+            in_process_s, path = _studio_in_process_s(case)
             print(
-                f"  studio in-process, per request:     {_studio_in_process_s(case) * 1e3:.2f} ms", flush=True
+                f"  studio in-process, per request:     {in_process_s * 1e3:.2f} ms ({path} path)", flush=True
             )
             specs = [_studio(case, batching=False), _mlflow(case), _studio(case, batching=True)]
             if case.name == "array":

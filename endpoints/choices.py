@@ -68,3 +68,14 @@ class ReplicaStateChoices(models.TextChoices):
     UNHEALTHY = "unhealthy", "Unhealthy"
     STOPPING = "stopping", "Stopping"
     FAILED = "failed", "Failed"
+
+
+class RolloutStateChoices(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+    ABORTED = "aborted", "Aborted"
+
+    @classmethod
+    def colour(cls, value: str) -> str:
+        return {cls.SUCCEEDED: "green", cls.ROLLED_BACK: "red", cls.ABORTED: "orange"}.get(value, "blue")

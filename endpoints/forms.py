@@ -6,6 +6,7 @@ refuse exactly what the API refuses, with the same words.
 """
 
 import json
+import re
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -16,6 +17,8 @@ from rest_framework.exceptions import APIException
 from endpoints import targets
 from endpoints.choices import AuthModeChoices, ProvisioningStateChoices, TargetChoices
 from endpoints.models import OnlineEndpoint, validate_endpoint_name
+from endpoints.specs import PROBE_DEFAULTS, REQUEST_SETTINGS_DEFAULTS
+from endpoints.targets import instance_types
 from registry.forms import FolderField, without_common_folder
 from registry.models import EnvironmentVersion, ModelVersion
 from studio import plainyaml
@@ -192,17 +195,21 @@ class EndpointStepForm(forms.Form):
 
 
 class ModelStepForm(forms.Form):
-    """Step 2: the registered model version to serve."""
+    """Step 2: the registered model version to serve, picked from a searchable list (`name:version`)."""
 
-    model = forms.ChoiceField(label="Model version", help_text="Archived versions are not offered.")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["model"].choices = [("", "Choose a model version")] + model_version_choices()
+    model = forms.CharField(
+        label="Model version",
+        max_length=200,
+        error_messages={"required": "Choose the model version to serve."},
+    )
 
     def clean_model(self) -> str:
         reference = self.cleaned_data["model"]
         self.version = resolve_version(reference)
+        if self.version.archived:
+            raise ValidationError(
+                f"{reference} is archived; restore it on its page, or choose an active version."
+            )
         return reference
 
 
@@ -356,22 +363,180 @@ class TargetStepForm(forms.Form):
         label="Instances",
         help_text="Replicas of the model server; each is its own process and port.",
     )
-    instance_type = forms.CharField(
+    instance_type = forms.ChoiceField(
         required=False,
-        max_length=64,
         label="Instance type",
         help_text="An Azure VM size: on the docker target it sets each container's CPU and memory limits; "
         "the local target runs a process per instance.",
-        widget=forms.TextInput(attrs={"placeholder": "Standard_DS3_v2", "spellcheck": "false"}),
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["instance_type"].choices = [("", "None (no limits)")] + [
+            (size.name, f"{size.name} · {size.cores:g} vCPU · {size.memory_gib:g} GiB")
+            for size in (instance_types.lookup(name) for name in instance_types.names())
+        ]
 
     def clean_target(self) -> str:
         target = self.cleaned_data["target"]
         try:
-            targets.get_target(target)
+            targets.check_usable(target)
         except targets.TargetUnavailable as exc:
             raise ValidationError(str(exc)) from None
         return target
+
+
+PROBES = (("liveness_probe", "Liveness probe"), ("readiness_probe", "Readiness probe"))
+PROBE_FIELDS = (
+    ("initial_delay", "Initial delay (s)"),
+    ("period", "Period (s)"),
+    ("timeout", "Timeout (s)"),
+    ("success_threshold", "Success threshold"),
+    ("failure_threshold", "Failure threshold"),
+)
+DEFAULT_SCALE, TARGET_UTILIZATION = "default", "target_utilization"
+SCALE_DEFAULTS = {
+    "min_instances": 1,
+    "max_instances": 3,
+    "polling_interval": 10,
+    "target_utilization_percentage": 70,
+}
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _number(label: str, initial: int, **kwargs) -> forms.IntegerField:
+    return forms.IntegerField(label=label, initial=initial, min_value=kwargs.pop("min_value", 1), **kwargs)
+
+
+class AdvancedStepForm(forms.Form):
+    """Step 5: the deployment's YAML settings beyond model, code and size, each with Azure's default.
+
+    `fields_body()` is the part of the deployment body these set, in the YAML's own shape, so the
+    deployment gets exactly what the same lines in a YAML file would give it.
+    """
+
+    request_timeout_ms = _number("Request timeout (ms)", REQUEST_SETTINGS_DEFAULTS["request_timeout_ms"])
+    max_concurrent_requests_per_instance = _number(
+        "Max concurrent requests per instance",
+        REQUEST_SETTINGS_DEFAULTS["max_concurrent_requests_per_instance"],
+    )
+    max_queue_wait_ms = _number(
+        "Max queue wait (ms)", REQUEST_SETTINGS_DEFAULTS["max_queue_wait_ms"], min_value=0
+    )
+    environment_variables = forms.CharField(
+        required=False,
+        label="Environment variables",
+        help_text="One NAME=value a line; the scoring script reads them with os.environ.",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "placeholder": "LOG_LEVEL=info"}),
+    )
+    scale_type = forms.ChoiceField(
+        choices=[
+            (DEFAULT_SCALE, choice("Fixed", "The instance count chosen on the Target step.")),
+            (
+                TARGET_UTILIZATION,
+                choice("Target utilization", "Between a minimum and a maximum, by CPU use."),
+            ),
+        ],
+        widget=forms.RadioSelect,
+        initial=DEFAULT_SCALE,
+        label="Scale",
+    )
+    min_instances = _number("Min instances", SCALE_DEFAULTS["min_instances"])
+    max_instances = _number("Max instances", SCALE_DEFAULTS["max_instances"])
+    polling_interval = _number("Polling interval (s)", SCALE_DEFAULTS["polling_interval"])
+    target_utilization_percentage = _number(
+        "Target CPU (%)", SCALE_DEFAULTS["target_utilization_percentage"], max_value=100
+    )
+    collect_inputs = forms.BooleanField(required=False, label="Collect model inputs (request bodies)")
+    collect_outputs = forms.BooleanField(required=False, label="Collect model outputs (response bodies)")
+    sampling_rate = forms.FloatField(
+        initial=1.0,
+        min_value=0.0,
+        max_value=1.0,
+        label="Sampling rate",
+        help_text="The share of requests whose bodies are kept, from 0 to 1.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for probe, title in PROBES:
+            for key, label in PROBE_FIELDS:
+                self.fields[f"{probe}-{key}"] = _number(f"{label}", PROBE_DEFAULTS[key])
+                self.fields[f"{probe}-{key}"].group = title
+
+    def probe_fields(self) -> list[tuple[str, list]]:
+        return [(title, [self[f"{probe}-{key}"] for key, _ in PROBE_FIELDS]) for probe, title in PROBES]
+
+    def clean_environment_variables(self) -> dict[str, str]:
+        variables: dict[str, str] = {}
+        for number, line in enumerate(self.cleaned_data["environment_variables"].splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, value = line.partition("=")
+            name = name.strip()
+            if not sep or not ENV_NAME_RE.match(name):
+                raise ValidationError(
+                    f"Line {number} is not NAME=value with a name of letters, digits and _ "
+                    f"(not starting with a digit): {line.strip()[:60]!r}."
+                )
+            variables[name] = value.strip()
+        return variables
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        low, high = cleaned.get("min_instances"), cleaned.get("max_instances")
+        if cleaned.get("scale_type") == TARGET_UTILIZATION and low and high and low > high:
+            self.add_error("max_instances", f"Must be at least the minimum ({low}).")
+        return cleaned
+
+    def fields_body(self) -> dict:
+        """The deployment YAML fields these answers set; a group left at its defaults is left out."""
+        data = self.cleaned_data
+        body: dict = {}
+        request = {key: data[key] for key in REQUEST_SETTINGS_DEFAULTS}
+        if request != REQUEST_SETTINGS_DEFAULTS:
+            body["request_settings"] = request
+        for probe, _ in PROBES:
+            values = {key: data[f"{probe}-{key}"] for key, _ in PROBE_FIELDS}
+            if values != PROBE_DEFAULTS:
+                body[probe] = values
+        if data["environment_variables"]:
+            body["environment_variables"] = data["environment_variables"]
+        if data["scale_type"] == TARGET_UTILIZATION:
+            body["scale_settings"] = {
+                "type": TARGET_UTILIZATION,
+                **{key: data[key] for key in SCALE_DEFAULTS},
+            }
+        collections = {
+            name: {"enabled": True}
+            for name, wanted in (
+                ("model_inputs", data["collect_inputs"]),
+                ("model_outputs", data["collect_outputs"]),
+            )
+            if wanted
+        }
+        if collections:
+            body["data_collector"] = {"collections": collections, "sampling_rate": data["sampling_rate"]}
+        return body
+
+    @classmethod
+    def initial_from(cls, body: dict) -> dict:
+        """The form's initial values for a `fields_body()` given before, to show a revisited step."""
+        initial: dict = {**(body.get("request_settings") or {})}
+        for probe, _ in PROBES:
+            for key, value in (body.get(probe) or {}).items():
+                initial[f"{probe}-{key}"] = value
+        variables = body.get("environment_variables") or {}
+        initial["environment_variables"] = "\n".join(f"{name}={value}" for name, value in variables.items())
+        scale = body.get("scale_settings") or {}
+        initial["scale_type"] = scale.get("type", DEFAULT_SCALE)
+        initial.update({key: scale[key] for key in SCALE_DEFAULTS if key in scale})
+        collector = body.get("data_collector") or {}
+        collections = collector.get("collections") or {}
+        initial["collect_inputs"] = "model_inputs" in collections
+        initial["collect_outputs"] = "model_outputs" in collections
+        initial["sampling_rate"] = collector.get("sampling_rate", 1.0)
+        return initial
 
 
 class TrafficStepForm(forms.Form):
@@ -425,10 +590,13 @@ class TrafficForm(forms.Form):
     def __init__(self, *args, endpoint: OnlineEndpoint, names: list[str], **kwargs):
         super().__init__(*args, **kwargs)
         self.endpoint = endpoint
+        problems = endpoint.serving_problems()
         for name in names:
             self.fields[f"traffic-{name}"] = forms.IntegerField(
                 min_value=0, max_value=100, label=name, initial=endpoint.traffic.get(name, 0)
             )
+            # Why a share given to this deployment would not be served; the card's total says so.
+            self.fields[f"traffic-{name}"].problem = problems.get(name, "")
         self.fields["mirror_deployment"].choices = [("", "No mirroring")] + [(name, name) for name in names]
         mirrored = next(
             ((name, percent) for name, percent in endpoint.mirror_traffic.items() if percent), None
@@ -457,9 +625,27 @@ class DeploymentEditForm(forms.Form):
     model = forms.ChoiceField(label="Model version")
     instance_count = forms.IntegerField(label="Instances")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, current: ModelVersion | None = None, **kwargs):
+        """`current` is the version the deployment serves: it is offered and chosen whatever its state,
+        so a form sent with only the instances changed keeps the model (archived versions are not
+        offered otherwise)."""
         super().__init__(*args, **kwargs)
-        self.fields["model"].choices = model_version_choices()
+        groups = model_version_choices()
+        if current is not None:
+            self.initial.setdefault("model", str(current))
+            offered = {value for _, options in groups for value, _ in options}
+            if str(current) not in offered:
+                label = (
+                    f"{current.model.name} · version {current.version} · {current.get_type_display()}"
+                    f"{' · archived' if current.archived else ''} (serving now)"
+                )
+                group = next((options for name, options in groups if name == current.model.name), None)
+                if group is None:
+                    groups.append((current.model.name, [(str(current), label)]))
+                    groups.sort(key=lambda item: item[0])
+                else:
+                    group.insert(0, (str(current), label))
+        self.fields["model"].choices = groups
 
     def clean_model(self) -> str:
         reference = self.cleaned_data["model"]

@@ -130,6 +130,10 @@ def _interpreter_roots(python: str) -> list[str]:
     environment = Path(python).parent.parent
     if environment.parent == Path(settings.STUDIO_HOME) / "envs":
         roots.add(str(environment))
+        from endpoints.environments import base_of  # the Python it was made from, as Studio recorded it
+
+        if base := base_of(environment):
+            roots.add(base)
     return sorted(roots)
 
 

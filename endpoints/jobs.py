@@ -171,6 +171,10 @@ def release_held(held: dict) -> None:
 
     if held.get("replica"):
         LocalTarget().stop(SimpleNamespace(handle=held["replica"]))
+    if held.get("container"):  # a profile's container on the Docker engine
+        from registry.profile_docker import remove_container
+
+        remove_container(held["container"])
     group = held.get("group") or {}
     if group and processes.running(group["pid"], group["start"]):
         with contextlib.suppress(ProcessLookupError):

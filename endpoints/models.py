@@ -17,6 +17,7 @@ from endpoints.choices import (
     JobStateChoices,
     ProvisioningStateChoices,
     ReplicaStateChoices,
+    RolloutStateChoices,
     TargetChoices,
 )
 
@@ -70,23 +71,33 @@ class OnlineEndpoint(models.Model):
     def openapi_uri(self) -> str:
         return f"{settings.STUDIO_GATEWAY_URL.rstrip('/')}/endpoints/{self.name}/swagger.json"
 
+    def serving_problems(self) -> dict[str, str]:
+        """Deployments that cannot serve as configured, by name, with why in words that follow their
+        name: no ready replica, or a last change that failed (an older revision, or nothing, serves)."""
+        problems = {}
+        for deployment in self.deployments.all():
+            failed = deployment.provisioning_state == ProvisioningStateChoices.FAILED
+            if not deployment.ready_replicas:
+                problems[deployment.name] = (
+                    "failed and has no ready replica" if failed else "has no ready replica"
+                )
+            elif failed:
+                problems[deployment.name] = (
+                    f"its last change failed; revision {deployment.serving_revision} still serves"
+                )
+        return problems
+
     @property
     def health_reasons(self) -> list[str]:
         """Why the endpoint cannot serve as configured: live traffic that goes to a deployment with no
         ready replica, or to one whose last change failed (it serves an older revision, or nothing)."""
+        problems = self.serving_problems()
         reasons = []
-        deployments = {d.name: d for d in self.deployments.all()}
         for name, percent in sorted(self.traffic.items()):
-            deployment = deployments.get(name)
-            if not percent or deployment is None:
+            if not percent or name not in problems:
                 continue
-            if not deployment.ready_replicas:
-                reasons.append(f"{name} takes {percent}% of traffic but has no ready replica.")
-            elif deployment.provisioning_state == ProvisioningStateChoices.FAILED:
-                reasons.append(
-                    f"{name} takes {percent}% of traffic and its last change failed; revision "
-                    f"{deployment.serving_revision} still serves."
-                )
+            joint = "but" if "no ready replica" in problems[name] else "and"
+            reasons.append(f"{name} takes {percent}% of traffic {joint} {problems[name]}.")
         return reasons
 
     @property
@@ -370,3 +381,65 @@ class CodeSnapshot(models.Model):
     @property
     def storage_prefix(self) -> str:
         return f"code/{self.digest}"
+
+
+class Rollout(models.Model):
+    """A progressive rollout of one deployment (endpoints/rollouts.py): the intent, and how far it got.
+
+    The row is the whole state: the steps asked for, the step in progress and when its window opened,
+    the split to restore, and each finished step's measured figures. Whoever drives it (a worker, the
+    sweep after a restart) reads the row and goes on from there."""
+
+    endpoint = models.ForeignKey(OnlineEndpoint, on_delete=models.CASCADE, related_name="rollouts")
+    deployment = models.CharField(max_length=32)
+    # Shares of live traffic for the new deployment, ascending, the last one 100; a shadow step (mirrored
+    # requests only, no client sees the new version) comes first when `shadow` is set.
+    steps = models.JSONField()
+    shadow = models.BooleanField(default=False)
+    interval_s = models.FloatField()
+    # {max_error_rate_pct, max_p99_ms, min_agreement_pct}: each optional.
+    slo = models.JSONField(default=dict, blank=True)
+    state = models.CharField(
+        max_length=16,
+        choices=RolloutStateChoices.choices,
+        default=RolloutStateChoices.RUNNING,
+    )
+    # Index into the step list (the shadow step, when asked for, is index 0).
+    current_step = models.PositiveSmallIntegerField(default=0)
+    # The traffic this step asked for, once written (None: not written yet); its window opens when every
+    # live gateway applied it (`step_started_at`).
+    step_traffic = models.JSONField(null=True, blank=True)
+    step_mirror = models.JSONField(null=True, blank=True)
+    step_version = models.PositiveBigIntegerField(null=True, blank=True)
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    previous_traffic = models.JSONField(default=dict)
+    previous_mirror = models.JSONField(default=dict, blank=True)
+    # One entry per judged step: {step, share, start, end, requests, errors, error_rate_pct, p99_ms, ...,
+    # breaches}.
+    figures = models.JSONField(default=list, blank=True)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint"],
+                condition=models.Q(state=RolloutStateChoices.RUNNING),
+                name="one_running_rollout_per_endpoint",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"rollout {self.pk} of {self.endpoint.name}/{self.deployment}"
+
+    @property
+    def step_names(self) -> list[str]:
+        return (["shadow"] if self.shadow else []) + [f"{share}%" for share in self.steps]
+
+    @property
+    def finished(self) -> bool:
+        return self.state != RolloutStateChoices.RUNNING

@@ -52,6 +52,8 @@ MAX_ATTEMPTS = 3
 MAX_PASSES = 10
 # Pass records kept per deployment.
 KEEP_PASSES = 20
+# Beyond the readiness probe's budget, what a cluster may take to schedule pods and pull their image.
+CLUSTER_START_S = 600
 # Lines of a failed container's log kept after it is removed.
 KEPT_LOG_LINES = 2000
 # What a revision's replicas run, kept when it converges: restarts after a failed update use it.
@@ -329,13 +331,16 @@ def _converge(deployment: OnlineDeployment, log: PassLog) -> str:
         prepared = target.prepare(deployment, model_dir, code_dir, log)
         for warning in prepared.warnings:
             log(warning, level="warning")
-        _bring_up(deployment, deployment.revision, deployment.instance_count, target, prepared, log)
-        leaving = [
-            r
-            for r in deployment.replicas.all()
-            if r.revision != deployment.revision or r.index >= deployment.instance_count
-        ]
-        _retire(leaving, target, log)
+        if getattr(target, "manages_replicas", False):
+            _roll_out_on_cluster(deployment, target, prepared, log)
+        else:
+            _bring_up(deployment, deployment.revision, deployment.instance_count, target, prepared, log)
+            leaving = [
+                r
+                for r in deployment.replicas.all()
+                if r.revision != deployment.revision or r.index >= deployment.instance_count
+            ]
+            _retire(leaving, target, log)
     except leases.LeaseLost:
         raise
     except (DeploymentFailed, *CONVERGE_ERRORS) as exc:
@@ -371,6 +376,57 @@ def _bring_up(deployment, revision: int, count: int, target, prepared: Prepared,
         wait_ready(target, replica, _readiness_timeout(deployment), log)
         _publish(replica)
         log(f"Replica {replica.replica_id} is ready.", progress=40 + int(50 * number / len(waiting)))
+
+
+def _roll_out_on_cluster(deployment, target, prepared: Prepared, log) -> None:
+    """A target whose cluster runs the replicas (kubernetes): apply the objects, watch the rollout the
+    cluster does (new pods ready before old ones leave), then route to the pods that serve."""
+    log(f"Applying the deployment's objects on the {target.name} target.", progress=30)
+    target.apply(deployment, prepared, log)
+    timeout = _readiness_timeout(deployment) + CLUSTER_START_S
+    pods = target.wait_rolled_out(deployment, deployment.revision, timeout, log)
+    sync_cluster_replicas(deployment, target, pods, deployment.revision, image=prepared.image)
+    log(f"{len(pods)} pod(s) of revision {deployment.revision} are ready.", progress=90)
+
+
+def sync_cluster_replicas(deployment, target, pods: list[dict], revision: int, image: str = "") -> bool:
+    """Make the replica rows the serving pods of `revision` (one row a pod, at the address the gateway
+    uses); True when the route table changed. The cluster has already removed the pods that left."""
+    wanted = {index: (pod, url) for index, (pod, url) in enumerate(target.addresses(deployment, pods))}
+    changed = False
+    with transaction.atomic():
+        rows = {
+            (r.revision, r.index): r
+            for r in Replica.objects.select_for_update().filter(deployment=deployment)
+        }
+        # The image the pods run, kept on the rows so a failed update can apply this revision again.
+        image = image or next((r.handle["image"] for r in rows.values() if (r.handle or {}).get("image")), "")
+        for (row_revision, index), row in rows.items():
+            if row_revision != revision or index not in wanted:
+                row.delete()
+                changed = True
+        for index, (pod, url) in wanted.items():
+            row = rows.get((revision, index))
+            handle = {"pod": pod, "image": image}
+            if (
+                row is None
+                or row.url != url
+                or row.handle != handle
+                or row.state != ReplicaStateChoices.READY
+            ):
+                ready = {
+                    "url": url,
+                    "handle": handle,
+                    "state": ReplicaStateChoices.READY,
+                    "drain_version": None,
+                }
+                Replica.objects.update_or_create(
+                    deployment=deployment, revision=revision, index=index, defaults=ready
+                )
+                changed = True
+        if changed:
+            RouteTableVersion.bump()
+    return changed
 
 
 def _publish(replica: Replica) -> None:
@@ -444,7 +500,10 @@ def _fail(deployment: OnlineDeployment, generation: int, log: PassLog, message: 
     log(message, level="error")
     try:
         target = get_target(deployment.target)
-        if deployment.revision != deployment.serving_revision:
+        if getattr(target, "manages_replicas", False):
+            _undo_on_cluster(deployment, target, log)
+            failed = []
+        elif deployment.revision != deployment.serving_revision:
             failed = [r for r in deployment.replicas.all() if r.revision == deployment.revision]
         else:
             failed = [r for r in deployment.replicas.all() if r.state != ReplicaStateChoices.READY]
@@ -483,6 +542,21 @@ def _fail(deployment: OnlineDeployment, generation: int, log: PassLog, message: 
     return f"failed at generation {generation}"
 
 
+def _undo_on_cluster(deployment: OnlineDeployment, target, log) -> None:
+    """A revision that failed on a cluster: apply the last good one again (the cluster rolls back to its
+    pods), or, when none ever served, remove what was applied."""
+    image = next(
+        (r.handle.get("image") for r in deployment.replicas.all() if (r.handle or {}).get("image")), ""
+    )
+    if deployment.serving_revision is None or not image:
+        target.teardown(deployment)
+        log("Removed the deployment's objects from the cluster.")
+        return
+    spec = revision_spec(deployment, deployment.serving_revision)
+    target.apply(spec, target.prepared_for(spec, image), log)
+    log(f"Applied revision {deployment.serving_revision} again: the cluster rolls back to it.")
+
+
 def _finish_jobs(log: PassLog, generation: int, state: str, error: str = "") -> None:
     for job in log.jobs:
         if job.job.generation is not None and job.job.generation < generation:
@@ -494,6 +568,8 @@ def _maintain(deployment: OnlineDeployment, log: PassLog) -> str:
     """Converged: keep the serving revision's replicas running and retire what does not belong."""
     revision, count = serving(deployment)
     target = get_target(deployment.target)
+    if getattr(target, "manages_replicas", False):
+        return _maintain_on_cluster(deployment, target, revision)
     leaving = [
         r
         for r in deployment.replicas.all()
@@ -538,6 +614,17 @@ def _maintain(deployment: OnlineDeployment, log: PassLog) -> str:
     return f"restarted {len(due) - failed}, failed {failed}"
 
 
+def _maintain_on_cluster(deployment: OnlineDeployment, target, revision: int | None) -> str:
+    """The cluster restarts and reschedules pods itself: route to the ones that serve now."""
+    if revision is None:
+        return "nothing serves"
+    from endpoints.targets.kubernetes_status import serving_pods
+
+    pods = serving_pods(target.pods(deployment), revision)
+    changed = sync_cluster_replicas(deployment, target, pods, revision)
+    return f"{len(pods)} pod(s) serve" + (" (routes updated)" if changed else "")
+
+
 def _restart_failed(replica: Replica, log: PassLog, exc: Exception) -> None:
     Replica.objects.filter(pk=replica.pk).update(state=ReplicaStateChoices.FAILED, updated_at=clock())
     log(f"Replica {replica.replica_id} could not be restarted: {exc}", level="warning")
@@ -576,7 +663,10 @@ def _delete(deployment: OnlineDeployment, log: PassLog) -> str:
     for job in log.jobs:
         job.start()
     try:
-        _retire(list(deployment.replicas.all()), get_target(deployment.target), log)
+        target = get_target(deployment.target)
+        _retire(list(deployment.replicas.all()), target, log)
+        if getattr(target, "manages_replicas", False):
+            target.teardown(deployment)
     except TargetUnavailable as exc:
         log(
             f"The replicas' target is out of reach ({exc}); the deployment is removed anyway.",

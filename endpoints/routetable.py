@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET
 from endpoints import credentials, notify
 from endpoints.choices import ProvisioningStateChoices, ReplicaStateChoices
 from endpoints.models import GatewayAck, OnlineEndpoint, RouteTableVersion
+from monitoring import comparison
 
 MAX_WAIT_S = 60
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
@@ -49,9 +50,11 @@ def build() -> dict:
     version = RouteTableVersion.current()
     secret = credentials.gateway_secret()
     endpoints = {}
-    queryset = OnlineEndpoint.objects.exclude(
-        provisioning_state=ProvisioningStateChoices.DELETING
-    ).prefetch_related("deployments__replicas")
+    queryset = (
+        OnlineEndpoint.objects.exclude(provisioning_state=ProvisioningStateChoices.DELETING)
+        .prefetch_related("deployments__replicas")
+        .select_related("comparison_settings")
+    )
     for endpoint in queryset:
         deployments = {}
         for deployment in endpoint.deployments.all():
@@ -86,6 +89,7 @@ def build() -> dict:
             "mirror_traffic": endpoint.mirror_traffic,
             "cors_origins": endpoint.cors_origins,
             "deployments": deployments,
+            "comparison": comparison.policy(endpoint),  # how mirrored answers are compared
         }
     return {
         "version": version,
@@ -99,10 +103,20 @@ def build() -> dict:
     }
 
 
-def _authorised(request) -> bool:
+def authorised(request) -> bool:
     header = request.headers.get("Authorization", "")
     presented = header[7:] if header.startswith("Bearer ") else ""
     return hmac.compare_digest(presented.encode(), credentials.gateway_secret().encode())
+
+
+def valid_gateway_id(value: str | None) -> bool:
+    """Whether `value` can name a gateway: letters, digits, '.', '_' and single '-', bounded."""
+    return bool(value) and len(value) <= _GATEWAY_ID_MAX and _GATEWAY_ID.fullmatch(value) is not None
+
+
+def live_since(now: datetime | None = None) -> datetime:
+    """Gateways seen since then are alive."""
+    return (now or timezone.now()) - LIVE_FOR
 
 
 def _applied_version(if_none_match: str) -> int | None:
@@ -209,14 +223,12 @@ async def route_table_view(request):
     its `If-None-Match` are recorded as its acknowledgement when the poll arrives and when a held poll
     ends. 401 without the gateway secret, 400 for a malformed gateway id.
     """
-    if not await sync_to_async(_authorised)(request):
+    if not await sync_to_async(authorised)(request):
         return JsonResponse(
             {"error": {"code": "not_authenticated", "message": "Wrong gateway secret."}}, status=401
         )
     gateway_id = request.headers.get(GATEWAY_HEADER) or request.GET.get(GATEWAY_PARAM) or None
-    if gateway_id is not None and (
-        len(gateway_id) > _GATEWAY_ID_MAX or not _GATEWAY_ID.fullmatch(gateway_id)
-    ):
+    if gateway_id is not None and not valid_gateway_id(gateway_id):
         return JsonResponse(
             {
                 "error": {

@@ -10,11 +10,10 @@ replicas.
 from django.db import IntegrityError, transaction
 
 from endpoints import credentials, environments
-from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices, TargetChoices
+from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices
 from endpoints.jobs import start_job
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, RouteTableVersion, validate_endpoint_name
 from endpoints.specs import DeploymentSpec
-from endpoints.targets import instance_types
 from studio.choices import AuditActionChoices
 from studio.errors import Invalid, StateConflict
 from studio.events import emit
@@ -140,6 +139,10 @@ def update_endpoint(endpoint: OnlineEndpoint, values: dict, user) -> OnlineEndpo
         audit(user, AuditActionChoices.UPDATED, "endpoint", endpoint.name, fields=sorted(values))
         if moved:
             emit_traffic_changed(endpoint)
+            # A person's split wins over a rollout's: the rollout stops and says so.
+            from endpoints import rollouts
+
+            rollouts.traffic_changed_by_user(endpoint, user)
         RouteTableVersion.bump()
     return endpoint
 
@@ -193,15 +196,6 @@ def get_credentials(endpoint: OnlineEndpoint, user) -> dict:
     }
 
 
-def _check_size(target: str, instance_type: str) -> None:
-    """On the docker target an instance type sets container limits, so it must be one Studio knows."""
-    if target == TargetChoices.DOCKER and instance_type:
-        try:
-            instance_types.lookup(instance_type)
-        except instance_types.UnknownInstanceType as exc:
-            raise Invalid(str(exc), "instance_type") from None
-
-
 def create_deployment(
     endpoint: OnlineEndpoint,
     name: str,
@@ -216,7 +210,6 @@ def create_deployment(
     applied when the deployment first succeeds: until then the endpoint routes as before, and if the
     deployment fails the traffic never moves."""
     _valid_name(name)
-    _check_size(spec.values.get("target", TargetChoices.LOCAL), spec.values.get("instance_type", ""))
     values = spec.values
     environments.check_deployment(
         values["model_version"], values.get("environment_version"), values.get("environment")
@@ -299,7 +292,6 @@ def update_deployment(deployment: OnlineDeployment, spec: DeploymentSpec, user) 
                 "deployment on that target and move the traffic to it.",
                 "target",
             )
-        _check_size(deployment.target, spec.values.get("instance_type", deployment.instance_type))
         model = spec.values.get("model_version", deployment.model_version)
         code = spec.values.get("code_digest", deployment.code_digest)
         if model.type == "custom_model" and not code:

@@ -8,8 +8,10 @@ none is silently dropped.
 import re
 from dataclasses import dataclass, field
 
+from endpoints import curated_environments
 from endpoints.choices import AuthModeChoices, TargetChoices
 from endpoints.models import OnlineDeployment
+from endpoints.targets import instance_types
 from registry.models import EnvironmentVersion, ModelVersion
 from studio.errors import Invalid
 
@@ -98,6 +100,45 @@ def _column_text(value, column: str, key: str | None = None) -> str:
     return text
 
 
+SCALE_TYPES = ("default", "target_utilization")
+TARGET_UTILIZATION_FIELDS = (
+    "min_instances",
+    "max_instances",
+    "polling_interval",
+    "target_utilization_percentage",
+)
+
+
+def _scale_settings(scale: dict) -> dict:
+    """Azure's scale settings, checked: `default` keeps instance_count; `target_utilization` lets the
+    autoscaler (endpoints.autoscale) move it between min_instances and max_instances."""
+    kind = scale.get("type", "default")
+    if kind not in SCALE_TYPES:
+        raise _error("scale_settings", f"type must be one of {', '.join(SCALE_TYPES)}, not {kind!r}.")
+    if kind == "default":
+        unknown = sorted(set(scale) - {"type"})
+        if unknown:
+            raise _error("scale_settings", f"type default takes no other settings ({', '.join(unknown)}).")
+        return {"type": kind}
+    unknown = sorted(set(scale) - {"type", *TARGET_UTILIZATION_FIELDS})
+    if unknown:
+        raise _error(
+            "scale_settings",
+            f"unknown setting(s) {', '.join(unknown)}; target_utilization takes "
+            f"{', '.join(TARGET_UTILIZATION_FIELDS)}.",
+        )
+    checked = {"type": kind}
+    for name in TARGET_UTILIZATION_FIELDS:
+        if name in scale:
+            checked[name] = _positive_int(scale[name], f"scale_settings.{name}")
+    minimum, maximum = checked.get("min_instances", 1), checked.get("max_instances", 1)
+    if minimum > maximum:
+        raise _error("scale_settings", f"min_instances ({minimum}) is above max_instances ({maximum}).")
+    if checked.get("target_utilization_percentage", 70) > 100:
+        raise _error("scale_settings", "target_utilization_percentage is at most 100.")
+    return checked
+
+
 def resolve_model(reference) -> ModelVersion:
     """`azureml:name:version`, `azureml:name@latest`, or {name, version} to a registered version."""
     if isinstance(reference, dict):
@@ -126,11 +167,21 @@ INLINE_ENVIRONMENT_FIELDS = ("image", "conda_file", "pip_requirements")
 
 
 def resolve_environment(reference, warnings: list[str]) -> tuple[EnvironmentVersion | None, dict | None]:
-    """A registered environment (`azureml:name:version` / `@latest`) or an inline one."""
+    """A registered environment (`azureml:name:version` / `@latest`), one of Azure's curated environments
+    (endpoints.curated_environments: inline, from the spec Studio ships), or an inline one."""
     if reference is None:
         return None, None
     if isinstance(reference, str):
         match = MODEL_REF_RE.match(reference)
+        if reference.startswith("azureml://") or (
+            curated_environments.is_curated_reference(reference)
+            and not (match and EnvironmentVersion.objects.filter(environment__name=match["name"]).exists())
+        ):
+            try:
+                curated = curated_environments.resolve(reference, warnings)
+            except curated_environments.UnknownCurated as exc:
+                raise _error("environment", str(exc)) from None
+            return None, {"conda_file": curated.conda_file, "curated": curated.asset_id}
         if not match:
             raise _error(
                 "environment", f"{reference!r} is not an environment reference: use azureml:name:version."
@@ -207,12 +258,17 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
         values["target"] = data["target"]
     if "instance_type" in data:
         values["instance_type"] = _column_text(data["instance_type"], "instance_type")
+        if values["instance_type"]:
+            # Every target reads the size (docker limits, profiles, the pages), so an unknown one is
+            # refused here, naming the known ones, instead of being stored and ignored.
+            try:
+                instance_types.lookup(values["instance_type"])
+            except instance_types.UnknownInstanceType as exc:
+                raise _error("instance_type", str(exc)) from None
     if "instance_count" in data:
         values["instance_count"] = _positive_int(data["instance_count"], "instance_count")
     if "scale_settings" in data:
-        values["scale_settings"] = _object(data, "scale_settings")
-        if values["scale_settings"].get("type", "default") != "default":
-            warnings.append("scale_settings other than type: default are kept but not acted on yet.")
+        values["scale_settings"] = _scale_settings(_object(data, "scale_settings"))
     if "request_settings" in data or not partial:
         settings = {**REQUEST_SETTINGS_DEFAULTS, **_object(data, "request_settings")}
         for key in ("request_timeout_ms", "max_concurrent_requests_per_instance"):

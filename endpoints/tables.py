@@ -29,18 +29,21 @@ def state_badge(state: str) -> SafeString:
     return format_html('<span class="badge badge-{}{}">{}</span>', badge, busy, state)
 
 
-def endpoint_state_badges(endpoint: OnlineEndpoint) -> SafeString:
-    """The endpoint's provisioning state, and a Degraded badge (its reasons as the title) when its live
-    traffic goes to a deployment that cannot serve it."""
-    badges = state_badge(endpoint.provisioning_state)
-    reasons = endpoint.health_reasons
-    if reasons:
-        badges += format_html(
-            ' <span class="badge badge-{}" title="{}" data-health="degraded">{}</span>',
-            BADGE_FOR_COLOUR[EndpointHealthChoices.colour(EndpointHealthChoices.DEGRADED)],
-            " ".join(reasons),
-            EndpointHealthChoices.DEGRADED.label,
-        )
+def endpoint_state_badges(endpoint: OnlineEndpoint, reasons: list[str] | None = None) -> SafeString:
+    """The state an endpoint is shown in: its provisioning state while that is under way or failed, and
+    a Degraded badge (its reasons as the title) when its live traffic goes to a deployment that cannot
+    serve it. A Succeeded endpoint whose traffic cannot be served shows only Degraded, never Succeeded."""
+    reasons = endpoint.health_reasons if reasons is None else reasons
+    if not reasons:
+        return state_badge(endpoint.provisioning_state)
+    badges = format_html(
+        '<span class="badge badge-{}" title="{}" data-health="degraded">{}</span>',
+        BADGE_FOR_COLOUR[EndpointHealthChoices.colour(EndpointHealthChoices.DEGRADED)],
+        " ".join(reasons),
+        EndpointHealthChoices.DEGRADED.label,
+    )
+    if endpoint.provisioning_state != ProvisioningStateChoices.SUCCEEDED:
+        badges = format_html("{} {}", state_badge(endpoint.provisioning_state), badges)
     return badges
 
 

@@ -54,3 +54,27 @@ def model_job(job_id: str) -> str:
 @shared_task(soft_time_limit=40, time_limit=50)
 def supervise() -> dict:
     return supervision.sweep()
+
+
+# The autoscaler evaluates every autoscaled deployment each second; one at a time (its lease), short.
+@shared_task(soft_time_limit=20, time_limit=30, ignore_result=True)
+def autoscale() -> int:
+    from endpoints import autoscale as autoscaler
+
+    return len(autoscaler.tick())
+
+
+# A rollout's driver waits out its steps' intervals; it hands over to a fresh task well before the limit
+# (rollouts.DRIVE_FOR_S). Redelivered if its worker died; the sweep re-queues what nobody holds anyway.
+@shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700)
+def advance_rollout(rollout_id: int) -> str:
+    from endpoints import rollouts
+
+    return rollouts.drive(rollout_id)
+
+
+@shared_task(soft_time_limit=30, time_limit=40)
+def sweep_rollouts() -> list[int]:
+    from endpoints import rollouts
+
+    return rollouts.sweep()

@@ -11,14 +11,16 @@ import time
 import zipfile
 from datetime import UTC, datetime
 from typing import BinaryIO
+from urllib.parse import urlencode
 
 import httpx
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
 from django.db.models import Prefetch
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -28,9 +30,17 @@ from django.views import View
 from django_htmx.http import HttpResponseClientRedirect
 from rest_framework.exceptions import APIException
 
-from endpoints import credentials, services, specs, targets
-from endpoints.choices import AuthModeChoices, JobKindChoices, ProvisioningStateChoices, TargetChoices
+from endpoints import autoscale, credentials, logfiles, loglines, samples, services, specs, targets
+from endpoints.choices import (
+    AuthModeChoices,
+    EndpointHealthChoices,
+    JobKindChoices,
+    JobStateChoices,
+    ProvisioningStateChoices,
+    TargetChoices,
+)
 from endpoints.code import upload_code
+from endpoints.failures import explain
 from endpoints.filtersets import OnlineEndpointFilterSet
 from endpoints.forms import (
     ALL_TRAFFIC,
@@ -40,6 +50,7 @@ from endpoints.forms import (
     NO_TRAFFIC,
     REGISTERED_ENV,
     SCRIPT,
+    AdvancedStepForm,
     CodeStepForm,
     DeploymentEditForm,
     EndpointStepForm,
@@ -62,6 +73,7 @@ from endpoints.tables import (
 )
 from endpoints.targets.base import TargetUnavailable
 from registry.choices import ModelTypeChoices
+from registry.filtersets import ModelVersionFilterSet
 from registry.models import ModelVersion
 from studio.choices import RoleChoices
 from studio.errors import Refused
@@ -103,44 +115,8 @@ def _refusal_text(exc: Refused | APIException) -> str:
 def sample_body(version: ModelVersion | None) -> str:
     """A request body the model accepts: from an MLflow signature, else the shape Azure's samples use."""
     if version is None or version.type != ModelTypeChoices.MLFLOW:
-        return _readable({"data": [[1.0, 2.0, 3.0, 4.0]]})
-    inputs = ((version.mlflow or {}).get("signature") or {}).get("inputs") or []
-    columns = [column for column in inputs if column.get("name") and column.get("type") != "tensor"]
-    if columns:
-        row = [_sample_value(column.get("type")) for column in columns]
-        body = {"input_data": {"columns": [column["name"] for column in columns], "data": [row]}}
-    elif inputs and inputs[0].get("type") == "tensor":
-        # One row of the tensor: its shape without the batch dimension (-1), one value per place.
-        shape = [size if size and size > 0 else 1 for size in (inputs[0].get("shape") or [-1, 1])[1:]] or [1]
-        value = _sample_value(inputs[0].get("dtype") or "float64")
-        for size in reversed(shape):
-            value = [value] * size
-        body = {"input_data": [value]}
-    else:
-        body = {"input_data": {"data": [[1.0]]}}
-    return _readable(body)
-
-
-def _readable(body: dict) -> str:
-    """JSON with one line per part of the input (columns, data), not one per value as indent= gives."""
-    (key, value), *_ = body.items()
-    if len(body) != 1 or not isinstance(value, dict):
-        return json.dumps(body)
-    parts = ",\n".join(f"  {json.dumps(name)}: {json.dumps(part)}" for name, part in value.items())
-    return f"{{{json.dumps(key)}: {{\n{parts}\n}}}}"
-
-
-def _sample_value(kind: str):
-    kind = (kind or "").lower()
-    if kind.startswith(("int", "uint", "long")):
-        return 1
-    if kind in ("boolean", "bool"):
-        return True
-    if kind in ("string", "str", "object", "binary"):
-        return "text"
-    if kind == "datetime":
-        return "2026-01-01T00:00:00"
-    return 1.0
+        return samples.readable(samples.PLACEHOLDER)
+    return samples.signature_body(version) or samples.readable({"input_data": {"data": [[1.0]]}})
 
 
 def _main_deployment(
@@ -160,7 +136,7 @@ class OnlineEndpointListView(ObjectListView):
     table_class = OnlineEndpointTable
     template_name = "endpoints/onlineendpoint_list.html"
     empty_template = "endpoints/inc/onlineendpoint_empty.html"
-    filter_params = ("q", "name", "auth_mode", "state", "tag")
+    filter_params = ("q", "name", "auth_mode", "state", "health", "tag")
 
     def get_queryset(self):
         return OnlineEndpoint.objects.prefetch_related("deployments__replicas")
@@ -169,6 +145,7 @@ class OnlineEndpointListView(ObjectListView):
         return {
             "auth_modes": AuthModeChoices.choices,
             "states": ProvisioningStateChoices.choices,
+            "healths": EndpointHealthChoices.choices,
             "endpoint_total": OnlineEndpoint.objects.count(),
         }
 
@@ -186,11 +163,16 @@ STEPS = (
     WizardStep("model", "Model", "A registered version"),
     WizardStep("code", "Code and environment", "No-code or a scoring script"),
     WizardStep("target", "Target", "Where, and how many"),
+    WizardStep("advanced", "Advanced", "Timeouts, probes, scale"),
     WizardStep("traffic", "Traffic", "Live traffic share"),
     WizardStep("review", "Review", "Check, then create"),
 )
 STEP_SLUGS = [step.slug for step in STEPS]
+# Steps whose defaults are a complete answer: offered in turn, but never required to go on.
+OPTIONAL_STEPS = {"advanced"}
 SESSION_KEY = "endpoint_wizard"
+PICKER_PAGE_SIZE = 10
+PICKER_PARAMS = ("q", "type", "tag")
 
 
 def deployment_body(state: dict) -> dict:
@@ -210,7 +192,61 @@ def deployment_body(state: dict) -> dict:
     for key in ("target", "instance_count", "instance_type"):
         if target.get(key) not in (None, ""):
             body[key] = target[key]
+    body.update((state.get("advanced") or {}).get("body") or {})
     return body
+
+
+def model_picker(request: HttpRequest, chosen: str) -> dict:
+    """One page of active versions for the wizard's picker: filtered as the registry's lists filter them,
+    newest first, each with its deployments; `chosen` stays offered when the filters hide it.
+
+    A page is read as PICKER_PAGE_SIZE + 1 rows, so no count runs over a registry of any size.
+    """
+    filterset = ModelVersionFilterSet(
+        request.GET, queryset=ModelVersion.objects.filter(archived=False), request=request
+    )
+    try:
+        page = max(int(request.GET.get("page") or 1), 1)
+    except ValueError:
+        page = 1
+    errors = [message for texts in filterset.errors.values() for message in texts]
+    rows: list[ModelVersion] = []
+    if not errors:
+        start = (page - 1) * PICKER_PAGE_SIZE
+        rows = list(
+            filterset.qs.select_related("model")
+            .prefetch_related(
+                Prefetch("deployments", queryset=OnlineDeployment.objects.select_related("endpoint"))
+            )
+            .order_by("-created_at", "-pk")[start : start + PICKER_PAGE_SIZE + 1]
+        )
+    more = len(rows) > PICKER_PAGE_SIZE
+    rows = rows[:PICKER_PAGE_SIZE]
+    pinned = None
+    if chosen and chosen not in {str(version) for version in rows}:
+        with contextlib.suppress(ValidationError):
+            pinned = resolve_version(chosen)
+    query = {key: request.GET.getlist(key) for key in PICKER_PARAMS if any(request.GET.getlist(key))}
+
+    def link(number: int) -> str:
+        return f"?{urlencode({**query, 'page': number}, doseq=True)}"
+
+    return {
+        "picker_rows": rows,
+        "picker_pinned": pinned,
+        "picker_chosen": chosen,
+        "picker_errors": errors,
+        "picker_page": page,
+        "picker_previous": link(page - 1) if page > 1 else None,
+        "picker_next": link(page + 1) if more else None,
+        "picker_filters": {
+            "q": request.GET.get("q", ""),
+            "type": request.GET.get("type", ""),
+            "tag": request.GET.get("tag", ""),
+        },
+        "picker_filtered": bool(query),
+        "model_types": ModelTypeChoices.choices,
+    }
 
 
 def deployment_yaml(state: dict) -> str:
@@ -257,7 +293,9 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
         self.request.session.modified = True
 
     def first_missing(self, state: dict) -> str:
-        return next((slug for slug in STEP_SLUGS[:-1] if slug not in state), "review")
+        return next(
+            (slug for slug in STEP_SLUGS[:-1] if slug not in state and slug not in OPTIONAL_STEPS), "review"
+        )
 
     def get(self, request: HttpRequest, step: str | None = None) -> HttpResponse:
         if step is None:
@@ -268,7 +306,14 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
         missing = self.first_missing(state)
         if STEP_SLUGS.index(step) > STEP_SLUGS.index(missing):
             return redirect("endpoints:onlineendpoint_new_step", missing)
-        return self.render_step(step, self.form(step, state))
+        if step == "model" and request.htmx and not request.htmx.history_restore_request:
+            chosen = request.GET.get("model") or (state.get("model") or {}).get("model", "")
+            response = render(request, "endpoints/inc/model_picker.html", model_picker(request, chosen))
+            patch_vary_headers(response, ["HX-Request"])
+            return response
+        response = self.render_step(step, self.form(step, state))
+        patch_vary_headers(response, ["HX-Request"])
+        return response
 
     def start(self, request: HttpRequest) -> HttpResponse:
         """`new/` starts over; `new/?endpoint=NAME` starts with a deployment for an existing endpoint."""
@@ -352,6 +397,9 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
             return CodeStepForm(data, files, initial=answer or None, mlflow=mlflow, code=code)
         if step == "target":
             return TargetStepForm(data, initial=answer or None)
+        if step == "advanced":
+            initial = AdvancedStepForm.initial_from(answer.get("body") or {}) if answer else None
+            return AdvancedStepForm(data, initial=initial)
         if step == "traffic":
             initial = None
             if answer:
@@ -439,6 +487,15 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
             add_service_errors(form, exc)
             return None
         return answer
+
+    def accept_advanced(self, form: AdvancedStepForm, state: dict) -> dict | None:
+        body = form.fields_body()
+        try:
+            specs.parse_deployment(body, partial=True)
+        except Refused as exc:
+            add_service_errors(form, exc)
+            return None
+        return {"body": body}
 
     def accept_traffic(self, form: TrafficStepForm, state: dict) -> dict | None:
         mode, name = form.cleaned_data["mode"], form.deployment
@@ -529,10 +586,13 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
                 context["version"] = None
         if step == "target":
             context["target_options"] = [
-                (value, label, value in targets.available()) for value, label in TargetChoices.choices
+                (value, label, targets.unusable_reason(value)) for value, label in TargetChoices.choices
             ]
         if step == "review":
             context.update(body_yaml=deployment_yaml(state), sample=sample_body(context.get("version")))
+        if step == "model":
+            chosen = self.request.GET.get("model") or (form["model"].value() if form is not None else "")
+            context.update(model_picker(self.request, chosen or ""))
         return render(self.request, self.template_name, context, status=status)
 
 
@@ -550,11 +610,13 @@ class EndpointTabMixin:
     tab: str
 
     def tab_context(self, endpoint: OnlineEndpoint, **extra) -> dict:
+        reasons = endpoint.health_reasons
         return {
             "object": endpoint,
             "tab": self.tab,
             "deleting": endpoint.provisioning_state == ProvisioningStateChoices.DELETING,
-            "state_badge": endpoint_state_badges(endpoint),
+            "state_badge": endpoint_state_badges(endpoint, reasons),
+            "health_reasons": reasons,
             **extra,
         }
 
@@ -579,11 +641,10 @@ class OnlineEndpointDetailsView(EndpointTabMixin, StudioPageMixin, View):
                 "traffic": endpoint.traffic.get(deployment.name, 0),
                 "mirror": endpoint.mirror_traffic.get(deployment.name, 0),
                 **job_panel_context(deployment.job),
+                "autoscaling": autoscale.card(deployment),
                 "edit_form": DeploymentEditForm(
-                    initial={
-                        "model": str(deployment.model_version),
-                        "instance_count": deployment.instance_count,
-                    },
+                    initial={"instance_count": deployment.instance_count},
+                    current=deployment.model_version,
                     auto_id=f"id_{deployment.name}_%s",
                 ),
             }
@@ -594,11 +655,14 @@ class OnlineEndpointDetailsView(EndpointTabMixin, StudioPageMixin, View):
             endpoint_job = Job.objects.filter(
                 endpoint_name=endpoint.name, kind=JobKindChoices.DELETE_ENDPOINT
             ).first()
+        from endpoints.rollout_pages import panel_context  # it builds on this module's views
+
         return self.tab_context(
             endpoint,
             cards=cards,
             traffic_form=traffic_form or TrafficForm(endpoint=endpoint, names=names),
             endpoint_job=job_panel_context(endpoint_job) if endpoint_job else None,
+            **panel_context(endpoint),
         )
 
 
@@ -663,15 +727,15 @@ class OnlineDeploymentEditView(StudioPageMixin, View):
 
     def post(self, request: HttpRequest, name: str, deployment: str) -> HttpResponse:
         found = _deployment(name, deployment)
-        form = DeploymentEditForm(request.POST)
+        form = DeploymentEditForm(request.POST, current=found.model_version)
         if not form.is_valid():
             errors = [f"{form.fields[key].label}: {' '.join(texts)}" for key, texts in form.errors.items()]
             messages.error(request, f"{found.name} was not changed. " + " ".join(errors))
             return redirect("endpoints:onlineendpoint_details", name)
-        data = {
-            "model": f"azureml:{form.cleaned_data['model']}",
-            "instance_count": form.cleaned_data["instance_count"],
-        }
+        data = {"instance_count": form.cleaned_data["instance_count"]}
+        # The model changes only when another one was picked: the version served now may be archived.
+        if form.cleaned_data["model"] != str(found.model_version):
+            data["model"] = f"azureml:{form.cleaned_data['model']}"
         try:
             job = services.update_deployment(found, specs.parse_deployment(data, partial=True), request.user)
         except Refused as exc:
@@ -717,7 +781,14 @@ def job_panel_context(job: Job | None) -> dict:
     took = None
     if job.finished_at and job.started_at:
         took = (job.finished_at - job.started_at).total_seconds()
-    return {"job": job, "job_badge": job_state_badge(job.state), "events": events, "job_took": took}
+    failure = explain(job.error) if job.state == JobStateChoices.FAILED and job.error else None
+    return {
+        "job": job,
+        "job_badge": job_state_badge(job.state),
+        "events": events,
+        "job_took": took,
+        "failure": failure,
+    }
 
 
 class JobPanelView(StudioPageMixin, View):
@@ -752,12 +823,12 @@ class OnlineEndpointTestView(EndpointTabMixin, StudioPageMixin, View):
         endpoint = _endpoint(name)
         deployments = _deployments(endpoint)
         main = _main_deployment(deployments, endpoint)
-        form = ScoringTestForm(
-            initial={"body": sample_body(main.model_version if main else None)},
-            names=[d.name for d in deployments],
-        )
+        sample = samples.sample_for(endpoint, main)
+        form = ScoringTestForm(initial={"body": sample.body}, names=[d.name for d in deployments])
         return render(
-            request, self.template_name, self.tab_context(endpoint, form=form, deployments=deployments)
+            request,
+            self.template_name,
+            self.tab_context(endpoint, form=form, deployments=deployments, sample=sample),
         )
 
     def post(self, request: HttpRequest, name: str) -> HttpResponse:
@@ -773,6 +844,48 @@ class OnlineEndpointTestView(EndpointTabMixin, StudioPageMixin, View):
         return render(
             request, self.partial_template if request.htmx else self.template_name, context, status=status
         )
+
+
+class OnlineEndpointRequestLogView(EndpointTabMixin, StudioPageMixin, View):
+    """The log lines one request left in the replicas of the deployment that answered it, found by its
+    request id (the model server writes it on every line about a request)."""
+
+    template_name = "endpoints/onlineendpoint_request.html"
+    tab = "test"
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        endpoint = _endpoint(name)
+        request_id = request.GET.get("request_id", "").strip()
+        if not request_id or len(request_id) > 128:
+            return HttpResponse(
+                "Give the request id to look for as ?request_id=<the x-request-id of the answer>.",
+                status=400,
+                content_type="text/plain; charset=utf-8",
+            )
+        deployments = _deployments(endpoint)
+        chosen = [d for d in deployments if d.name == request.GET.get("deployment")] or deployments
+        found, problems, searched = [], [], 0
+        for deployment in chosen:
+            for replica in deployment.replicas.all():
+                try:
+                    text = targets.get_target(deployment.target).logs(replica, LOG_LINES[-1])
+                except TargetUnavailable as exc:
+                    problems.append(f"{replica.replica_id}: {exc}")
+                    continue
+                searched += 1
+                lines = [line for line in loglines.parse(text) if request_id in line.raw]
+                if lines:
+                    found.append({"deployment": deployment, "replica": replica, "log_lines": lines})
+        context = self.tab_context(
+            endpoint,
+            request_id=request_id,
+            found=found,
+            problems=problems,
+            searched=searched,
+            deployment_names=[d.name for d in chosen],
+            lines_read=LOG_LINES[-1],
+        )
+        return render(request, self.template_name, context)
 
 
 def _secret(endpoint: OnlineEndpoint, user) -> str:
@@ -892,8 +1005,24 @@ class OnlineEndpointRegenerateKeyView(StudioPageMixin, View):
         return redirect("endpoints:onlineendpoint_consume", name)
 
 
+def _log_choice(request: HttpRequest, endpoint: OnlineEndpoint) -> tuple[list, object, list, object]:
+    """The deployments, the one chosen (?deployment=, else the first), its replicas and the replica chosen
+    (?replica=, else the first): what the Logs tab shows and what its download sends."""
+    deployments = _deployments(endpoint)
+    chosen = next((d for d in deployments if d.name == request.GET.get("deployment")), None)
+    chosen = chosen or (deployments[0] if deployments else None)
+    replicas: list = list(chosen.replicas.all()) if chosen else []
+    if chosen is not None:
+        # A failed revision's replicas are gone; the logs they left say why it failed.
+        replicas += logfiles.kept_logs(chosen, {r.replica_id for r in replicas})
+    replica = next((r for r in replicas if r.replica_id == request.GET.get("replica")), None)
+    replica = replica or (replicas[0] if replicas else None)
+    return deployments, chosen, replicas, replica
+
+
 class OnlineEndpointLogsView(EndpointTabMixin, StudioPageMixin, View):
-    """The last lines of one replica's log, read through its target's driver; htmx refreshes the panel."""
+    """The last lines of one replica's log, read through its target's driver, as time, level and message;
+    htmx refreshes the panel while the reader follows the end (endpoints/static/endpoints/logs.js)."""
 
     template_name = "endpoints/onlineendpoint_logs.html"
     partial_template = "endpoints/inc/log_panel.html"
@@ -901,19 +1030,16 @@ class OnlineEndpointLogsView(EndpointTabMixin, StudioPageMixin, View):
 
     def get(self, request: HttpRequest, name: str) -> HttpResponse:
         endpoint = _endpoint(name)
-        deployments = _deployments(endpoint)
-        chosen = next((d for d in deployments if d.name == request.GET.get("deployment")), None)
-        chosen = chosen or (deployments[0] if deployments else None)
-        replicas = list(chosen.replicas.all()) if chosen else []
-        replica = next((r for r in replicas if r.replica_id == request.GET.get("replica")), None)
-        replica = replica or (replicas[0] if replicas else None)
+        deployments, chosen, replicas, replica = _log_choice(request, endpoint)
         try:
             lines = int(request.GET.get("lines", LOG_LINES[0]))
         except ValueError:
             lines = LOG_LINES[0]
         lines = min(max(lines, 1), LOG_LINES[-1])
         log, problem = "", ""
-        if replica is not None:
+        if isinstance(replica, logfiles.KeptLog):
+            log = replica.tail(lines)
+        elif replica is not None:
             try:
                 log = targets.get_target(chosen.target).logs(replica, lines)
             except TargetUnavailable as exc:
@@ -927,10 +1053,29 @@ class OnlineEndpointLogsView(EndpointTabMixin, StudioPageMixin, View):
             lines=lines,
             line_choices=LOG_LINES,
             log=log,
+            log_lines=loglines.parse(log),
             problem=problem,
             read_at=timezone.now(),
         )
         partial = bool(request.htmx) and not request.htmx.history_restore_request
         response = render(request, self.partial_template if partial else self.template_name, context)
         patch_vary_headers(response, ["HX-Request"])
+        return response
+
+
+class OnlineEndpointLogDownloadView(StudioPageMixin, View):
+    """One replica's whole log as a file, from its first line (the tab shows the last 2000 at most)."""
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        endpoint = _endpoint(name)
+        _, chosen, _, replica = _log_choice(request, endpoint)
+        if replica is None:
+            raise Http404(f"{endpoint.name} has no replica whose log could be downloaded.")
+        try:
+            chunks = logfiles.whole_log(targets.get_target(chosen.target), replica)
+        except TargetUnavailable as exc:
+            return HttpResponse(str(exc), status=503, content_type="text/plain; charset=utf-8")
+        response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{endpoint.name}-{replica.replica_id}.log"'
+        response["Cache-Control"] = "no-store"
         return response

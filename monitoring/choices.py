@@ -54,3 +54,14 @@ class MonitorRunStateChoices(models.TextChoices):
 class MonitorTriggerChoices(models.TextChoices):
     SCHEDULE = "schedule", "schedule"
     MANUAL = "manual", "run now"
+
+
+class ReplayStateChoices(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+    @classmethod
+    def colour(cls, value: str) -> str:
+        return {"queued": "grey", "running": "blue", "succeeded": "green", "failed": "red"}.get(value, "grey")

@@ -17,7 +17,13 @@ REQUESTS = "requests"
 # Payloads a deployment's data_collector samples, one kind per Azure collection name. Their spool lines
 # carry `"kind"`; request events carry none.
 PAYLOAD_KINDS = ("model_inputs", "model_outputs", "request", "response")
-KINDS = (REQUESTS, *PAYLOAD_KINDS)
+# Shadow comparisons of mirrored answers (under the mirror deployment), and the gateways' comparison
+# watermarks (serving/gateway/compare.py), which belong to no endpoint: kept under GATEWAYS/ALL.
+COMPARISONS = "comparisons"
+WATERMARKS = "watermarks"
+GATEWAYS = "_gateways"
+ALL = "_all"
+KINDS = (REQUESTS, *PAYLOAD_KINDS, COMPARISONS, WATERMARKS)
 # An event that never reached a deployment (401, 404, 429 before routing) is kept under this name, so
 # the endpoint's figures still count it. Underscores cannot start a deployment name, so it never clashes.
 UNROUTED = "_unrouted"
@@ -73,6 +79,8 @@ def partition_of(event: dict) -> Partition:
     kind = event.get("kind", REQUESTS)
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
+    if kind == WATERMARKS:
+        return Partition(GATEWAYS, ALL, kind, ts.replace(minute=0, second=0, microsecond=0))
     return Partition(
         safe_endpoint(event.get("endpoint")),
         safe_deployment(event.get("deployment")),

@@ -18,6 +18,7 @@ from monitoring.choices import (
     AlertStateChoices,
     MonitorRunStateChoices,
     MonitorTriggerChoices,
+    ReplayStateChoices,
 )
 from studio.models import OwedEmail
 
@@ -262,3 +263,105 @@ class MonitorRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.monitor} run {self.pk}"
+
+
+class ComparisonSettings(models.Model):
+    """How the gateways compare an endpoint's mirrored answers with its live ones (serving/gateway/
+    compare.py); published in the route table. An endpoint without a row uses the defaults."""
+
+    endpoint = models.OneToOneField(
+        "endpoints.OnlineEndpoint", on_delete=models.CASCADE, related_name="comparison_settings"
+    )
+    rtol = models.FloatField(default=1e-6, help_text="relative tolerance of numbers")
+    atol = models.FloatField(default=0.0, help_text="absolute tolerance of numbers")
+    sample_rate = models.FloatField(default=1.0, help_text="share of mirrored requests compared, 0..1")
+    max_body_bytes = models.PositiveIntegerField(
+        default=64 * 1024, help_text="longer answers are compared by digest and not kept"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name} comparison settings"
+
+
+class Replay(models.Model):
+    """Archived traffic of an endpoint sent again to one deployment, its answers compared with the
+    recorded ones (monitoring.replay). The row is the intent; its task converges it."""
+
+    endpoint = models.ForeignKey("endpoints.OnlineEndpoint", on_delete=models.CASCADE, related_name="replays")
+    deployment = models.CharField(max_length=32)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    rate = models.FloatField(null=True, blank=True, help_text="requests per second at most; empty: no limit")
+    state = models.CharField(
+        max_length=16, choices=ReplayStateChoices.choices, default=ReplayStateChoices.QUEUED
+    )
+    total = models.PositiveIntegerField(default=0, help_text="collected requests in the window")
+    sent = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name}/{self.deployment} replay {self.pk}"
+
+
+class ComparisonEvent(models.Model):
+    """One request answered twice: live and by a mirror deployment (`replay` empty), or as recorded and
+    by a replay. Unique by request id within its source, so archive objects read twice count once."""
+
+    endpoint = models.CharField(max_length=64)
+    deployment = models.CharField(max_length=64, help_text="the deployment compared (mirror or replay)")
+    live_deployment = models.CharField(max_length=64, blank=True)
+    replay = models.ForeignKey(Replay, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    request_id = models.CharField(max_length=64)
+    started_at = models.DateTimeField(help_text="when the live request was sent to its deployment")
+    gateway = models.CharField(max_length=100, blank=True)
+    dropped = models.BooleanField(default=False, help_text="sampled for comparison but never compared")
+    live_status = models.PositiveIntegerField(null=True, blank=True)
+    shadow_status = models.PositiveIntegerField(null=True, blank=True)
+    live_ms = models.FloatField(null=True, blank=True)
+    shadow_ms = models.FloatField(null=True, blank=True)
+    agree = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    # Only where the deployments' data collection takes payloads (and only for disagreements): null says
+    # "not collected", which an empty body is not.
+    input = models.TextField(null=True, blank=True)  # noqa: DJ001
+    live_output = models.TextField(null=True, blank=True)  # noqa: DJ001
+    shadow_output = models.TextField(null=True, blank=True)  # noqa: DJ001
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "deployment", "request_id"],
+                condition=models.Q(replay__isnull=True),
+                name="comparisonevent_unique_mirrored",
+            ),
+            models.UniqueConstraint(fields=["replay", "request_id"], name="comparisonevent_unique_replayed"),
+        ]
+        indexes = [
+            models.Index(fields=["endpoint", "deployment", "started_at"], name="comparisonevent_window"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint}/{self.deployment} {self.request_id}"
+
+
+class GatewayWatermark(models.Model):
+    """The newest comparison watermark archived from a gateway: every comparison of a request it sent
+    before `through` is archived (serving/gateway/compare.py)."""
+
+    gateway_id = models.CharField(max_length=100, primary_key=True)
+    through = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.gateway_id} through {self.through:%Y-%m-%d %H:%M:%S}"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from monitoring.models import ArchivedObject, MetricMinute, ResourceMinute
+from monitoring.models import ArchivedObject, ComparisonEvent, MetricMinute, ResourceMinute
 from studio.objectstore import ObjectStore
 
 
@@ -33,6 +33,10 @@ def enforce_retention(
     ).delete()
     # Replica CPU and memory are minutes too, kept as long.
     ResourceMinute.objects.filter(minute__lt=now - timedelta(days=metrics_days)).delete()
+    # Mirrored comparisons are figures of the same kind (monitoring.comparison); a replay's stay with it.
+    ComparisonEvent.objects.filter(
+        replay__isnull=True, started_at__lt=now - timedelta(days=metrics_days)
+    ).delete()
     expired = ArchivedObject.objects.filter(hour__lt=now - timedelta(days=telemetry_days))
     for pk, key in expired.values_list("pk", "key").iterator(chunk_size=500):
         store.delete_prefix(key)

@@ -32,6 +32,9 @@ def ship_telemetry() -> dict:
     )
     # Rolled up at once, so charts lag the gateway by one beat, not two.
     rolled = rollup.rollup_pending(store, max_seconds=RUN_SECONDS / 2)
+    from monitoring.comparison import ingest_pending
+
+    ingest_pending(store)  # shadow comparisons and gateway watermarks (monitoring/comparison.py)
     return {"segments": report.segments, "events": report.events, "rolled_up": rolled.events}
 
 
@@ -96,3 +99,12 @@ def run_drift_monitor(monitor_id: int) -> dict:
         return {"monitor": monitor_id, "state": "deleted"}
     run = run_monitor(monitor, MonitorTriggerChoices.SCHEDULE)
     return {"monitor": monitor_id, "run": run.pk, "state": run.state, "breached": run.breached}
+
+
+@shared_task(soft_time_limit=3600, time_limit=3660, acks_late=True)
+def run_replay(replay_id: int) -> dict:
+    """Send a replay's collected requests to its deployment and compare the answers (monitoring.replay);
+    safe to run again after a crash: requests already compared are skipped."""
+    from monitoring import replay
+
+    return {"replay": replay_id, "state": replay.run(replay_id)}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring import alert_pages, drift_pages, views
+from monitoring import alert_pages, compare_pages, drift_pages, views
 
 app_name = "monitoring"
 
@@ -25,6 +25,11 @@ urlpatterns = [
         "endpoints/<str:name>/monitoring/alerts/<int:pk>/delete/",
         alert_pages.AlertRuleDeleteView.as_view(),
         name="alertrule_delete",
+    ),
+    path(
+        "endpoints/<str:name>/compare/",
+        compare_pages.OnlineEndpointCompareView.as_view(),
+        name="onlineendpoint_compare",
     ),
     path(
         "endpoints/<str:name>/drift/",

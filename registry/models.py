@@ -72,7 +72,8 @@ class NamedAsset(models.Model):
 
 class RegisteredModelQuerySet(models.QuerySet):
     def with_summary(self) -> "RegisteredModelQuerySet":
-        """Each model with `version_count`, `latest_version` and `latest_type` (of its newest active version).
+        """Each model with `version_count`, `latest_version`, `latest_type` and `latest_description` (of its
+        newest active version).
 
         Subqueries, not joins: a join would multiply the rows that a filter on versions counts.
         """
@@ -83,6 +84,7 @@ class RegisteredModelQuerySet(models.QuerySet):
             version_count=Coalesce(Subquery(count, output_field=IntegerField()), 0),
             latest_version=Subquery(latest.values("version")[:1]),
             latest_type=Subquery(latest.values("type")[:1]),
+            latest_description=Subquery(latest.values("description")[:1]),
         )
 
     def summarize(self, page: list) -> list:

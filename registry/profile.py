@@ -1,9 +1,11 @@
 """Profiling a model version before deploying it: which instance type, how many, how much concurrency.
 
-A profile is a job. For each instance type asked for, it starts the version on the local target exactly
-as a deployment's replica starts (the same interpreter or built environment, the same sandbox when Studio
-runs as root: the model is other people's code), imposes the type's CPUs and memory on it
-(`registry.limits` says how, and the result names the means used), and loads it over HTTP with 1, 2, 4,
+A profile is a job. For each instance type asked for, it starts the version as a deployment's replica
+starts: on the Docker engine where one answers, as the docker target runs it, with the type's CPUs and
+memory as Docker limits (`registry.profile_docker`; STUDIO_PROFILE_TARGET chooses), else on the local
+target (the same interpreter or built environment, the same sandbox when Studio runs as root: the model
+is other people's code) under the type's CPUs and memory (`registry.limits` says how, and the result
+names the means used). Then it loads it over HTTP with 1, 2, 4,
 ... concurrent connections, each level for a bounded time, until throughput stops growing, latency
 degrades, or MAX_CONCURRENCY is reached. The replica is stopped before the next type starts, so types
 never compete for the host.
@@ -344,7 +346,6 @@ def _measure(
     from endpoints.reconcile import wait_ready
     from endpoints.targets.base import ReplicaFailed, ReplicaLaunch
     from registry import limits, loadtest
-    from serving import replica_key
 
     size, warnings = limits.fitted(sizes.lookup(name))
     for warning in warnings:
@@ -392,36 +393,54 @@ def _measure(
                 f"The replica's CPUs could not be limited to {confinement.cpus} (it has {observed})."
             )
         _first_answer(replica, body, source)
-        port = replica.handle["port"]
-        key = replica_key.headers(host.replica_secret)
-        payload = loadtest.request_bytes("127.0.0.1", port, "/score", body, key)
-        concurrency = 1
-        with _loader_cpus(confinement.cpus) as loader:
-            # Every worker answers a few requests first: a first prediction costs more than the rest.
-            _load(log, port, payload, 2 * workers, min(duration, WARM_UP_S))
-            while concurrency <= MAX_CONCURRENCY:
-                level = _load(log, port, payload, concurrency, duration)
-                levels.append(level)
-                log(
-                    f"{name}, {concurrency} concurrent: {level.throughput:.0f} requests/s, "
-                    f"p50 {level.percentile(0.5):.1f} ms, p99 {level.percentile(0.99):.1f} ms"
-                    + (f", {level.errors} errors ({level.first_error})" if level.errors else "")
-                )
-                lease.renew()
-                if confinement.out_of_memory or not level.requests:
-                    break
-                previous = levels[-2] if len(levels) > 1 else None
-                best = max(levels[:-1], key=lambda lv: lv.throughput, default=None)
-                if best is not None and level.throughput < GROWTH * best.throughput:
-                    break
-                if previous is not None and level.percentile(0.99) > DEGRADED_P99 * previous.percentile(0.99):
-                    break
-                concurrency *= 2
+        loader = _levels(log, lease, name, replica, workers, body, duration, confinement, levels)
     finally:
         target.stop(replica)
         if confinement is not None:
             confinement.close()
         release(job, "replica", "cgroup")
+    return _figures(name, size, workers, confinement, replica, warnings, levels, observed, loader, log)
+
+
+def _levels(log, lease, name: str, replica, workers: int, body: bytes, duration: float, confinement, levels):
+    """Load the ready replica with 1, 2, 4, ... connections until throughput stops growing, latency
+    degrades or the replica runs out of memory, appending each level's figures to `levels`; returns
+    the CPUs the load generator ran on."""
+    from registry import loadtest
+    from serving import replica_key
+
+    port = replica.handle["port"]
+    key = replica_key.headers(replica.deployment.replica_secret)
+    payload = loadtest.request_bytes("127.0.0.1", port, "/score", body, key)
+    concurrency = 1
+    with _loader_cpus(confinement.cpus) as loader:
+        # Every worker answers a few requests first: a first prediction costs more than the rest.
+        _load(log, port, payload, 2 * workers, min(duration, WARM_UP_S))
+        while concurrency <= MAX_CONCURRENCY:
+            level = _load(log, port, payload, concurrency, duration)
+            levels.append(level)
+            log(
+                f"{name}, {concurrency} concurrent: {level.throughput:.0f} requests/s, "
+                f"p50 {level.percentile(0.5):.1f} ms, p99 {level.percentile(0.99):.1f} ms"
+                + (f", {level.errors} errors ({level.first_error})" if level.errors else "")
+            )
+            lease.renew()
+            confinement.refresh()
+            if confinement.out_of_memory or not level.requests:
+                break
+            previous = levels[-2] if len(levels) > 1 else None
+            best = max(levels[:-1], key=lambda lv: lv.throughput, default=None)
+            if best is not None and level.throughput < GROWTH * best.throughput:
+                break
+            if previous is not None and level.percentile(0.99) > DEGRADED_P99 * previous.percentile(0.99):
+                break
+            concurrency *= 2
+    return loader
+
+
+def _figures(
+    name: str, size, workers: int, confinement, replica, warnings, levels, observed, loader, log
+) -> dict:
     figures = [level.figures() for level in levels]
     measured = [f for f in figures if f["requests"]]
     point = operating_point(measured) if measured else {}
@@ -440,6 +459,46 @@ def _measure(
         "out_of_memory": confinement.out_of_memory,
         "levels": figures,
     }
+
+
+def _measure_docker(
+    job, log, lease, client, host, built, name: str, body: bytes, source: str, duration: float
+):
+    """One instance type's figures on the Docker engine (registry.profile_docker): start the version's
+    container under the type's limits, load it level by level, remove it."""
+    from endpoints.jobs import hold, release
+    from endpoints.reconcile import wait_ready
+    from endpoints.targets.base import ReplicaFailed
+    from registry import loadtest, profile_docker
+
+    size, warnings = profile_docker.limits(client, name)
+    for warning in warnings:
+        log(warning, level="warning")
+    workers = max(1, math.ceil(size.cores))
+    image, model_dir = built
+    replica = profile_docker.start(
+        client, job, image, model_dir, name, size, workers, host.replica_secret, hold
+    )
+    confinement = profile_docker.DockerConfinement(replica.container)
+    levels: list[loadtest.Level] = []
+    loader: list[int] = []
+    try:
+        try:
+            wait_ready(profile_docker.ENGINE, replica, READY_TIMEOUT_S, log)
+        except ReplicaFailed:
+            confinement.refresh()
+            if not confinement.out_of_memory:
+                raise
+        confinement.refresh()
+        if confinement.out_of_memory:
+            return _out_of_memory(name, size, workers, confinement, replica, warnings, log)
+        _first_answer(replica, body, source)
+        loader = _levels(log, lease, name, replica, workers, body, duration, confinement, levels)
+        confinement.refresh()
+    finally:
+        profile_docker.stop(replica)
+        release(job, "container")
+    return _figures(name, size, workers, confinement, replica, warnings, levels, [], loader, log)
 
 
 def _described(name: str, size, workers: int, confinement, replica: _Replica, warnings: list[str]) -> dict:
@@ -478,7 +537,7 @@ def _profile(job, log, instance_types: list[str], duration_s: float, target_rps,
     from endpoints import artifacts, leases
     from endpoints.jobs import MODEL_JOB_STALE, hold, release
     from endpoints.targets import get_target
-    from registry import limits
+    from registry import limits, profile_docker
 
     version = job.model_version
     if version is None:
@@ -495,15 +554,27 @@ def _profile(job, log, instance_types: list[str], duration_s: float, target_rps,
     hold(job, lease=LEASE, lease_owner=owner)
     try:
         host = _host(job, version)
-        target = get_target("local")
-        prepared = target.prepare(host, model_dir, None, log)
-        for warning in prepared.warnings:
-            log(warning, level="warning")
+        client = profile_docker.engine_for_profiles()
+        if client is not None:
+            log("Profiling on the Docker engine, as the docker target runs the model.")
+            built = profile_docker.build(client, version, model_dir, log)
+
+            def measure(name: str) -> dict:
+                return _measure_docker(job, log, lease, client, host, built, name, body, source, duration_s)
+        else:
+            target = get_target("local")
+            prepared = target.prepare(host, model_dir, None, log)
+            for warning in prepared.warnings:
+                log(warning, level="warning")
+
+            def measure(name: str) -> dict:
+                return _measure(job, log, lease, target, host, prepared, name, body, source, duration_s)
+
         lease.renew()
         log(f"Loading {version} with {source}, {duration_s:g}s per load level.", progress=5)
         figures = []
         for index, name in enumerate(instance_types):
-            figures.append(_measure(job, log, lease, target, host, prepared, name, body, source, duration_s))
+            figures.append(measure(name))
             log(f"Measured {name}.", progress=5 + 90 * (index + 1) // len(instance_types))
     finally:
         lease.release()
@@ -513,6 +584,7 @@ def _profile(job, log, instance_types: list[str], duration_s: float, target_rps,
         "request_source": source,
         "duration_s_per_level": duration_s,
         "host": {"cpus": len(limits.host_cpus()), "memory_bytes": limits.host_memory_bytes()},
+        "target": "docker" if client is not None else "local",
         "instance_types": figures,
         "recommendation": recommend(figures, target_rps),
     }
@@ -534,6 +606,7 @@ def run_job(job_id, instance_types: list[str], duration_s: float, target_rps=Non
     starts again, after the replica it left is stopped. A failure says what to do."""
     from endpoints.artifacts import ContentMissing
     from endpoints.jobs import run_model_job
+    from endpoints.packaging import PackagingError
     from endpoints.targets.base import BuildFailed, ReplicaFailed, TargetUnavailable
     from serving.errors import LoadError
 
@@ -541,5 +614,5 @@ def run_job(job_id, instance_types: list[str], duration_s: float, target_rps=Non
         result |= _profile(job, log, instance_types, duration_s, target_rps, request)
         log(_summary(result))
 
-    expected = (BuildFailed, ReplicaFailed, TargetUnavailable, ContentMissing, LoadError)
+    expected = (BuildFailed, ReplicaFailed, TargetUnavailable, ContentMissing, LoadError, PackagingError)
     return run_model_job(job_id, work, expected)

@@ -94,19 +94,15 @@ def upload_folder(store: ObjectStore, prefix: str, root: Path, files: list[dict]
 
 
 def register_version(spec: NewVersion, upload: BinaryIO, filename: str, kind: str, user) -> ModelVersion:
-    """Register a new version from an uploaded file (kind 'file') or archive (kind 'folder')."""
+    """Register a new version from an uploaded file (kind 'file') or archive (kind 'folder').
+
+    A version given that exists already with the same content and type is that version, returned with
+    `reused` set (so a deployment that failed can be retried with the same files); with other content it
+    is refused (409), since versions are immutable."""
     if spec.type not in ModelTypeChoices.values:
         raise RegistrationError(
             f"type must be one of {', '.join(ModelTypeChoices.values)}, not {spec.type!r}."
         )
-    if spec.version:
-        existing = ModelVersion.objects.filter(model__name=spec.name, version=spec.version).exists()
-        if existing:
-            raise RegistrationError(
-                f"Version {spec.version} of model {spec.name!r} exists already; versions are immutable. "
-                "Leave the version out to get the next number.",
-                status=409,
-            )
     store = artifact_store()
     prefix = f"models/{spec.name}/{uuid.uuid4().hex}"
     stored = False
@@ -121,6 +117,8 @@ def register_version(spec: NewVersion, upload: BinaryIO, filename: str, kind: st
                 metadata = mlmodel.parse(model_dir)
                 metadata["path"] = model_dir.relative_to(root).as_posix()
             files, size, digest = archives.describe(root)
+            if spec.version and (same := _existing_version(spec, kind, digest)) is not None:
+                return same
             stored = True
             upload_folder(store, prefix, root, files)
             return _create_row(spec, kind, prefix, files, size, digest, metadata, user)
@@ -130,6 +128,23 @@ def register_version(spec: NewVersion, upload: BinaryIO, filename: str, kind: st
             if stored:
                 store.delete_prefix(prefix)
             raise
+
+
+def _existing_version(spec: NewVersion, kind: str, digest: str) -> ModelVersion | None:
+    """The version `spec` names if it exists with this content and type (marked `reused`), None when it
+    does not exist; RegistrationError (409) when it exists with other content."""
+    found = ModelVersion.objects.filter(model__name=spec.name, version=spec.version).first()
+    if found is None:
+        return None
+    if found.digest != digest or found.type != spec.type or found.content_kind != kind:
+        raise RegistrationError(
+            f"Version {spec.version} of model {spec.name!r} exists already with other content (sha256 "
+            f"{found.digest[:12]}, {found.type}; this upload is {digest[:12]}, {spec.type}); versions are "
+            "immutable. Register it under a new version, or leave the version out to get the next number.",
+            status=409,
+        )
+    found.reused = True
+    return found
 
 
 def _create_row(spec, kind, prefix, files, size, digest, metadata, user) -> ModelVersion:
@@ -163,9 +178,14 @@ def _create_row(spec, kind, prefix, files, size, digest, metadata, user) -> Mode
                 return version
         except IntegrityError:
             if spec.version:
-                raise RegistrationError(
-                    f"Version {spec.version} of model {spec.name!r} exists already.", status=409
-                ) from None
+                same = _existing_version(spec, kind, digest)
+                if same is None:
+                    raise RegistrationError(
+                        f"Version {spec.version} of model {spec.name!r} exists already.", status=409
+                    ) from None
+                # Registered meanwhile with this very content: the same version, and ours is not needed.
+                artifact_store().delete_prefix(prefix)
+                return same
             # Another registration took the same auto-assigned number; take the next one.
     raise RegistrationError("Too many simultaneous registrations of this model; try again.", status=409)
 

@@ -123,6 +123,10 @@ def type_badge(value: str) -> SafeString:
     return _badge("info", "MLflow") if value == "mlflow_model" else _badge("neutral", "custom")
 
 
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
 def _when(value) -> SafeString:
     if value is None:
         return _muted("—")
@@ -151,9 +155,7 @@ class ModelVersionTable(Table):
             lambda v: tag_chips(v.tags, reverse("registry:registeredmodel", args=[v.model.name])),
             css="cell-tags",
         ),
-        Column(
-            "Description", lambda v: v.description.splitlines()[0] if v.description else "", css="cell-text"
-        ),
+        Column("Description", lambda v: _first_line(v.description), css="cell-text"),
         Column("Created by", lambda v: v.created_by.username if v.created_by else "—"),
         Column("Created", lambda v: _when(v.created_at), order_by="created_at", css="nowrap"),
         Column(
@@ -194,8 +196,6 @@ class RegisteredModelTable(Table):
         ),
         Column("Type", lambda m: type_badge(m.latest_type) if m.latest_type else ""),
         Column("Versions", lambda m: m.version_count, css="num"),
-        Column(
-            "Description", lambda m: m.description.splitlines()[0] if m.description else "", css="cell-text"
-        ),
+        Column("Description", lambda m: _first_line(m.latest_description or m.description), css="cell-text"),
         Column("Updated", lambda m: _when(m.updated_at), order_by="updated_at", css="nowrap"),
     )

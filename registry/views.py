@@ -3,6 +3,8 @@
 Views stay thin: filtering is the FilterSets', rules and changes are registry.services'.
 """
 
+import json
+
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import transaction
@@ -101,6 +103,7 @@ class ModelVersionView(StudioPageMixin, View):
             ],
             "flavors": mlflow.get("flavors") or {},
             "deployments": services.deployments_using(found),
+            "deployment_links": deployment_links(found),
             "download_url": reverse(
                 "registry-api:modelversion-download", args=[found.model.name, found.version]
             ),
@@ -164,12 +167,36 @@ class ModelVersionDescriptionView(ModelVersionEditView):
     partial_template = "registry/inc/version_description.html"
 
 
+def deployment_links(version: ModelVersion) -> list[tuple[str, str]]:
+    """The deployments serving `version` as (endpoint/deployment, the address of its card)."""
+    related = getattr(version, "deployments", None)
+    if related is None:
+        return []
+    return [
+        (
+            str(deployment),
+            f"{reverse('endpoints:onlineendpoint_details', args=[deployment.endpoint.name])}"
+            f"#deployment-{deployment.name}",
+        )
+        for deployment in related.select_related("endpoint").order_by("endpoint__name", "name")
+    ]
+
+
 class ModelVersionArchiveView(StudioPageMixin, View):
-    """POST archived=true|false: archive a version (it stays, but `latest` skips it) or restore it."""
+    """POST archived=true|false: archive a version (it stays, but `latest` skips it) or restore it.
+
+    Archiving a version that deployments serve asks first, naming them: they keep serving it, but
+    `latest` and the pages' pickers no longer offer it."""
+
+    template_name = "registry/modelversion_archive.html"
 
     def post(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
         found = _get_version(name, version)
         archived = request.POST.get("archived") == "true"
+        if archived and not found.archived and request.POST.get("confirmed") != "yes":
+            links = deployment_links(found)
+            if links:
+                return render(request, self.template_name, {"object": found, "deployment_links": links})
         with transaction.atomic():
             services.update_version(found, request.user, archived=archived)
         if archived:
@@ -325,6 +352,23 @@ def _upload_problem(request: HttpRequest) -> tuple[str, int] | None:
     return None
 
 
+def chosen_content(request: HttpRequest) -> str:
+    """What a refused registration had chosen as content, in words ("" when nothing was chosen)."""
+    single = [item for item in request.FILES.getlist("file") if item.name]
+    folder = [item for item in request.FILES.getlist("folder") if item.name]
+    if single:
+        return f"the file {single[0].name}"
+    if folder:
+        try:
+            paths = json.loads(request.POST.get("paths") or "[]")
+        except json.JSONDecodeError:
+            paths = []
+        top = paths[0].replace("\\", "/").split("/")[0] if paths and isinstance(paths[0], str) else ""
+        count = f"{len(folder)} file{'s' if len(folder) != 1 else ''}"
+        return f"the folder {top} ({count})" if top and "/" in paths[0] else f"a folder of {count}"
+    return ""
+
+
 # The body is parsed in the view, where its limits can be reported; CSRF is checked right after.
 @method_decorator(csrf_exempt, name="dispatch")
 class ModelVersionRegisterView(StudioPageMixin, View):
@@ -343,10 +387,20 @@ class ModelVersionRegisterView(StudioPageMixin, View):
             return render(request, self.template_name, {"form": form, "upload_error": message}, status=status)
         return csrf_protect(self.register)(request)
 
+    def refused(self, request: HttpRequest, form: ModelVersionRegisterForm, status: int) -> HttpResponse:
+        """The form again with every field but the content as sent; browsers cannot refill a file input,
+        so the page names what was chosen and asks for it again."""
+        context = {"form": form, "files_again": chosen_content(request)}
+        if context["files_again"]:
+            # The paths described the files of this try; the next choice sends its own.
+            form.data = form.data.copy()
+            form.data["paths"] = ""
+        return render(request, self.template_name, context, status=status)
+
     def register(self, request: HttpRequest) -> HttpResponse:
         form = ModelVersionRegisterForm(request.POST, request.FILES)
         if not form.is_valid():
-            return render(request, self.template_name, {"form": form}, status=400)
+            return self.refused(request, form, 400)
         data = form.cleaned_data
         spec = services.NewVersion(
             name=data["name"],
@@ -366,6 +420,6 @@ class ModelVersionRegisterView(StudioPageMixin, View):
                 version = services.register_folder(spec, data["folder_files"], request.user)
         except services.RegistrationError as exc:
             form.add_error(None, str(exc))
-            return render(request, self.template_name, {"form": form}, status=exc.status)
+            return self.refused(request, form, exc.status)
         messages.success(request, f"Registered {version} ({version.asset_id}).")
         return redirect(version)

@@ -3,8 +3,10 @@
 Hand-written on purpose (no framework): every scoring request pays only for what it uses. User code,
 model loading and batched predictions run in one model thread per worker, one call at a time, so the
 event loop stays free for health probes, timeouts and, with batching, for gathering the next batch. A
-native no-code model (scikit-learn, ONNX) without batching is called on the event loop itself: its
-predict is short and holds the GIL anyway, and the two thread switches cost more than they buy.
+native no-code model (scikit-learn, ONNX) without batching is called on the event loop itself while its
+predict is short (it holds the GIL anyway, and the two thread switches cost more than they buy); once
+its calls keep taking longer than INLINE_LIMIT_S they go to the model thread, so that a slow model
+cannot stall the reading of other requests, the probes and the scoring timeout.
 
 With a replica key configured (serving.replica_key), every request but the liveness probe is refused with
 401 unless it presents the key: the check comes before routing, so an unauthenticated caller learns
@@ -19,13 +21,14 @@ import signal
 import time
 import traceback
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
+from serving import compat, openapi, replica_key
 from serving import metrics as shared
-from serving import replica_key
 from serving.batching import Batcher
 from serving.errors import BadInput, ModelFailed, NotReady, ServingError, TimedOut, TooLarge
 from serving.logs import JsonLog
@@ -33,6 +36,12 @@ from serving.messages import Headers, ScoreRequest
 from serving.scorer import JSON_TYPE, BatchScorer, Reply, Scorer
 from serving.settings import Settings
 
+#: A native model is called on the event loop unless each of its last INLINE_WINDOW calls took longer
+#: than this: a slow one would hold up every other request of the worker, its health probes and its
+#: timeouts, so it is called in the model thread (until a call is fast again). The least of several
+#: durations, so that a call the OS merely preempted on a busy host moves nothing.
+INLINE_LIMIT_S = 0.002
+INLINE_WINDOW = 8
 _TEXT_TYPE = b"text/plain; charset=utf-8"
 _METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _ERROR_KIND = {400: "bad_request", 408: "timeout", 413: "too_large", 503: "not_ready"}
@@ -75,13 +84,16 @@ class ScoringApp:
         self.log = log
         self.ready = False
         self.load_error: str | None = None
-        self.openapi_body: bytes | None = None
+        self.openapi_bodies: dict[str, bytes] = {}
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.batcher: Batcher | None = None
         self._timeout_s = settings.timeout_ms / 1000.0
         self._key = settings.replica_key
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: a native model's last predict times, which decide where it is called
+        self._recent_s: deque[float] = deque(maxlen=INLINE_WINDOW)
+        self._inline = True
 
     # --- ASGI entry -----------------------------------------------------------------------------
 
@@ -119,11 +131,11 @@ class ScoringApp:
         loop.run_in_executor(self.executor, self._load).add_done_callback(self._loaded)
         loop.create_task(self._watch_parent(os.getppid()))
 
-    def _load(self) -> tuple[float, bytes | None]:
+    def _load(self) -> tuple[float, dict[str, bytes]]:
         started = time.perf_counter()
         self.scorer.load()
         document = self.scorer.openapi()
-        return time.perf_counter() - started, orjson.dumps(document) if document is not None else None
+        return time.perf_counter() - started, openapi.published(document, self.settings.code_dir)
 
     def _loaded(self, future: asyncio.Future) -> None:
         if future.cancelled():
@@ -135,7 +147,7 @@ class ScoringApp:
             trace = "".join(traceback.format_exception(error))
             self.log.error(f"Model load failed: {self.load_error}", event="load_failed", traceback=trace)
             return
-        seconds, self.openapi_body = future.result()
+        seconds, self.openapi_bodies = future.result()
         self.ready = True
         self.metrics.set_state(shared.READY)
         self.log.info("Model loaded", event="ready", kind=self.scorer.kind, load_seconds=round(seconds, 3))
@@ -173,8 +185,13 @@ class ScoringApp:
         elif path == "/health/ready":
             await self._ready(send)
         elif path == "/swagger.json":
-            if self.openapi_body is not None:
-                await _send(send, 200, self.openapi_body, JSON_TYPE)
+            try:
+                version = openapi.requested_version(scope["query_string"])
+            except BadInput as error:
+                await self._send_error(send, 400, "BadRequest", error.message, b"")
+                return
+            if version in self.openapi_bodies:
+                await _send(send, 200, self.openapi_bodies[version], JSON_TYPE)
             elif not self.ready:
                 await self._send_error(send, 503, "ServiceUnavailable", "The model is not loaded yet.", b"")
             else:
@@ -279,17 +296,21 @@ class ScoringApp:
         assert loop is not None
         deadline = loop.time() + self._timeout_s
         try:
-            async with asyncio.timeout_at(deadline):
+            async with compat.timeout_at(deadline):
                 if self.batcher is not None:
                     item = self.scorer.parse(body)  # type: ignore[attr-defined]
                     result, run_s = await self.batcher.submit(item)
                     if isinstance(result, Exception):
                         raise result
                     return result, run_s
-                if self.scorer.inline:
-                    # A native model's predict is short and holds the GIL anyway: calling it here saves
-                    # two thread switches per request. Its own thread still serves batching and user code.
+                lock = self._lock
+                assert lock is not None
+                if self.scorer.inline and self._inline and not lock.locked():
+                    # A native model's short predict holds the GIL anyway: calling it here saves two
+                    # thread switches per request. Its own thread still serves batching and user code,
+                    # and slow calls, which this one never overlaps.
                     outcome, run_s = _timed(self.scorer.score, _BodyOnly(body))
+                    self._timed_native(run_s)
                     if isinstance(outcome, BaseException):
                         raise outcome
                     return outcome, run_s
@@ -303,10 +324,17 @@ class ScoringApp:
                     ),
                     data=body,
                 )
-                return await self._run_exclusive(request)
+                reply, run_s = await self._run_exclusive(request)
+                if self.scorer.inline:
+                    self._timed_native(run_s)
+                return reply, run_s
         except TimeoutError:
             limit = self.settings.timeout_ms
             raise TimedOut(f"Scoring took longer than SCORING_TIMEOUT_MS ({limit} ms).") from None
+
+    def _timed_native(self, run_s: float) -> None:
+        self._recent_s.append(run_s)
+        self._inline = len(self._recent_s) < INLINE_WINDOW or min(self._recent_s) < INLINE_LIMIT_S
 
     async def _run_exclusive(self, request: ScoreRequest) -> tuple[Reply, float]:
         """Run the scorer in the model thread once it is free; the lock is held until the call really ends,

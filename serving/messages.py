@@ -7,6 +7,7 @@ for Azure work unchanged: `request.method`, `.headers`, `.args`, `.get_data()`, 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -69,17 +70,83 @@ class QueryArgs(Mapping[str, str]):
         return len(self._first)
 
 
-@dataclass
+class MultiDict(Mapping[str, Any]):
+    """Form fields or files as Flask gives them to Azure's scripts: `[key]` and `get` give the first value,
+    `getlist` every value sent under that name, in order."""
+
+    def __init__(self, pairs: Iterable[tuple[str, Any]] = ()) -> None:
+        self._pairs = list(pairs)
+        self._first: dict[str, Any] = {}
+        for key, value in self._pairs:
+            self._first.setdefault(key, value)
+
+    def getlist(self, key: str) -> list[Any]:
+        return [value for name, value in self._pairs if name == key]
+
+    def items(self, multi: bool = False):  # type: ignore[override]
+        return list(self._pairs) if multi else list(self._first.items())
+
+    def to_dict(self, flat: bool = True) -> dict[str, Any]:
+        return dict(self._first) if flat else {key: self.getlist(key) for key in self._first}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._first[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def __repr__(self) -> str:
+        return f"MultiDict({self._pairs!r})"
+
+
 class UploadedFile:
-    """One file of a multipart/form-data request."""
+    """One file of a multipart/form-data request, shaped like werkzeug's FileStorage (what Azure's scripts
+    get): a readable, seekable file object (so `PIL.Image.open(request.files["image"])` works) with
+    `filename`, `name`, `content_type`, `mimetype` and `save()`."""
 
-    name: str
-    filename: str
-    content_type: str
-    data: bytes
+    def __init__(self, name: str, filename: str, content_type: str, data: bytes) -> None:
+        self.name = name
+        self.filename = filename
+        self.content_type = content_type
+        self.data = data
+        self.stream = io.BytesIO(data)
 
-    def read(self) -> bytes:
-        return self.data
+    @property
+    def mimetype(self) -> str:
+        return self.content_type.split(";", 1)[0].strip().lower()
+
+    @property
+    def content_length(self) -> int:
+        return len(self.data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+    def save(self, destination: Any, buffer_size: int = 16384) -> None:
+        """Write the file to a path or to an open binary file."""
+        if hasattr(destination, "write"):
+            destination.write(self.data)
+            return
+        with open(destination, "wb") as out:
+            out.write(self.data)
+
+    def __getattr__(self, name: str) -> Any:
+        # seek, tell, readline, readinto, ...: the stream's own, as FileStorage does.
+        if name == "stream":
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.stream)
+
+    def __bool__(self) -> bool:
+        return bool(self.filename)
+
+    def __repr__(self) -> str:
+        return f"<UploadedFile {self.filename!r} ({self.content_type})>"
 
 
 @dataclass
@@ -91,7 +158,7 @@ class ScoreRequest:
     query_string: str
     headers: Headers
     data: bytes
-    _form: tuple[dict[str, str], dict[str, UploadedFile]] | None = field(default=None, repr=False)
+    _form: tuple[MultiDict, MultiDict] | None = field(default=None, repr=False)
 
     @property
     def args(self) -> QueryArgs:
@@ -112,8 +179,35 @@ class ScoreRequest:
     def get_data(self, as_text: bool = False) -> bytes | str:
         return self.data.decode("utf-8", errors="replace") if as_text else self.data
 
-    def get_json(self, silent: bool = False) -> Any:
-        """The body parsed as JSON; a body that is not JSON raises BadInput (400) unless `silent`."""
+    @property
+    def url(self) -> str:
+        host = self.headers.get("host", "localhost")
+        return f"http://{host}{self.path}" + (f"?{self.query_string}" if self.query_string else "")
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("host", "")
+
+    @property
+    def content_length(self) -> int:
+        return len(self.data)
+
+    @property
+    def is_json(self) -> bool:
+        return self.mimetype == "application/json" or self.mimetype.endswith("+json")
+
+    @property
+    def stream(self) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+    @property
+    def values(self) -> MultiDict:
+        """Query arguments and form fields together, as Flask's `request.values`."""
+        return MultiDict([*self.args.items(), *self.form.items(multi=True)])
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """The body parsed as JSON (whatever its content type, as with Flask's `force=True`); a body that
+        is not JSON raises BadInput (400) unless `silent`."""
         try:
             return orjson.loads(self.data)
         except orjson.JSONDecodeError as exc:
@@ -126,29 +220,37 @@ class ScoreRequest:
         return self.get_json(silent=True)
 
     @property
-    def form(self) -> dict[str, str]:
+    def form(self) -> MultiDict:
+        """Form fields (urlencoded, or multipart parts without a file name)."""
         return self._multipart()[0]
 
     @property
-    def files(self) -> dict[str, UploadedFile]:
+    def files(self) -> MultiDict:
+        """Uploaded files (multipart parts with a file name); `getlist` for a name sent several times."""
         return self._multipart()[1]
 
-    def _multipart(self) -> tuple[dict[str, str], dict[str, UploadedFile]]:
+    def _multipart(self) -> tuple[MultiDict, MultiDict]:
         if self._form is None:
             self._form = _parse_form(self.content_type, self.data)
         return self._form
 
 
-def _parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, UploadedFile]]:
+def _parse_form(content_type: str, body: bytes) -> tuple[MultiDict, MultiDict]:
     mimetype = content_type.split(";", 1)[0].strip().lower()
     if mimetype == "application/x-www-form-urlencoded":
-        return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)), {}
+        return MultiDict(
+            parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        ), MultiDict()
     if mimetype != "multipart/form-data":
-        return {}, {}
+        return MultiDict(), MultiDict()
+    if "boundary=" not in content_type:
+        raise BadInput("A multipart/form-data request needs a boundary in its Content-Type header.")
     head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
     message = BytesParser(policy=HTTP).parsebytes(head + body)
-    form: dict[str, str] = {}
-    files: dict[str, UploadedFile] = {}
+    form: list[tuple[str, str]] = []
+    files: list[tuple[str, UploadedFile]] = []
+    if not message.is_multipart():
+        return MultiDict(), MultiDict()
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if not name:
@@ -156,10 +258,10 @@ def _parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[st
         payload = part.get_payload(decode=True) or b""
         filename = part.get_filename()
         if filename is None:
-            form[name] = payload.decode(part.get_content_charset() or "utf-8", errors="replace")
+            form.append((name, payload.decode(part.get_content_charset() or "utf-8", errors="replace")))
         else:
-            files[name] = UploadedFile(name, filename, part.get_content_type(), payload)
-    return form, files
+            files.append((name, UploadedFile(name, filename, part.get_content_type(), payload)))
+    return MultiDict(form), MultiDict(files)
 
 
 class AMLResponse:

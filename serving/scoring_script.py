@@ -55,6 +55,14 @@ class ScoringScript:
         """Import the script and call its init(); exceptions from user code propagate to the caller."""
         if self.model_dir is not None:
             os.environ["AZUREML_MODEL_DIR"] = str(self.model_dir)
+        # What Azure's server sets for a script: its folder, and the script's path within it.
+        os.environ.setdefault("AML_APP_ROOT", str(self.code_dir))
+        if "AZUREML_ENTRY_SCRIPT" not in os.environ:
+            try:
+                entry = self.script.relative_to(self.code_dir.resolve())
+            except ValueError:
+                entry = self.script
+            os.environ["AZUREML_ENTRY_SCRIPT"] = str(entry)
         azureml_compat.install()
         if str(self.code_dir) not in sys.path:
             sys.path.insert(0, str(self.code_dir))

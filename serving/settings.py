@@ -102,7 +102,8 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         return _first(env, *names)
 
     model = pick(args.model_dir, "--model-dir", "AZUREML_MODEL_DIR", "STUDIO_MODEL_DIR")
-    code = pick(args.code, "--code", "AZUREML_SOURCE_DIRECTORY", "STUDIO_SOURCE_DIRECTORY")
+    # AML_APP_ROOT is where Azure's server looks for the scoring script when nothing else names a folder.
+    code = pick(args.code, "--code", "AZUREML_SOURCE_DIRECTORY", "STUDIO_SOURCE_DIRECTORY", "AML_APP_ROOT")
     script = pick(args.scoring_script, "--scoring-script", "AZUREML_ENTRY_SCRIPT", "STUDIO_SCORING_SCRIPT")
     host = pick(args.host, "--host", "STUDIO_HOST")
     port = pick(args.port, "--port", "PORT", "STUDIO_PORT")

@@ -34,7 +34,8 @@ _OPENAPI_TYPES = {
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One named (or positional, when `name` is None) column of a column-based signature."""
+    """One named (or positional, when `name` is None) column of a column-based signature; the name is
+    always text, whatever label the DataFrame the model was saved with had."""
 
     name: str | None
     type: str
@@ -93,9 +94,15 @@ def _specs(raw: Any) -> tuple[ColumnSpec, ...] | tuple[TensorSpec, ...] | None:
             for item in items
         )
     return tuple(
-        ColumnSpec(item.get("name"), str(item.get("type")), bool(item.get("required", True)))
+        ColumnSpec(_column_name(item.get("name")), str(item.get("type")), bool(item.get("required", True)))
         for item in items
     )
+
+
+def _column_name(name: Any) -> str | None:
+    # A DataFrame saved with integer (or other non-string) column labels gives a signature with such
+    # names; requests, JSON documents and error messages name columns by text, so they are kept as text.
+    return None if name is None else str(name)
 
 
 def _params(raw: Any) -> tuple[ParamSpec, ...]:

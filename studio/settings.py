@@ -5,6 +5,7 @@ filesystem stores and a broker that needs no server, all under STUDIO_HOME.
 """
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -197,6 +198,44 @@ if STUDIO_DOCKER_NETWORK in ("host", "none", "bridge", "default") or STUDIO_DOCK
     )
 # The host address container ports are published on, and the one replicas are reached at.
 STUDIO_DOCKER_PUBLISH_ADDRESS = env_str("STUDIO_DOCKER_PUBLISH_ADDRESS", "127.0.0.1")
+# Where `studio model profile` runs the model: `docker` as the docker target runs it (its image, its
+# confinement, the instance type's limits), `local` as local processes under taskset/cgroup limits, `auto`
+# on the Docker engine when one answers and has STUDIO_DOCKER_BASE_IMAGE, else locally.
+STUDIO_PROFILE_TARGET = env_str("STUDIO_PROFILE_TARGET", "auto")
+if STUDIO_PROFILE_TARGET not in ("auto", "docker", "local"):
+    raise ImproperlyConfigured(
+        f"STUDIO_PROFILE_TARGET={STUDIO_PROFILE_TARGET!r} is not one of auto, docker, local."
+    )
+
+# The kubernetes target (docs/kubernetes.md): the namespace deployments' objects go to, the registry their
+# images are pushed to (and pulled from by the cluster), the Secrets that let the cluster pull them, and the
+# Service type (NodePort or LoadBalancer when the gateway runs outside the cluster).
+STUDIO_K8S_NAMESPACE = env_str("STUDIO_K8S_NAMESPACE", "studio-models")
+STUDIO_K8S_IMAGE_REGISTRY = env_str("STUDIO_K8S_IMAGE_REGISTRY", "").rstrip("/")
+STUDIO_K8S_IMAGE_PULL_SECRETS = env_list("STUDIO_K8S_IMAGE_PULL_SECRETS", [])
+STUDIO_K8S_SERVICE_TYPE = env_choice(
+    "STUDIO_K8S_SERVICE_TYPE", ("ClusterIP", "NodePort", "LoadBalancer"), "ClusterIP"
+)
+# How gateways reach a kubernetes deployment: `service` (its Service's cluster name: gateways in the
+# cluster), `pods` (each ready pod's address: gateways in the cluster network, balancing themselves), or
+# http://HOST (gateways outside the cluster: HOST and the Service's node port; STUDIO_K8S_SERVICE_TYPE
+# NodePort).
+STUDIO_K8S_GATEWAY_ADDRESS = env_str("STUDIO_K8S_GATEWAY_ADDRESS", "service")
+if STUDIO_K8S_GATEWAY_ADDRESS not in ("service", "pods") and not re.fullmatch(
+    r"https?://[A-Za-z0-9.\-\[\]:]+", STUDIO_K8S_GATEWAY_ADDRESS
+):
+    raise ImproperlyConfigured(
+        f"STUDIO_K8S_GATEWAY_ADDRESS={STUDIO_K8S_GATEWAY_ADDRESS!r}: use service, pods, or http://HOST (a "
+        "node's address, with STUDIO_K8S_SERVICE_TYPE=NodePort)."
+    )
+# Names this installation on the engines and clusters it shares with others; made once under STUDIO_HOME
+# when unset. Processes that share no STUDIO_HOME (Studio on Kubernetes) must all be given the same one.
+STUDIO_INSTALLATION_ID = env_str("STUDIO_INSTALLATION_ID", "")
+if STUDIO_INSTALLATION_ID and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", STUDIO_INSTALLATION_ID):
+    raise ImproperlyConfigured(
+        f"STUDIO_INSTALLATION_ID={STUDIO_INSTALLATION_ID!r}: use 1 to 32 lowercase letters, digits and "
+        "dashes, starting and ending with a letter or digit."
+    )
 # Wheels fetched for images, kept per Python version and platform and shared by every build.
 STUDIO_WHEEL_CACHE = Path(env_str("STUDIO_WHEEL_CACHE", str(STUDIO_HOME / "cache" / "wheels")))
 # Package indexes an Admin allows requirements to name with --index-url/--extra-index-url (comma-separated
@@ -222,6 +261,8 @@ STUDIO_REPLICA_UID_BASE = env_int("STUDIO_REPLICA_UID_BASE", 0x70000000, minimum
 STUDIO_RECONCILE_LEASE_S = env_int("STUDIO_RECONCILE_LEASE_S", 15, minimum=2)
 # How often supervision looks at every replica (and re-queues work nobody holds).
 STUDIO_SUPERVISE_INTERVAL_S = env_int("STUDIO_SUPERVISE_INTERVAL_S", 5, minimum=1)
+# How long the load must want fewer replicas before the autoscaler removes some (endpoints.autoscale).
+STUDIO_AUTOSCALE_COOLDOWN_S = env_int("STUDIO_AUTOSCALE_COOLDOWN_S", 300, minimum=0)
 # The longest a replica leaving the route table waits for every live gateway to acknowledge a table
 # without it; past this it is stopped anyway, and the gateways that did not answer are logged.
 STUDIO_DRAIN_TIMEOUT_S = env_int("STUDIO_DRAIN_TIMEOUT_S", 30, minimum=1)
@@ -317,6 +358,8 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-telemetry": {"task": "monitoring.tasks.rollup_telemetry", "schedule": 15.0},
     "discover-telemetry": {"task": "monitoring.tasks.discover_telemetry", "schedule": 600.0},
     "telemetry-retention": {"task": "monitoring.tasks.enforce_telemetry_retention", "schedule": 3600.0},
+    # Deployments with scale_settings.type target_utilization (endpoints.autoscale).
+    "autoscale": {"task": "endpoints.tasks.autoscale", "schedule": 1.0},
 }
 
 # Webhooks (studio/webhooks.py, studio/webhook_hosts.py): hosts and ports deliveries may reach (`*`, the
@@ -377,3 +420,11 @@ CELERY_BEAT_SCHEDULE["run-drift-monitors"] = {"task": "monitoring.tasks.run_due_
 # Alert emails go to the team's users (any address with a Studio role); an Admin allows more, by domain,
 # e.g. "example.com,oncall.example.net" (monitoring.alerts).
 STUDIO_ALERT_EMAIL_DOMAINS = env_list("STUDIO_ALERT_EMAIL_DOMAINS", [])
+# Progressive rollouts (endpoints/rollouts.py): a step is judged once the archive holds its whole window;
+# an idle gateway never proves that, so after this many seconds past the window the step is judged on
+# what the archive holds (its figures say `complete: false`). Running rollouts nobody drives are resumed
+# by a sweep.
+STUDIO_ROLLOUT_TELEMETRY_WAIT_S = env_int("STUDIO_ROLLOUT_TELEMETRY_WAIT_S", 120, minimum=1)
+# A rollout's driver holds its lease this long between renewals; a dead driver's rollout is resumed after it.
+STUDIO_ROLLOUT_LEASE_S = env_int("STUDIO_ROLLOUT_LEASE_S", 30, minimum=1)
+CELERY_BEAT_SCHEDULE["sweep-rollouts"] = {"task": "endpoints.tasks.sweep_rollouts", "schedule": 15.0}

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from endpoints.gateway_load import gateway_load_view
 from endpoints.routetable import route_table_view
 from monitoring.api.views import PrometheusMetricsView
 from studio.api.errors import json_error_view
@@ -16,6 +17,7 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("internal/route-table/", route_table_view, name="route-table"),
+    path("internal/gateway-load/", gateway_load_view, name="gateway-load"),
     path("metrics", PrometheusMetricsView.as_view(), name="prometheus-metrics"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -26,3 +28,6 @@ urlpatterns = [
     path("endpoints/", include("endpoints.urls")),
     path("", include("studio.pages")),
 ]
+
+# Page 404s say what was not found, in words (studio/notfound.py).
+handler404 = "studio.notfound.page_not_found"

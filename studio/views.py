@@ -16,6 +16,7 @@ from django.views.generic import TemplateView
 from django_htmx.http import HttpResponseClientRedirect
 
 from registry.models import ModelVersion, RegisteredModel
+from studio import dashboard
 from studio.choices import AuditActionChoices, RoleChoices
 from studio.models import AccessToken, AuditEvent, Event, audit
 from studio.roles import has_role
@@ -57,7 +58,8 @@ def _refusal(role: str) -> str:
 
 
 class DashboardView(StudioPageMixin, TemplateView):
-    """What the team has, and what happened lately."""
+    """Whether anything is broken (endpoints, failed deployments, jobs under way), then what the team has
+    and what happened lately."""
 
     template_name = "studio/dashboard.html"
     required_role = None
@@ -68,8 +70,17 @@ class DashboardView(StudioPageMixin, TemplateView):
         context["my_tokens"] = AccessToken.objects.filter(user=self.request.user).usable().count()
         if not has_role(self.request.user, RoleChoices.READER):
             return context
-        week_ago = timezone.now() - timedelta(days=7)
+        now = timezone.now()
+        week_ago = now - timedelta(days=7)
         versions = ModelVersion.objects.all()
+        endpoint_rows, endpoint_total = dashboard.endpoint_health(now)
+        context.update(
+            endpoint_rows=endpoint_rows,
+            endpoint_total=endpoint_total,
+            broken_count=sum(1 for row in endpoint_rows if row.broken),
+            failing=dashboard.failing_deployments(),
+            running_jobs=dashboard.running_jobs(),
+        )
         context.update(
             model_count=RegisteredModel.objects.count(),
             version_count=versions.filter(archived=False).count(),

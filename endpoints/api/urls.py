@@ -1,6 +1,7 @@
 from django.urls import path
 
-from endpoints.api import views
+from endpoints.api import rollouts, views
+from endpoints.api.manifests import DeploymentManifestsView, SpecManifestsView
 
 app_name = "endpoints-api"
 
@@ -33,6 +34,16 @@ urlpatterns = [
         name="onlinedeployment-logs",
     ),
     path(
+        "online-endpoints/<str:endpoint_name>/deployments/<str:name>/manifests",
+        DeploymentManifestsView.as_view(),
+        name="onlinedeployment-manifests",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/manifests",
+        SpecManifestsView.as_view(),
+        name="onlineendpoint-manifests",
+    ),
+    path(
         "online-endpoints/<str:endpoint_name>/deployments/<str:name>/package/",
         views.PackageView.as_view(),
         name="onlinedeployment-package",
@@ -42,6 +53,21 @@ urlpatterns = [
         "models/<str:model_name>/versions/<str:version>/package",
         views.PackageView.as_view(),
         name="modelversion-package",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/rollouts/",
+        rollouts.RolloutListView.as_view(),
+        name="rollout-list",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/rollouts/<str:pk>/",
+        rollouts.RolloutDetailView.as_view(),
+        name="rollout-detail",
+    ),
+    path(
+        "online-endpoints/<str:endpoint_name>/rollouts/<str:pk>/abort/",
+        rollouts.RolloutAbortView.as_view(),
+        name="rollout-abort",
     ),
     path("jobs/<uuid:pk>/", views.JobViewSet.as_view({"get": "retrieve"}), name="job-detail"),
     path("jobs/<uuid:pk>/download", views.JobViewSet.as_view({"get": "download"}), name="job-download"),

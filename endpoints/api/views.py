@@ -106,7 +106,7 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
         target = spec.values.get("target") or (None if partial else TargetChoices.LOCAL)
         if target:
             try:
-                targets.get_target(target)
+                targets.check_usable(target)
             except targets.TargetUnavailable as exc:
                 raise ValidationError({"target": [str(exc)]}) from None
         return spec

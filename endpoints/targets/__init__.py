@@ -4,9 +4,10 @@ from django.conf import settings
 
 from endpoints.targets.base import ReplicaLaunch, Target, TargetUnavailable
 from endpoints.targets.docker import DockerTarget
+from endpoints.targets.kubernetes import NO_CLUSTER, KubernetesTarget, configured
 from endpoints.targets.local import LocalTarget
 
-_DRIVERS: dict[str, type] = {"local": LocalTarget, "docker": DockerTarget}
+_DRIVERS: dict[str, type] = {"local": LocalTarget, "docker": DockerTarget, "kubernetes": KubernetesTarget}
 
 
 def available() -> list[str]:
@@ -28,4 +29,29 @@ def get_target(name: str) -> Target:
     return _DRIVERS[name]()
 
 
-__all__ = ["ReplicaLaunch", "Target", "TargetUnavailable", "available", "get_target"]
+def unusable_reason(name: str) -> str:
+    """Why a new deployment cannot go to `name`, in words; empty when it can."""
+    try:
+        check_usable(name)
+    except TargetUnavailable as exc:
+        return str(exc)
+    return ""
+
+
+def check_usable(name: str) -> None:
+    """TargetUnavailable, saying why, when a new deployment cannot go to `name`: no driver, not allowed
+    here, or (kubernetes) no cluster configured."""
+    get_target(name)
+    if name == "kubernetes" and not configured():
+        raise TargetUnavailable(NO_CLUSTER)
+
+
+__all__ = [
+    "ReplicaLaunch",
+    "Target",
+    "TargetUnavailable",
+    "available",
+    "check_usable",
+    "get_target",
+    "unusable_reason",
+]

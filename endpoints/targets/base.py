@@ -49,6 +49,20 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
 
+def prepared_from(spec, image: str, warnings: list[str] | None = None) -> Prepared:
+    """What an image built from `spec` (endpoints.packaging.PackageSpec) runs, at its paths in the image."""
+    from endpoints import packaging
+
+    code_dir = spec.image_code_dir
+    return Prepared(
+        packaging.IMAGE_PYTHON,
+        Path(str(spec.image_model_dir)),
+        Path(str(code_dir)) if code_dir else None,
+        image=image,
+        warnings=warnings or [],
+    )
+
+
 @dataclass
 class ReplicaLaunch:
     """Everything a driver needs to run one replica of the model server."""

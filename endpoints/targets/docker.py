@@ -24,7 +24,7 @@ from pathlib import Path
 from django.conf import settings
 
 from endpoints import packaging
-from endpoints.targets.base import Prepared, ReplicaFailed, ReplicaLaunch, TargetUnavailable
+from endpoints.targets.base import Prepared, ReplicaFailed, ReplicaLaunch, TargetUnavailable, prepared_from
 from endpoints.targets.instance_types import UnknownInstanceType, fit_to_host, lookup
 from serving.replica_key import VARIABLE as REPLICA_KEY
 
@@ -56,9 +56,12 @@ def confinement() -> dict:
 
 
 def installation_id() -> str:
-    """Names this Studio among others sharing an engine; made once and kept under STUDIO_HOME."""
+    """Names this Studio among others sharing an engine or a cluster: STUDIO_INSTALLATION_ID, else made
+    once and kept under STUDIO_HOME."""
     import secrets
 
+    if settings.STUDIO_INSTALLATION_ID:
+        return settings.STUDIO_INSTALLATION_ID
     path = Path(settings.STUDIO_HOME) / "installation-id"
     try:
         with path.open("x") as out:  # the first process to get here decides; the others read its value
@@ -133,13 +136,7 @@ class DockerTarget:
             for warning in spec.warnings:
                 log(warning, level="warning")
             image = packaging.build_image(self.client, spec, log)
-        return Prepared(
-            packaging.IMAGE_PYTHON,
-            Path(str(spec.image_model_dir)),
-            Path(str(spec.image_code_dir)) if spec.image_code_dir else None,
-            image=image,
-            warnings=warnings,
-        )
+        return prepared_from(spec, image, warnings)
 
     def _built_for(self, deployment) -> str | None:
         """The image the current revision's replicas run: restarts and scaling reuse it, so every

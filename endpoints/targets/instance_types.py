@@ -57,6 +57,11 @@ class UnknownInstanceType(ValueError):
     pass
 
 
+def names() -> list[str]:
+    """The known sizes' names as Azure spells them, smallest first within each family."""
+    return list(_SIZES)
+
+
 def lookup(name: str) -> InstanceType:
     """The size called `name`, case-insensitive as Azure accepts it."""
     try:
@@ -64,7 +69,7 @@ def lookup(name: str) -> InstanceType:
     except KeyError:
         raise UnknownInstanceType(
             f"{name!r} is not a known instance type; use one of {', '.join(_SIZES)} "
-            "(GPU sizes are not available on the docker target)."
+            "(GPU sizes are not available: replicas get CPUs only)."
         ) from None
 
 

@@ -130,7 +130,7 @@ def test_a_contributor_balances_traffic_with_the_sliders(live_server, endpoint, 
     green.focus()
     for _ in range(30):
         page.keyboard.press("ArrowRight")
-    expect(total).to_have_text("Live traffic adds up to 100%.")
+    expect(total).to_have_text("Live traffic adds up to 100%, but green (30%) has no ready replica.")
     # Green is still being created: it cannot take traffic yet, and the card says why.
     page.click("[data-traffic-save]")
     expect(page.locator("#traffic-card .alert-error")).to_contain_text(
@@ -159,7 +159,7 @@ def test_a_contributor_balances_traffic_with_the_sliders(live_server, endpoint, 
     browser_page.screenshot("endpoint-test")
 
     page.goto(f"{live_server.url}/endpoints/fraud/logs/")
-    expect(page.locator("pre.log")).to_contain_text("POST /score 200")
+    expect(page.locator("[data-log-lines]")).to_contain_text("POST /score 200")
     page.select_option("#log-replica", "blue-1-1")
     page.wait_for_url("**replica=blue-1-1*")
     browser_page.screenshot("endpoint-logs")
@@ -194,7 +194,7 @@ def test_the_wizard_walks_through_its_steps(live_server, endpoint, team, browser
     page.fill("#id_name", "fraud-v2")
     page.click("text=Next →")
     page.wait_for_url("**/endpoints/new/model/")
-    page.select_option("#id_model", "fraud-detector:2")
+    page.check("#model-picker-results input[value='fraud-detector:2']")
     browser_page.screenshot("wizard-model")
     page.click("text=Next →")
     page.wait_for_url("**/endpoints/new/code/")
@@ -209,6 +209,8 @@ def test_the_wizard_walks_through_its_steps(live_server, endpoint, team, browser
     page.wait_for_url("**/endpoints/new/target/")
     expect(page.locator("input[name=target][value=kubernetes]")).to_be_disabled()
     browser_page.screenshot("wizard-target")
+    page.click("text=Next →")
+    page.wait_for_url("**/endpoints/new/advanced/")
     page.click("text=Next →")
     page.wait_for_url("**/endpoints/new/traffic/")
     page.click("text=Next →")

@@ -16,6 +16,7 @@ from django.test import Client
 
 from endpoints import credentials, services
 from endpoints.choices import JobKindChoices, JobStateChoices, ProvisioningStateChoices
+from endpoints.forms import AdvancedStepForm
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, Replica
 from endpoints.views import SESSION_KEY, sample_body
 from registry import services as registry_services
@@ -171,6 +172,14 @@ def test_with_no_endpoints_the_list_says_how_to_make_one(team):
 # The wizard
 
 
+# What the Advanced step posts when nothing on it is changed.
+ADVANCED_DEFAULTS = {
+    name: field.initial
+    for name, field in AdvancedStepForm().fields.items()
+    if field.initial not in (None, False)
+}
+
+
 def wizard_post(client: Client, step: str, data: dict):
     return client.post(f"/endpoints/new/{step}/", data)
 
@@ -231,7 +240,12 @@ def test_the_wizard_creates_an_endpoint_and_a_no_code_deployment(team):
         ),
         ("model", {"model": str(version)}, "code"),
         ("code", {"code_mode": "no_code", "env_mode": "studio"}, "target"),
-        ("target", {"target": "local", "instance_count": "2", "instance_type": "Standard_DS3_v2"}, "traffic"),
+        (
+            "target",
+            {"target": "local", "instance_count": "2", "instance_type": "Standard_DS3_v2"},
+            "advanced",
+        ),
+        ("advanced", {**ADVANCED_DEFAULTS}, "traffic"),
         ("traffic", {"mode": "all"}, "review"),
     ]
     for step, data, following in answers:
@@ -404,7 +418,9 @@ def test_a_code_folder_is_packed_and_a_bad_conda_file_is_explained(team):
     assert contributor.session[SESSION_KEY]["code"]["files"] == ["helpers/util.py", "score.py"]
 
 
-def test_the_target_step_offers_only_available_targets(team):
+def test_the_target_step_offers_only_available_targets(team, monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-cluster"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     version = mlflow_version(team.contributor.user)
     contributor = signed_in(team.contributor.user)
     contributor.get("/endpoints/new/")
@@ -414,10 +430,10 @@ def test_the_target_step_offers_only_available_targets(team):
     wizard_post(contributor, "model", {"model": str(version)})
     wizard_post(contributor, "code", {"code_mode": "no_code", "env_mode": "studio"})
     html = contributor.get("/endpoints/new/target/").content.decode()
-    assert 'value="kubernetes" disabled' in html and "not available in this installation" in html
+    assert 'value="kubernetes" disabled' in html and "needs a cluster and none is configured" in html
     refused = wizard_post(contributor, "target", {"target": "kubernetes", "instance_count": "1"})
     assert refused.status_code == 400
-    assert "The kubernetes target is not available in this installation" in refused.content.decode()
+    assert "The kubernetes target needs a cluster and none is configured" in refused.content.decode()
     zero = wizard_post(contributor, "target", {"target": "local", "instance_count": "0"})
     assert "must be a whole number of at least 1, not 0." in zero.content.decode()
 
@@ -507,7 +523,10 @@ def test_the_details_tab_shows_each_deployment_card(team):
     assert 'href="/models/fraud-model/versions/1/"' in html
     assert "100% traffic" in html and "<code>blue-1-0</code>" in html
     assert "app_insights_enabled is not used by Studio" in html
-    assert f'id="job-{job.pk}"' in html and "ModuleNotFoundError: No module named &#x27;x&#x27;</pre>" in html
+    assert f'id="job-{job.pk}"' in html
+    assert (
+        "Cause: <code data-job-cause-text>ModuleNotFoundError: No module named &#x27;x&#x27;</code>" in html
+    )
     # A finished job's panel is not polled.
     assert f"/endpoints/jobs/{job.pk}/?poll=1" not in html
     # Readers see the traffic but not the controls that change things.

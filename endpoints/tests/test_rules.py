@@ -169,14 +169,16 @@ def test_a_model_version_used_by_a_deployment_cannot_be_deleted(team):
         ({"model": {"path": "./model"}}, "must be registered first"),
         ({"model": "azureml:clf:1", "instance_count": 0}, "at least 1"),
         ({"model": "azureml:clf:1", "target": "mainframe"}, "must be one of"),
-        ({"model": "azureml:clf:1", "target": "kubernetes"}, "not available"),
+        ({"model": "azureml:clf:1", "target": "kubernetes"}, "needs a cluster and none is configured"),
         ({"model": "azureml:clf:1", "code_configuration": {"code": "./src"}}, "azureml:code:"),
         ({"model": "azureml:clf:1", "environment": {"conda_file": "conda.yaml"}}, "file's content"),
         ({"model": "azureml:clf:1", "colour": "red"}, "not a field of an online deployment"),
         ({"model": "azureml:custom:1"}, "custom_model needs code_configuration"),
     ],
 )
-def test_a_bad_deployment_spec_is_a_400_that_says_what_to_fix(team, spec, says):
+def test_a_bad_deployment_spec_is_a_400_that_says_what_to_fix(team, spec, says, monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-cluster"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     client = team.contributor.client()
     _endpoint(client)
     _mlflow_version()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring.api import alerts, drift, views
+from monitoring.api import alerts, comparison, drift, views
 
 app_name = "monitoring-api"
 
@@ -24,6 +24,22 @@ urlpatterns = [
         "online-endpoints/<str:endpoint_name>/alerts/<int:pk>/history/",
         alerts.AlertEventListView.as_view(),
         name="alertrule-history",
+    ),
+    path(
+        "online-endpoints/<str:name>/comparison/",
+        comparison.ComparisonView.as_view(),
+        name="onlineendpoint-comparison",
+    ),
+    path(
+        "online-endpoints/<str:name>/comparison/settings/",
+        comparison.ComparisonSettingsView.as_view(),
+        name="onlineendpoint-comparison-settings",
+    ),
+    path("online-endpoints/<str:name>/replays/", comparison.ReplayListView.as_view(), name="replay-list"),
+    path(
+        "online-endpoints/<str:name>/replays/<int:pk>/",
+        comparison.ReplayDetailView.as_view(),
+        name="replay-detail",
     ),
     path("online-endpoints/<str:name>/monitors/", drift.MonitorListView.as_view(), name="monitor-list"),
     path(

@@ -69,7 +69,9 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         except services.RegistrationError as exc:
             raise _refused(exc) from None
         body = ModelVersionSerializer(version, context={"request": request}).data
-        return Response(body, status=status.HTTP_201_CREATED)
+        # The version existed with this very content: nothing was created.
+        reused = getattr(version, "reused", False)
+        return Response(body, status=status.HTTP_200_OK if reused else status.HTTP_201_CREATED)
 
 
 def find_version(queryset, name: str, version: str) -> ModelVersion:

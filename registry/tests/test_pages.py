@@ -420,7 +420,7 @@ def test_registering_an_existing_version_is_a_conflict_on_the_form(team):
         "/models/register/", _register_form(version="1.0", file=SimpleUploadedFile("m.pkl", b"x"))
     )
     assert response.status_code == 409
-    assert "exists already; versions are immutable" in response.content.decode()
+    assert "exists already with other content" in response.content.decode()
 
 
 def test_the_register_page_still_checks_csrf(team):

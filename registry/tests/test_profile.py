@@ -27,6 +27,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 TWO_TYPES = ["Standard_DS1_v2", "Standard_DS2_v2"]
 
 
+@pytest.fixture(autouse=True)
+def local_profiles(settings):
+    """These profile local processes under taskset/cgroup limits, engine or not (test_profile_docker
+    profiles on the Docker engine)."""
+    settings.STUDIO_PROFILE_TARGET = "local"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def warm_template():
     """One warm template for the module: each profile's replicas fork from it, as they would in an

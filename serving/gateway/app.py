@@ -14,6 +14,7 @@ unless STUDIO_GATEWAY_METRICS_PUBLIC publishes the metrics.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import random
@@ -24,10 +25,12 @@ from typing import Any
 
 import orjson
 
-from serving import proxies
+from serving import openapi, proxies
 from serving.gateway.auth import Authenticator, FailureThrottle, credential_fingerprint
 from serving.gateway.balancer import Balancer
+from serving.gateway.compare import COMPARISONS, Body, LiveAnswer, Pending, compare, timestamp, watermark_line
 from serving.gateway.config import GatewayConfig
+from serving.gateway.load import LoadReporter
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.mirror import Mirror, MirrorCopy
 from serving.gateway.proxy import BROKEN, TIMEOUT, Outcome, Proxy
@@ -41,6 +44,8 @@ _TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 # dropped telemetry event keeps the gateway degraded for this long.
 STALE_MARGIN_S = 5.0
 DROPS_RECENT_S = 300.0
+# A compared copy waits this long past the live deployment's request timeout for the live answer.
+LIVE_ANSWER_GRACE_S = 5.0
 # The longest path worth reading: `/endpoints/{name}/swagger.json` with a 32-character name, with room to
 # spare. Anything longer is refused before it is parsed, counted or spooled.
 MAX_PATH_LENGTH = 256
@@ -111,6 +116,12 @@ class GatewayApp:
             config.spool_dir, config.gateway_id, config.spool_segment_bytes, config.spool_segment_seconds
         )
         self.mirror: Mirror | None = None
+        self.comparisons = Pending()  # mirrored copies whose comparison is not spooled yet
+        # Segments being finished in a thread, each with the comparison watermark as it was when the
+        # segment closed; a watermark is published only once its segment and all before it are closed.
+        self._finishing: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
+        self._watermark = 0.0  # the newest watermark safe to publish
+        self._published = 0.0  # the newest one spooled
         self._tasks: list[asyncio.Task] = []
 
     # --- ASGI entry -----------------------------------------------------------------------------
@@ -141,14 +152,36 @@ class GatewayApp:
     async def startup(self) -> None:
         """Start the table source, the mirror workers and the spool's rotation clock."""
         loop = asyncio.get_running_loop()
+
         # fsync + rename of a full segment happen in a thread: the event loop never waits on the disk.
-        self.spool.finisher = lambda fd, path: loop.run_in_executor(None, _finish, self.spool, fd, path)
+        def finish_later(fd: int, path: Any) -> None:
+            through = self.comparisons.through(time.time())
+            future = loop.run_in_executor(None, _finish, self.spool, fd, path)
+            self._finishing.append((through, future))
+
+        self.spool.finisher = finish_later
         self.mirror = Mirror(
             self.proxy, self.balancer, self.metrics, self._record_mirror, self.config.mirror_queue,
-            self.config.mirror_workers,
+            self.config.mirror_workers, self._compared, self._not_compared,
         )  # fmt: skip
         self.mirror.start()
         self._tasks = [asyncio.create_task(self.source.run()), asyncio.create_task(self._clock())]
+        if self.config.control_plane_url:
+            reporter = LoadReporter(
+                self.config.control_plane_url, self.config.secret, self.config.gateway_id,
+                self.balancer.in_flight, self._deployment_names, self.log, self.config.load_report_s,
+            )  # fmt: skip
+            self._tasks.append(asyncio.create_task(reporter.run()))
+
+    def _deployment_names(self) -> list[tuple[str, str]]:
+        table = self.holder.table
+        if table is None:
+            return []
+        return [
+            (name, deployment)
+            for name, endpoint in table.endpoints.items()
+            for deployment in endpoint.deployments
+        ]
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -165,6 +198,7 @@ class GatewayApp:
         swaps = self.holder.swaps
         while True:
             await asyncio.sleep(1.0)
+            self._publish_watermark()
             self.spool.tick()
             table = self.holder.table
             if table is not None and self.holder.swaps != swaps:
@@ -177,6 +211,26 @@ class GatewayApp:
                         for replica in deployment.replicas
                     }
                 )
+
+    def _publish_watermark(self) -> None:
+        """Spool the comparison watermark (serving/gateway/compare.py) when it moved. It may pass a time
+        only once every comparison of a request sent before it is in a closed segment: a segment's
+        watermark counts once it and every segment before it are closed (their renames run in threads
+        and may finish out of order); with nothing being closed and nothing in the open segment, every
+        line so far is closed; the line may also go last into a segment this tick closes. The shipper
+        ships closed segments in name order, so the archived watermark never passes a comparison that is
+        not archived. Called right before `spool.tick()`, with no await between."""
+        while self._finishing and self._finishing[0][1].done():
+            through, _ = self._finishing.popleft()
+            self._watermark = max(self._watermark, through)
+        now = time.time()
+        # Every earlier segment is closed, and the open one is empty or about to close with this line in
+        # it: the watermark may be now (or the oldest comparison still pending).
+        if not self._finishing and (not self.spool.holding or self.spool.closing()):
+            self._watermark = max(self._watermark, self.comparisons.through(now))
+        if self._watermark > self._published:
+            self._published = self._watermark
+            self.spool.append(watermark_line(self.config.gateway_id, self._watermark, now))
 
     # --- routing --------------------------------------------------------------------------------
     async def _http(self, scope: dict, receive: Any, send: Any) -> None:
@@ -262,6 +316,7 @@ class GatewayApp:
             headers += _cors_headers(endpoint, origin)
         deployment: Deployment | None = None
         body: bytes | None = None
+        live: LiveAnswer | None = None
         self.metrics.in_flight += 1
         try:
             if table is None:
@@ -299,7 +354,9 @@ class GatewayApp:
                 path = b"/score?" + query if query else b"/score"
                 on_sent = None
                 if target is None and endpoint.mirror:
-                    on_sent = self._mirror_hook(endpoint, method.encode(), path, forward, body, request_id)
+                    on_sent, live = self._mirror_hook(
+                        endpoint, deployment, method.encode(), path, forward, body, request_id
+                    )
                 outcome = await self.proxy.forward(deployment, method.encode(), path, forward, body, on_sent)
             finally:
                 self.balancer.leave(deployment)
@@ -329,7 +386,13 @@ class GatewayApp:
         self.metrics.observe(
             name if endpoint is not None else "", deployment.name if deployment else "", status, elapsed
         )
-        await _send(send, status, reply, headers=headers)
+        try:
+            await _send(send, status, reply, headers=headers)
+        finally:
+            if live is not None:
+                # Handed to the comparison only now: the client has had its answer.
+                live_status = event["model_status"] or status
+                live.settle(live_status, event["upstream_ms"], reply, live.policy.max_body_bytes)
 
     def _authenticate(self, scope: dict, endpoint: Endpoint, table: RouteTable, bearer: bytes | None) -> str:
         """The auth mode that let the request in; otherwise raises 401, or 429 for a client or credential
@@ -400,22 +463,101 @@ class GatewayApp:
     def _mirror_hook(
         self,
         endpoint: Endpoint,
+        origin: Deployment,
         method: bytes,
         path: bytes,
         forward: list[tuple[bytes, bytes]],
         body: bytes,
         request_id: str,
-    ) -> Any:
+    ) -> tuple[Any, LiveAnswer | None]:
+        """What to call once the live request is on its way (it queues the copies), and the slot of the
+        live answer when a copy is compared with it (the endpoint's `sample_rate` decides per copy)."""
         mirror = self.mirror
         chosen = [endpoint.deployments[name] for name, share in endpoint.mirror if random.random() < share]
         if not chosen or mirror is None:
-            return None
+            return None, None
+        policy = endpoint.comparison
+        compared = [random.random() < policy.sample_rate for _ in chosen]
+        live = LiveAnswer(time.time(), policy) if any(compared) else None
+        pending = self.comparisons
 
         def offer() -> None:
-            for deployment in chosen:
-                mirror.offer(MirrorCopy(deployment, method, path, forward, body, request_id))
+            started = time.time()
+            if live is not None:
+                live.started = started
+            for deployment, sampled in zip(chosen, compared, strict=True):
+                if sampled:
+                    token = pending.add(started)
+                    copy = MirrorCopy(
+                        deployment, method, path, forward, body, request_id, live, token, origin
+                    )
+                else:
+                    copy = MirrorCopy(deployment, method, path, forward, body, request_id)
+                mirror.offer(copy)
 
-        return offer
+        return offer, live
+
+    def _comparison_line(self, copy: MirrorCopy) -> dict[str, Any]:
+        assert copy.live is not None and copy.origin is not None
+        deployment = copy.deployment
+        return {
+            "kind": COMPARISONS,
+            "ts": timestamp(copy.live.started),
+            "request_id": copy.request_id,
+            "endpoint": deployment.endpoint,
+            "deployment": deployment.name,
+            "live_deployment": copy.origin.name,
+            "gateway": self.config.gateway_id,
+        }
+
+    async def _compared(self, copy: MirrorCopy, outcome: Outcome) -> None:
+        """Wait for the live answer (it is on its way to its client, or there already), compare the two
+        and spool the comparison. Runs in a mirror worker, never on a client's path."""
+        live, origin = copy.live, copy.origin
+        assert live is not None and origin is not None
+        if not await live.wait(origin.timeout_s + LIVE_ANSWER_GRACE_S):
+            self._not_compared(copy, "the live answer never came")
+            return
+        try:
+            policy = live.policy
+            cap = policy.max_body_bytes
+            response = outcome.response
+            shadow_status = (
+                response.status
+                if response is not None
+                else {TIMEOUT: 408, BROKEN: 502}.get(outcome.error or "", 503)
+            )
+            shadow = Body(response.body if response is not None else b"", cap)
+            assert live.body is not None
+            reason = compare(live.status, live.body, shadow_status, shadow, policy)
+            line = self._comparison_line(copy)
+            line["live"] = {"status": live.status, "ms": live.ms}
+            line["shadow"] = {
+                "status": shadow_status,
+                "ms": outcome.upstream_ms if outcome.replica is not None else None,
+            }
+            line["agree"] = reason is None
+            line["reason"] = reason
+            if reason is not None:
+                collectors = [c for c in (origin.data_collector, copy.deployment.data_collector) if c]
+                # Payloads go only where the deployments' data collection takes them.
+                if any(c.inputs for c in collectors):
+                    line["input"] = copy.body[:cap].decode("utf-8", "replace")
+                if any(c.outputs for c in collectors):
+                    line["live_output"] = live.body.text(cap)
+                    line["shadow_output"] = shadow.text(cap)
+            self.spool.append(line)
+        finally:
+            self.comparisons.done(copy.token)
+
+    def _not_compared(self, copy: MirrorCopy, reason: str) -> None:
+        """A copy sampled for comparison that was dropped (queue full, mirror at its limit) or whose
+        live answer never came: recorded as dropped, so the report counts it."""
+        if copy.token is not None:
+            # Spooled before the token goes: a segment closed by this append keeps the watermark before it.
+            self.spool.append({**self._comparison_line(copy), "dropped": True, "reason": reason})
+            self.comparisons.done(copy.token)
+            copy.token = None
 
     def _reply(
         self, deployment: Deployment, outcome: Outcome, headers: list[tuple[bytes, bytes]], event: dict
@@ -514,7 +656,8 @@ class GatewayApp:
                 target = max(shares, key=shares.__getitem__).encode()
             deployment = self._choose(endpoint, target)
             headers.append((b"azureml-model-deployment", deployment.name.encode()))
-            outcome = await self.proxy.forward(deployment, b"GET", b"/swagger.json", [], b"")
+            swagger = openapi.replica_target(scope.get("query_string", b""))  # ?version=2|3, as Azure's
+            outcome = await self.proxy.forward(deployment, b"GET", swagger, [], b"")
             if outcome.response is None:
                 raise Answer(503, "ServiceUnavailable", f"No ready replica of {deployment.name!r} answered.")
             status, body = outcome.response.status, outcome.response.body
@@ -602,6 +745,8 @@ class GatewayApp:
              1 if self.holder.reachable else 0),
             ("studio_gateway_mirror_queue_depth", "Mirrored copies waiting.", "",
              self.mirror.queue.qsize() if self.mirror else 0),
+            ("studio_gateway_comparisons_pending", "Mirrored copies whose comparison is not spooled yet.",
+             "", len(self.comparisons)),
         ]  # fmt: skip
         counters = [
             ("studio_gateway_route_table_fetch_errors_total", "Failed route table fetches.",

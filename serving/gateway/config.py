@@ -44,6 +44,8 @@ class GatewayConfig:
     spool_segment_seconds: float = 60.0
     trusted_proxies: TrustedProxies = TrustedProxies()
     metrics_public: bool = False
+    # How often the in-flight counts go to the control plane's autoscaler (serving.gateway.load).
+    load_report_s: float = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -158,4 +160,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         spool_segment_seconds=setting("STUDIO_GATEWAY_SPOOL_SEGMENT_SECONDS", 60.0, 0.1, whole=False),
         trusted_proxies=parse_trusted_proxies(env.get("STUDIO_TRUSTED_PROXIES")),
         metrics_public=boolean("STUDIO_GATEWAY_METRICS_PUBLIC", env.get("STUDIO_GATEWAY_METRICS_PUBLIC", "")),
+        load_report_s=setting("STUDIO_GATEWAY_LOAD_REPORT_S", 1.0, 0.1, whole=False),
     )

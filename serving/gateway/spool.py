@@ -116,6 +116,20 @@ class Spool:
         self._size += written
         return True
 
+    @property
+    def holding(self) -> bool:
+        """Whether the open segment holds lines not handed over yet."""
+        return self._fd >= 0 and self._size > 0
+
+    def closing(self) -> bool:
+        """Whether the next `tick()` closes the open segment, and a line appended before it still goes
+        into that segment (it is not full)."""
+        return (
+            self.holding
+            and self._size < self.max_bytes
+            and time.monotonic() - self._opened_at >= self.max_seconds
+        )
+
     def _drop(self) -> None:
         self.errors += 1
         self.dropped += 1

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from serving import replica_key
 from serving.envparse import ConfigError
 from serving.gateway.collector import Collector, compile_collector
+from serving.gateway.compare import DEFAULT_POLICY, ComparePolicy, compile_policy
 from serving.logs import JsonLog
 
 MAX_WAIT_S = 60
@@ -82,6 +83,7 @@ class Endpoint:
     mirror: tuple[tuple[str, float], ...]  # (deployment, share in [0, 1])
     cors_origins: frozenset[str]
     deployments: dict[str, Deployment]
+    comparison: ComparePolicy = DEFAULT_POLICY  # how mirrored answers are compared (compare.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,7 @@ def _endpoint(name: str, raw: Any) -> Endpoint:
         mirror=tuple((dep, share / 100.0) for dep, share in sorted(mirror.items())),
         cors_origins=frozenset(str(o).rstrip("/") for o in origins),
         deployments=deployments,
+        comparison=compile_policy(raw.get("comparison")),
     )
 
 

@@ -8,11 +8,13 @@ of the DataFrame (same dtype, same memory layout), and calls a twin of the estim
 fitted state but the names, so scikit-learn neither checks them again nor warns.
 
 Which models may is decided once, at load: those made only of scikit-learn's own estimators, none of
-which reads a column by name once fitted. A ColumnTransformer or FunctionTransformer anywhere in the
-model (HistGradientBoosting's categorical support holds one), pandas output, or a class from elsewhere
-keeps the model on DataFrames; so do requests whose columns only a DataFrame represents faithfully
-(strings or booleans next to other columns, nulls in integer columns, and integer next to float columns
-when an encoder, which keeps each column's own dtype, is in the model).
+which reads a column by name once fitted. A Pipeline led by a ColumnTransformer is served from the
+request's columns by `serving.loaders.column_arrays` when that is provably exact. Any other
+ColumnTransformer or FunctionTransformer in the model (HistGradientBoosting's categorical support holds
+one), pandas output, or a class from elsewhere keeps the model on DataFrames; so do requests whose
+columns only a DataFrame represents faithfully (strings or booleans next to other columns, nulls in
+integer columns, and integer next to float columns when an encoder, which keeps each column's own
+dtype, is in the model).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from serving.errors import LoadError
 from serving.inputs import ModelInput
+from serving.loaders.column_arrays import ColumnArrays, column_arrays
 from serving.loaders.frames import FittedOrder, to_array, to_dataframe
 
 
@@ -157,11 +160,23 @@ class SklearnPredictor:
         #: the twin's predict function and the fitted columns, for a DataFrame-fitted model that takes arrays
         self._predict_array: Any = None
         self._order: FittedOrder | None = None
+        #: a ColumnTransformer-led Pipeline served from the request's columns, without a DataFrame
+        self._columns: ColumnArrays | None = None
         twin = array_twin(self.model) if self.feature_names is not None else None
         if twin is not None:
             self._predict_array = getattr(twin[0], method)
             self._order = FittedOrder(self.feature_names, mixed_kinds=twin[1])
+        elif self.feature_names is not None:
+            self._columns = column_arrays(self.model, method)
         self._set_config = sklearn.set_config
+
+    @property
+    def input_path(self) -> str:
+        """How a table reaches the model: "array" (one array of the fitted columns), "columns" (a
+        ColumnTransformer-led Pipeline fed from the request's columns) or "dataframe"."""
+        if self._order is not None or self.feature_names is None:
+            return "array"
+        return "columns" if self._columns is not None else "dataframe"
 
     def predict(self, item: ModelInput) -> Any:
         # Input parsed from JSON is finite unless a null became NaN, so scikit-learn's own scan for NaN
@@ -175,4 +190,8 @@ class SklearnPredictor:
             matrix = self._order.matrix(item)
             if matrix is not None:
                 return self._predict_array(matrix)
+        elif self._columns is not None:
+            predictions = self._columns.predict(item)
+            if predictions is not None:
+                return predictions
         return self._predict(to_dataframe(item, self.feature_names))

@@ -397,13 +397,15 @@ class Gateway:
         return total
 
     def events(self) -> list[dict]:
-        """Every telemetry event in the spool, closed and open segments alike."""
+        """Every request event in the spool, closed and open segments alike (lines of other kinds, such
+        as collected payloads, comparisons and watermarks, carry a `kind` and are left out)."""
         found = []
         if not self.spool.exists():
             return found
         for path in sorted(self.spool.iterdir()):
             if path.name.endswith((".jsonl", ".jsonl.open")):
-                found += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                found += [line for line in lines if "kind" not in line]
         return found
 
     def kill(self) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -85,6 +87,23 @@ def test_liveness_answers_anyone_and_says_nothing_more(reps, client):
         answer = client.get(f"{url}{path}")
         assert answer.status_code == 200 and answer.text == "Healthy"
     assert_refused(client.post(f"{url}/health/live"))
+
+
+def test_the_container_probe_passes_with_the_key_from_its_environment_and_fails_without(reps):
+    """What a Kubernetes readiness probe runs inside a replica's container: `python -m serving.probe`."""
+    port = reps.url("blue-0").rsplit(":", 1)[1]
+
+    def probe(key: str | None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != replica_key.VARIABLE}
+        if key is not None:
+            env[replica_key.VARIABLE] = key
+        command = [sys.executable, "-m", "serving.probe", port]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+
+    assert probe(KEY).returncode == 0
+    refused = probe(None)
+    assert refused.returncode == 1 and "not ready" in refused.stderr
+    assert probe(KEY[:-1] + "x").returncode == 1
 
 
 def test_the_script_sees_neither_the_key_header_nor_the_variable(start_server, tmp_path, client):

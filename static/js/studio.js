@@ -51,6 +51,31 @@
     }
   }, true);
 
+  // Forms with data-json-body="#field" send only JSON: a body that does not parse is refused here, with
+  // the parser's words, and no request leaves the page.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.hasAttribute || !form.hasAttribute("data-json-body")) return;
+    var field = form.querySelector(form.getAttribute("data-json-body"));
+    var message = form.querySelector("[data-json-error]");
+    if (!field) return;
+    try {
+      JSON.parse(field.value);
+    } catch (error) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      field.setAttribute("aria-invalid", "true");
+      if (message) {
+        message.textContent = "The body is not valid JSON, so nothing was sent: " + error.message + ".";
+        message.hidden = false;
+      }
+      field.focus();
+      return;
+    }
+    field.removeAttribute("aria-invalid");
+    if (message) message.hidden = true;
+  }, true);
+
   // Selects in a form[data-autosubmit] submit it on change (the logs tab's deployment and replica).
   document.addEventListener("change", function (event) {
     var form = event.target.form;
@@ -74,8 +99,18 @@
     if (mirror && mirrorOutput) mirrorOutput.textContent = mirror.value + "%";
     var sum = form.querySelector("[data-traffic-sum]");
     if (!sum) return;
-    sum.classList.remove("valid", "invalid", "idle");
-    if (total === 100) {
+    sum.classList.remove("valid", "invalid", "idle", "unserved");
+    // Shares given to deployments that cannot serve them (failed, no ready replica): 100% is not enough.
+    var unserved = [];
+    inputs.forEach(function (input) {
+      var value = parseInt(input.value, 10) || 0;
+      var problem = input.getAttribute("data-traffic-problem");
+      if (value && problem) unserved.push(input.name.replace(/^traffic-/, "") + " (" + value + "%) " + problem);
+    });
+    if (total === 100 && unserved.length) {
+      sum.classList.add("unserved");
+      sum.textContent = "Live traffic adds up to 100%, but " + unserved.join("; ") + ".";
+    } else if (total === 100) {
       sum.classList.add("valid");
       sum.textContent = "Live traffic adds up to 100%.";
     } else if (total === 0) {

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from studio.errors import Refused
+from studio.notfound import describe
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def exception_handler(exc, context):
         return Response(envelope(exc.code, exc.message, details), status=exc.status)
     exc = _django_refusal(exc) or exc
     if isinstance(exc, Http404):
-        exc = exceptions.NotFound(str(exc) or "Not found.")
+        exc = exceptions.NotFound(describe(str(exc), context.get("kwargs")) or "Not found.")
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
     response = drf_exception_handler(exc, context)

@@ -110,10 +110,14 @@ class Client:
             )
         raise _error_message(response)
 
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request under /api/v1 and return the answer, once it is known not to be an error."""
+        with self._reaching():
+            return self._checked(self.http.request(method, API + path, **kwargs))
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request under /api/v1 and return its JSON body (None for an empty answer)."""
-        with self._reaching():
-            response = self._checked(self.http.request(method, API + path, **kwargs))
+        response = self.send(method, path, **kwargs)
         if not response.content:
             return None
         try:

@@ -18,7 +18,8 @@ from studio.cli import output
 from studio.cli.endpoint import endpoint_path
 from studio.cli.environment import read_conda
 from studio.cli.errors import ApiError, CliError
-from studio.cli.jobs import follow
+from studio.cli.generic_update import apply, changes, generic_update_options
+from studio.cli.jobs import event_line, follow
 from studio.cli.options import pass_client
 from studio.cli.specs import Spec, read_yaml
 
@@ -189,13 +190,16 @@ def _prepare(
     endpoint_name: str | None,
     name: str | None,
     target: str | None,
+    generic: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ()),
 ) -> tuple[str, str, dict[str, Any]]:
-    """(endpoint, deployment, body): the YAML's fields with local paths registered, uploaded or read."""
+    """(endpoint, deployment, body): the YAML's fields, changed by --set/--add/--remove (`generic`), with
+    local paths registered, uploaded or read."""
     fields = read_yaml(spec_file, "the deployment file")
     if not isinstance(fields, dict):
         raise CliError(f"{spec_file} must be a YAML mapping of deployment fields (name, model, ...).")
     # `$schema` only helps editors; other fields the server ignores come back as its warnings.
     fields.pop("$schema", None)
+    fields = apply(fields, *generic)
     spec = Spec(spec_file.resolve(), fields)
     endpoint_name = endpoint_name or fields.get("endpoint_name")
     name = name or fields.get("name")
@@ -249,8 +253,27 @@ spec_option = click.option(
     help="An Azure ML online deployment YAML. Local paths in it (model, code, conda file) are relative "
     "to the YAML file.",
 )
-endpoint_option = click.option("-e", "--endpoint-name", help="Overrides the YAML's endpoint_name.")
+endpoint_option = click.option(
+    "-e", "--endpoint-name", "--endpoint", "endpoint_name", help="Overrides the YAML's endpoint_name."
+)
 no_wait_option = click.option("--no-wait", is_flag=True, help="Return once the job has started.")
+# az ml's --local means "the deployment in local Docker": Studio's docker target.
+LOCAL_TARGET = "docker"
+local_option = click.option(
+    "--local",
+    is_flag=True,
+    help="Only a deployment running in local Docker (target: docker), as `az ml ... --local` means.",
+)
+
+
+def _check_local(deployment: dict, local: bool) -> dict:
+    """The deployment, if --local was not given or it runs in local Docker; else a CliError."""
+    if local and deployment.get("target") != LOCAL_TARGET:
+        raise CliError(
+            f"Deployment {deployment.get('endpoint_name')}/{deployment['name']} runs on the "
+            f"{deployment.get('target')} target, not in local Docker; drop --local to work with it."
+        )
+    return deployment
 
 
 @online_deployment.command()
@@ -269,6 +292,7 @@ no_wait_option = click.option("--no-wait", is_flag=True, help="Return once the j
     "target, or the server's default (local processes).",
 )
 @no_wait_option
+@generic_update_options
 @output.output_option
 @pass_client
 def create(
@@ -279,6 +303,9 @@ def create(
     all_traffic: bool,
     local: bool,
     no_wait: bool,
+    sets: tuple[str, ...],
+    adds: tuple[str, ...],
+    removes: tuple[str, ...],
     output_format: str,
 ) -> None:
     """Create a deployment from an Azure ML deployment YAML and wait until it serves.
@@ -288,7 +315,9 @@ def create(
     environment. Shows the job's progress and events; exits non-zero with the reason (and the
     replica's log) when it fails.
     """
-    endpoint_name, name, body = _prepare(client, spec_file, endpoint_name, name, "docker" if local else None)
+    endpoint_name, name, body = _prepare(
+        client, spec_file, endpoint_name, name, LOCAL_TARGET if local else None, (sets, adds, removes)
+    )
     query = {"all_traffic": "true"} if all_traffic else None
     accepted = client.request("POST", f"{endpoint_path(endpoint_name)}deployments/", json=body, params=query)
     _warn(accepted)
@@ -304,28 +333,58 @@ def create(
 
 
 @online_deployment.command()
-@spec_option
+@click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An Azure ML online deployment YAML. Without it, --set/--add/--remove change the deployment "
+    "as `show` prints it.",
+)
 @endpoint_option
-@click.option("-n", "--name", help="Overrides the YAML's name.")
+@click.option("-n", "--name", help="The deployment's name. Default: the YAML's name.")
+@click.option("--local", is_flag=True, help="Update a deployment running in local Docker (target: docker).")
 @no_wait_option
+@generic_update_options
 @output.output_option
 @pass_client
 def update(
     client: Client,
-    spec_file: Path,
+    spec_file: Path | None,
     endpoint_name: str | None,
     name: str | None,
+    local: bool,
     no_wait: bool,
+    sets: tuple[str, ...],
+    adds: tuple[str, ...],
+    removes: tuple[str, ...],
     output_format: str,
 ) -> None:
-    """Apply a changed deployment YAML: new model, code, environment, settings or instance count.
+    """Apply a changed deployment YAML, or --set/--add/--remove: new model, code, environment, settings
+    or instance count (`--set instance_count=2`).
 
     Replicas are rolled over without dropping requests (new ones are ready before old ones leave);
     the endpoint's scoring URI and keys do not change. A change that needs no new replica (tags,
     description) is applied at once.
     """
-    endpoint_name, name, body = _prepare(client, spec_file, endpoint_name, name, None)
-    before = (client.get(deployment_path(endpoint_name, name)).get("job") or {}).get("id")
+    if spec_file is not None:
+        target = LOCAL_TARGET if local else None
+        endpoint_name, name, body = _prepare(
+            client, spec_file, endpoint_name, name, target, (sets, adds, removes)
+        )
+        current = _check_local(client.get(deployment_path(endpoint_name, name)), local)
+    else:
+        if not (name and endpoint_name):
+            raise click.UsageError("Say which deployment: --name and --endpoint-name, or -f deployment.yml.")
+        if not (sets or adds or removes):
+            raise click.UsageError("Nothing to change: give -f deployment.yml or --set/--add/--remove.")
+        current = _check_local(client.get(deployment_path(endpoint_name, name)), local)
+        body = changes(current, apply(current, sets, adds, removes))
+        if not body:
+            output.note(f"Deployment {endpoint_name}/{name} has these values already; nothing to change.")
+            output.emit(current, output_format, show_deployment)
+            return
+    before = (current.get("job") or {}).get("id")
     accepted = client.request("PATCH", deployment_path(endpoint_name, name), json=body)
     _warn(accepted)
     # The server answers 200 without a job when nothing needs new replicas; the `job` shown then is the
@@ -346,26 +405,33 @@ def update(
 
 
 name_option = click.option("-n", "--name", required=True, help="The deployment's name.")
-endpoint_required = click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+endpoint_required = click.option(
+    "-e", "--endpoint-name", "--endpoint", "endpoint_name", required=True, help="The endpoint's name."
+)
 
 
 @online_deployment.command()
 @name_option
 @endpoint_required
+@local_option
 @output.output_option
 @pass_client
-def show(client: Client, name: str, endpoint_name: str, output_format: str) -> None:
+def show(client: Client, name: str, endpoint_name: str, local: bool, output_format: str) -> None:
     """Show a deployment: model, code, environment, state, replicas and its last job."""
-    output.emit(client.get(deployment_path(endpoint_name, name)), output_format, show_deployment)
+    found = _check_local(client.get(deployment_path(endpoint_name, name)), local)
+    output.emit(found, output_format, show_deployment)
 
 
 @online_deployment.command("list")
 @endpoint_required
+@local_option
 @output.output_option
 @pass_client
-def list_(client: Client, endpoint_name: str, output_format: str) -> None:
-    """List an endpoint's deployments with their state and ready replicas."""
+def list_(client: Client, endpoint_name: str, local: bool, output_format: str) -> None:
+    """List an endpoint's deployments with their state and ready replicas (--local: those in Docker)."""
     deployments = client.collect(f"{endpoint_path(endpoint_name)}deployments/")
+    if local:
+        deployments = [found for found in deployments if found.get("target") == LOCAL_TARGET]
     output.emit(
         deployments,
         output_format,
@@ -383,9 +449,12 @@ def list_(client: Client, endpoint_name: str, output_format: str) -> None:
 @endpoint_required
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @no_wait_option
+@local_option
 @pass_client
-def delete(client: Client, name: str, endpoint_name: str, yes: bool, no_wait: bool) -> None:
+def delete(client: Client, name: str, endpoint_name: str, yes: bool, no_wait: bool, local: bool) -> None:
     """Delete a deployment and stop its replicas. Refused while it takes live traffic (set it to 0 first)."""
+    if local:
+        _check_local(client.get(deployment_path(endpoint_name, name)), local)
     if not yes:
         click.confirm(
             f"Delete deployment {endpoint_name}/{name}? This cannot be undone", abort=True, err=True
@@ -400,12 +469,51 @@ def delete(client: Client, name: str, endpoint_name: str, yes: bool, no_wait: bo
 @name_option
 @endpoint_required
 @click.option(
-    "--lines", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Lines per replica."
+    "-l",
+    "--lines",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="Lines per replica.",
 )
+@click.option(
+    "-c",
+    "--container",
+    type=click.Choice(["inference-server", "storage-initializer"]),
+    default="inference-server",
+    show_default=True,
+    help="inference-server: the replicas' logs; storage-initializer: how the model and code were "
+    "fetched, from the events of the deployment's last job.",
+)
+@local_option
 @output.output_option
 @pass_client
-def get_logs(client: Client, name: str, endpoint_name: str, lines: int, output_format: str) -> None:
-    """Print the last lines of each replica's log: the model server's output and the scoring script's."""
+def get_logs(
+    client: Client,
+    name: str,
+    endpoint_name: str,
+    lines: int,
+    container: str,
+    local: bool,
+    output_format: str,
+) -> None:
+    """Print the last lines of each replica's log: the model server's output and the scoring script's.
+
+    As az ml's containers: `--container storage-initializer` prints what prepared the replicas (model
+    and code fetched, environment built), from the events of the deployment's last job.
+    """
+    if local or container == "storage-initializer":
+        deployment = _check_local(client.get(deployment_path(endpoint_name, name)), local)
+    if container == "storage-initializer":
+        job = deployment.get("job") or {}
+        text = "".join(f"{event_line(event)}\n" for event in (job.get("events") or [])[-lines:])
+        if output_format == "json":
+            output.emit_json({"deployment": name, "job": job.get("id"), "log": text})
+            return
+        if not job:
+            output.note(f"Deployment {endpoint_name}/{name} has no job, so no storage initializer log.")
+        click.echo(text, nl=False)
+        return
     found = client.get(deployment_path(endpoint_name, name) + "logs/", params={"lines": lines})
     if output_format == "json":
         output.emit_json(found)
@@ -421,7 +529,7 @@ def get_logs(client: Client, name: str, endpoint_name: str, lines: int, output_f
 
 @online_deployment.command()
 @click.option("-n", "--name", help="The deployment to package (with --endpoint-name).")
-@click.option("-e", "--endpoint-name", help="The deployment's endpoint.")
+@click.option("-e", "--endpoint-name", "--endpoint", "endpoint_name", help="The deployment's endpoint.")
 @click.option(
     "--model",
     "model_reference",

@@ -10,6 +10,7 @@ import click
 
 from studio.cli import output
 from studio.cli.errors import CliError
+from studio.cli.generic_update import apply, changes, generic_update_options
 from studio.cli.jobs import follow
 from studio.cli.options import pass_client
 from studio.cli.specs import load_spec
@@ -83,6 +84,17 @@ def parse_split(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 name_option = click.option("-n", "--name", required=True, help="The endpoint's name.")
+# az ml's --local: an endpoint whose deployments run in local Docker. A Studio endpoint is the same
+# whichever target its deployments run on, so endpoint verbs accept it and carry on as without it.
+local_option = click.option(
+    "--local",
+    is_flag=True,
+    help="As az ml's --local: accepted; an endpoint is the same wherever its deployments run "
+    "(`online-deployment create --local` runs one in local Docker).",
+)
+no_wait_option = click.option(
+    "--no-wait", is_flag=True, help="Return at once (creating or updating an endpoint never waits)."
+)
 
 
 @click.group("online-endpoint")
@@ -101,10 +113,22 @@ def online_endpoint() -> None:
 )
 @click.option("-n", "--name", help="The endpoint's name: 3-32 letters, digits and single dashes.")
 @click.option("--auth-mode", type=click.Choice(AUTH_MODES), help="key (the default) or aml_token.")
+@local_option
+@no_wait_option
+@generic_update_options
 @output.output_option
 @pass_client
 def create(
-    client: Client, spec_file: Path | None, name: str | None, auth_mode: str | None, output_format: str
+    client: Client,
+    spec_file: Path | None,
+    name: str | None,
+    auth_mode: str | None,
+    local: bool,
+    no_wait: bool,
+    sets: tuple[str, ...],
+    adds: tuple[str, ...],
+    removes: tuple[str, ...],
+    output_format: str,
 ) -> None:
     """Create an online endpoint, from a YAML file or from options.
 
@@ -116,6 +140,7 @@ def create(
         body["name"] = name
     if auth_mode:
         body["auth_mode"] = auth_mode
+    body = apply(body, sets, adds, removes)
     if not body.get("name"):
         raise click.UsageError("Give the endpoint a name: --name, or `name:` in the YAML file.")
     created = client.request("POST", "/online-endpoints/", json=body)
@@ -143,6 +168,9 @@ def create(
     callback=parse_split,
     help='A copy of live traffic for one idle deployment, at most 50%, e.g. "green=10"; "green=0" stops it.',
 )
+@local_option
+@no_wait_option
+@generic_update_options
 @output.output_option
 @pass_client
 def update(
@@ -151,25 +179,40 @@ def update(
     name: str | None,
     traffic: dict[str, int] | None,
     mirror_traffic: dict[str, int] | None,
+    local: bool,
+    no_wait: bool,
+    sets: tuple[str, ...],
+    adds: tuple[str, ...],
+    removes: tuple[str, ...],
     output_format: str,
 ) -> None:
     """Change an endpoint's traffic split, mirror traffic, description, tags or auth mode.
 
-    Traffic changes take effect at once; the scoring URI and keys stay the same.
+    Traffic changes take effect at once; the scoring URI and keys stay the same. Without -f, --set,
+    --add and --remove change the endpoint as `show` prints it (e.g. --set tags.stage=prod).
     """
-    changes: dict[str, Any] = dict(load_spec(spec_file, SPEC_FIELDS).fields) if spec_file else {}
-    name = name or changes.get("name")
+    patch: dict[str, Any] = dict(load_spec(spec_file, SPEC_FIELDS).fields) if spec_file else {}
+    name = name or patch.get("name")
     if not name:
         raise click.UsageError("Say which endpoint: --name, or `name:` in the YAML file.")
+    if spec_file:
+        patch = apply(patch, sets, adds, removes)
+    elif sets or adds or removes:
+        current = client.get(endpoint_path(name))
+        patch = changes(current, apply(current, sets, adds, removes))
     # The name identifies the endpoint; it is not something to change.
-    changes.pop("name", None)
+    patch.pop("name", None)
     if traffic is not None:
-        changes["traffic"] = traffic
+        patch["traffic"] = traffic
     if mirror_traffic is not None:
-        changes["mirror_traffic"] = mirror_traffic
-    if not changes:
-        raise click.UsageError("Nothing to change: give --traffic, --mirror-traffic or -f endpoint.yml.")
-    updated = client.request("PATCH", endpoint_path(name), json=changes)
+        patch["mirror_traffic"] = mirror_traffic
+    if not patch and not (sets or adds or removes):
+        raise click.UsageError(
+            "Nothing to change: give --traffic, --mirror-traffic, --set/--add/--remove or -f endpoint.yml."
+        )
+    updated = (
+        client.request("PATCH", endpoint_path(name), json=patch) if patch else client.get(endpoint_path(name))
+    )
     if output_format == "table":
         output.note(f"Updated online endpoint {updated['name']}.")
     output.emit(updated, output_format, show_endpoint)
@@ -177,17 +220,19 @@ def update(
 
 @online_endpoint.command()
 @name_option
+@local_option
 @output.output_option
 @pass_client
-def show(client: Client, name: str, output_format: str) -> None:
+def show(client: Client, name: str, local: bool, output_format: str) -> None:
     """Show an endpoint: auth mode, traffic, deployments, scoring and OpenAPI URIs."""
     output.emit(client.get(endpoint_path(name)), output_format, show_endpoint)
 
 
 @online_endpoint.command("list")
+@local_option
 @output.output_option
 @pass_client
-def list_(client: Client, output_format: str) -> None:
+def list_(client: Client, local: bool, output_format: str) -> None:
     """List the online endpoints. With -o json, a JSON array of the server's items (all pages)."""
     endpoints = client.collect("/online-endpoints/")
     output.emit(
@@ -205,8 +250,9 @@ def list_(client: Client, output_format: str) -> None:
 @name_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-wait", is_flag=True, help="Return once the deletion has started.")
+@local_option
 @pass_client
-def delete(client: Client, name: str, yes: bool, no_wait: bool) -> None:
+def delete(client: Client, name: str, yes: bool, no_wait: bool, local: bool) -> None:
     """Delete an endpoint with all its deployments; their replicas are stopped.
 
     The endpoint stops answering at once. Waits until every replica is gone unless --no-wait.
@@ -257,20 +303,34 @@ def regenerate_keys(client: Client, name: str, key_type: str) -> None:
 @online_endpoint.command()
 @name_option
 @click.option(
+    "-r",
     "--request-file",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The request body, sent as it is with Content-Type application/json.",
 )
 @click.option(
+    "-d",
     "--deployment-name",
+    "--deployment",
+    "deployment_name",
     help="Send the request to this deployment, whatever the traffic split (never mirrored).",
 )
+@local_option
+@output.output_option
 @pass_client
-def invoke(client: Client, name: str, request_file: Path, deployment_name: str | None) -> None:
+def invoke(
+    client: Client,
+    name: str,
+    request_file: Path,
+    deployment_name: str | None,
+    local: bool,
+    output_format: str,
+) -> None:
     """Score a request through the endpoint's scoring URI and print the answer's body.
 
     The credentials are fetched for you. An error answer exits non-zero with its status and body.
+    With -o json the body is printed as one JSON string, as az does; -o tsv prints it as it is.
     """
     # Imported here: only this command talks to the gateway rather than to Studio's API.
     import httpx
@@ -299,4 +359,4 @@ def invoke(client: Client, name: str, request_file: Path, deployment_name: str |
         raise CliError(
             f"The endpoint answered {answer.status_code} {answer.reason_phrase}{by}: {answer.text.strip()}"
         )
-    click.echo(answer.text)
+    output.emit(answer.text, output_format, click.echo)

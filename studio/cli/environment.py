@@ -10,6 +10,7 @@ import click
 
 from studio.cli import output
 from studio.cli.errors import CliError
+from studio.cli.generic_update import apply, generic_update_options
 from studio.cli.options import pass_client
 from studio.cli.specs import Spec, load_spec, read_yaml
 
@@ -102,24 +103,47 @@ def _body(spec: Spec, name: str | None, version: str | None) -> dict[str, Any]:
     "-f",
     "--file",
     "spec_file",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An Azure ML environment YAML: name, version, image, conda_file (a path relative to the YAML), "
-    "description, tags.",
+    "description, tags. Options given on the command line override it.",
 )
-@click.option("--name", help="Overrides the YAML's name.")
-@click.option("--version", help="Overrides the YAML's version. Default: the next number.")
+@click.option("-n", "--name", help="The environment's name (overrides the YAML's).")
+@click.option("-v", "--version", help="The version (overrides the YAML's). Default: the next number.")
+@click.option(
+    "--conda-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A conda file (name, channels, dependencies), read here and sent with the environment.",
+)
+@click.option("--image", help="The base image, e.g. mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04.")
+@click.option("--description")
+@generic_update_options
 @output.output_option
 @pass_client
 def create(
-    client: Client, spec_file: Path, name: str | None, version: str | None, output_format: str
+    client: Client,
+    spec_file: Path | None,
+    name: str | None,
+    version: str | None,
+    conda_file: Path | None,
+    image: str | None,
+    description: str | None,
+    sets: tuple[str, ...],
+    adds: tuple[str, ...],
+    removes: tuple[str, ...],
+    output_format: str,
 ) -> None:
-    """Create an environment version from an Azure ML environment YAML file.
+    """Create an environment version from an Azure ML environment YAML file, or from options.
 
     The conda file is read here and sent as an object. Fields Studio cannot use (such as `build`) are
     reported as warnings.
     """
-    body = _body(load_spec(spec_file, SPEC_FIELDS), name, version)
+    spec = load_spec(spec_file, SPEC_FIELDS) if spec_file else Spec(Path.cwd() / "environment.yml", {})
+    given = {"conda_file": str(conda_file.resolve()) if conda_file else None, "image": image}
+    given["description"] = description
+    fields = {**spec.fields, **{key: value for key, value in given.items() if value is not None}}
+    if not fields.get("image") and not fields.get("conda_file") and not spec_file:
+        raise click.UsageError("Give -f env.yml, or --image and/or --conda-file.")
+    body = _body(Spec(spec.path, apply(fields, sets, adds, removes)), name, version)
     created = client.request("POST", "/environments/", json=body)
     if output_format == "table":
         output.note(f"Created environment {created['name']} version {created['version']}.")
@@ -127,15 +151,16 @@ def create(
 
 
 @environment.command("list")
-@click.option("--name", help="Only the versions of this environment.")
-@click.option("-q", "--query", help="Only environments whose name contains this text.")
+@click.option("-n", "--name", help="Only the versions of this environment.")
+# --query is az's JMESPath query on the result (see output_option); the free-text filter is --search.
+@click.option("-q", "--search", "search", help="Only environments whose name contains this text.")
 @output.output_option
 @pass_client
-def list_(client: Client, name: str | None, query: str | None, output_format: str) -> None:
+def list_(client: Client, name: str | None, search: str | None, output_format: str) -> None:
     """List environment versions, newest first. With -o json, a JSON array of the server's items."""
     params = [("name", name)] if name else []
-    if query:
-        params.append(("q", query))
+    if search:
+        params.append(("q", search))
     environments = client.collect("/environments/", params)
     output.emit(
         environments,
@@ -149,11 +174,15 @@ def list_(client: Client, name: str | None, query: str | None, output_format: st
 
 
 @environment.command()
-@click.option("--name", required=True, help="The environment's name.")
-@click.option("--version", required=True, help="The version, or `latest`.")
+@click.option("-n", "--name", required=True, help="The environment's name.")
+@click.option("-v", "--version", help="The version, or `latest`.")
+@click.option("-l", "--label", type=click.Choice(["latest"]), help="As az ml's --label: latest.")
 @output.output_option
 @pass_client
-def show(client: Client, name: str, version: str, output_format: str) -> None:
+def show(client: Client, name: str, version: str | None, label: str | None, output_format: str) -> None:
     """Show one environment version, with its conda dependencies."""
+    if bool(version) == bool(label):
+        raise click.UsageError("Say which version: --version V or --label latest.")
+    version = version or "latest"
     found = client.get(f"/environments/{quote(name, safe='')}/versions/{quote(version, safe='')}/")
     output.emit(found, output_format, show_environment)

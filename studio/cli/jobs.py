@@ -21,7 +21,8 @@ POLL_INTERVALS_S = ((0.0, 0.05), (1.0, 0.25), (60.0, 1.0))
 FINISHED = {"succeeded", "failed"}
 
 
-def _line(event: dict) -> str:
+def event_line(event: dict) -> str:
+    """A job event as one line: the time of day, the level when not info, the message."""
     # The time of day is what a person watching needs; the date is the same for the whole job.
     when = str(event.get("t", ""))[11:19]
     level = event.get("level", "info")
@@ -52,7 +53,7 @@ def follow(client: Client, job: dict, label: str, *, wait: bool = True) -> dict:
                 seen.add(key)
                 # A failed job's error (with its log tail) is printed once, as the command's error.
                 if job.get("state") != "failed" or event.get("message") != job.get("error"):
-                    fresh.append(_line(event))
+                    fresh.append(event_line(event))
             report(int(job.get("progress") or 0), fresh)
             if job.get("state") in FINISHED:
                 break

@@ -13,11 +13,16 @@ from studio.cli.deployment import online_deployment
 from studio.cli.endpoint import online_endpoint
 from studio.cli.environment import environment
 from studio.cli.errors import CliError
+from studio.cli.manifests import manifests
 from studio.cli.model import model
+from studio.cli.options import StudioGroup
 from studio.cli.webhook import webhook
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=StudioGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="studio", message="studio %(version)s")
 def cli() -> None:
     """Studio: register, deploy and watch models from the command line.
@@ -102,6 +107,10 @@ cli.add_command(model)
 cli.add_command(environment)
 cli.add_command(online_endpoint)
 cli.add_command(online_deployment)
+online_endpoint.add_command(importlib.import_module("studio.cli.compare").compare)
+online_deployment.add_command(importlib.import_module("studio.cli.compare").replay)
+online_deployment.add_command(manifests)
+online_deployment.add_command(importlib.import_module("studio.cli.rollout").rollout)
 cli.add_command(alert)
 cli.add_command(webhook)
 

@@ -13,6 +13,7 @@ import click
 
 from studio.cli import output
 from studio.cli.errors import CliError
+from studio.cli.generic_update import apply, changes, generic_update_options
 from studio.cli.optimize import optimize
 from studio.cli.options import parse_pairs, pass_client
 from studio.cli.profile import profile
@@ -114,6 +115,24 @@ def _registration(
     return fields, content
 
 
+def _with_generic_updates(
+    fields: dict[str, Any], content: Path, generic: tuple[tuple[str, ...], ...]
+) -> tuple[dict[str, Any], Path]:
+    """The registration changed by --set/--add/--remove, as az applies them to the model's YAML."""
+    if not any(generic):
+        return fields, content
+    changed = apply({**fields, "path": str(content)}, *generic)
+    content = Path(str(changed.pop("path", content))).expanduser()
+    if not content.exists():
+        raise CliError(f"{content} does not exist.")
+    for key in ("tags", "properties"):
+        if not isinstance(changed.get(key, {}), dict):
+            raise CliError(f"--set: {key} must be a mapping of key: value.")
+        changed[key] = {str(k): "" if v is None else str(v) for k, v in (changed.get(key) or {}).items()}
+    text = {key: str(value) for key, value in changed.items() if key not in ("tags", "properties")}
+    return {**text, "tags": changed["tags"], "properties": changed["properties"]}, content
+
+
 def _form(fields: dict[str, Any]) -> dict[str, str]:
     # Multipart fields are text: tags and properties travel as JSON strings, as the API expects.
     form = {key: value for key, value in fields.items() if key not in ("tags", "properties")}
@@ -149,9 +168,10 @@ def register(client: Client, fields: dict[str, Any], content: Path) -> dict:
     help="An Azure ML model YAML (name, version, path, type, description, tags, properties); "
     "its path is relative to the YAML file. Options given on the command line override it.",
 )
-@click.option("--name", help="The model's name; versions of one model share it.")
-@click.option("--version", help="The version to create. Default: the next number.")
+@click.option("-n", "--name", help="The model's name; versions of one model share it.")
+@click.option("-v", "--version", help="The version to create. Default: the next number.")
 @click.option(
+    "-p",
     "--path",
     type=click.Path(exists=True, path_type=Path),
     help="A file, or a folder (uploaded as a zip, kept under the folder's own name).",
@@ -163,6 +183,7 @@ def register(client: Client, fields: dict[str, Any], content: Path) -> dict:
     "--property", "properties", multiple=True, callback=parse_pairs, help="key=value, immutable; repeatable."
 )
 @click.option("--source", help="Where the model came from, e.g. the URI of the run that trained it.")
+@generic_update_options
 @output.output_option
 @pass_client
 def create(
@@ -176,6 +197,9 @@ def create(
     tags: dict[str, str],
     properties: dict[str, str],
     source: str | None,
+    sets: tuple[str, ...],
+    adds: tuple[str, ...],
+    removes: tuple[str, ...],
     output_format: str,
 ) -> None:
     """Register a new model version from a file or a folder.
@@ -194,6 +218,7 @@ def create(
         "source": source,
     }
     fields, content = _registration(spec_file, cli, tags, properties)
+    fields, content = _with_generic_updates(fields, content, (sets, adds, removes))
     created = register(client, fields, content)
     if output_format == "table":
         output.note(f"Registered {created['name']} version {created['version']}.")
@@ -211,10 +236,11 @@ def _filters(tags: tuple[str, ...], type_: str | None, query: str | None) -> lis
 
 
 @model.command("list")
-@click.option("--name", help="List this model's versions instead of the registered models.")
+@click.option("-n", "--name", help="List this model's versions instead of the registered models.")
 @click.option("--tag", "tags", multiple=True, help="Only with tag key=value; repeat to require several.")
 @click.option("--type", "type_", type=click.Choice(MODEL_TYPES), help="Only versions of this type.")
-@click.option("-q", "--query", help="Free text: name, description, version or tags.")
+# --query is az's JMESPath query on the result (see output_option); the free-text filter is --search.
+@click.option("-q", "--search", "search", help="Free text: name, description, version or tags.")
 @output.output_option
 @pass_client
 def list_(
@@ -222,7 +248,7 @@ def list_(
     name: str | None,
     tags: tuple[str, ...],
     type_: str | None,
-    query: str | None,
+    search: str | None,
     output_format: str,
 ) -> None:
     """List registered models, or with --name the versions of one model (archived ones included).
@@ -230,7 +256,7 @@ def list_(
     Filters combine: every --tag must hold. With -o json, prints a JSON array of the server's items
     (all pages).
     """
-    params = _filters(tags, type_, query)
+    params = _filters(tags, type_, search)
     if name:
         versions = client.collect(f"/models/{quote(name, safe='')}/versions/", params)
         output.emit(
@@ -249,20 +275,28 @@ def list_(
     )
 
 
-name_option = click.option("--name", required=True, help="The model's name.")
+name_option = click.option("-n", "--name", required=True, help="The model's name.")
 version_option = click.option(
-    "--version", required=True, help="The version, or `latest` (newest active one)."
+    "-v", "--version", required=True, help="The version, or `latest` (newest active one)."
 )
 
 
 @model.command()
 @name_option
-@version_option
+@click.option("-v", "--version", help="The version, or `latest` (newest active one).")
+@click.option(
+    "-l",
+    "--label",
+    type=click.Choice(["latest"]),
+    help="As az ml's --label: latest, the newest active version.",
+)
 @output.output_option
 @pass_client
-def show(client: Client, name: str, version: str, output_format: str) -> None:
+def show(client: Client, name: str, version: str | None, label: str | None, output_format: str) -> None:
     """Show one model version: tags, properties, files, digest, MLflow flavors and deployments."""
-    _emit_version(client.get(_version_path(name, version)), output_format)
+    if bool(version) == bool(label):
+        raise click.UsageError("Say which version: --version V or --label latest.")
+    _emit_version(client.get(_version_path(name, version or "latest")), output_format)
 
 
 @model.command()
@@ -271,6 +305,7 @@ def show(client: Client, name: str, version: str, output_format: str) -> None:
 @click.option("--set-tag", "set_tags", multiple=True, callback=parse_pairs, help="key=value; repeatable.")
 @click.option("--remove-tag", "remove_tags", multiple=True, help="A tag key to remove; repeatable.")
 @click.option("--description", help="The new description.")
+@generic_update_options
 @output.output_option
 @pass_client
 def update(
@@ -280,26 +315,34 @@ def update(
     set_tags: dict[str, str],
     remove_tags: tuple[str, ...],
     description: str | None,
+    sets: tuple[str, ...],
+    adds: tuple[str, ...],
+    removes: tuple[str, ...],
     output_format: str,
 ) -> None:
     """Change a version's tags or description; its content and properties never change.
 
-    Tags not named are kept. A tag both set and removed is removed.
+    Tags not named are kept. A tag both set and removed is removed. az's --set/--add/--remove work on
+    the version as `show -o json` prints it: --set tags.stage=prod, --set description="...".
     """
-    if not set_tags and not remove_tags and description is None:
-        raise click.UsageError("Nothing to change: give --set-tag, --remove-tag or --description.")
+    generic = sets or adds or removes
+    if not set_tags and not remove_tags and description is None and not generic:
+        raise click.UsageError(
+            "Nothing to change: give --set-tag, --remove-tag, --description or --set/--add/--remove."
+        )
     current = client.get(_version_path(name, version))
-    changes: dict[str, Any] = {}
+    patch: dict[str, Any] = changes(current, apply(current, sets, adds, removes)) if generic else {}
     if set_tags or remove_tags:
-        missing = [key for key in remove_tags if key not in current["tags"] and key not in set_tags]
+        tags_now = patch.get("tags", current["tags"])
+        missing = [key for key in remove_tags if key not in tags_now and key not in set_tags]
         if missing:
             output.note(f"Warning: {name} version {current['version']} has no tag {', '.join(missing)}.")
-        tags = {**current["tags"], **set_tags}
-        changes["tags"] = {key: value for key, value in tags.items() if key not in remove_tags}
+        tags = {**tags_now, **set_tags}
+        patch["tags"] = {key: value for key, value in tags.items() if key not in remove_tags}
     if description is not None:
-        changes["description"] = description
+        patch["description"] = description
     # The concrete version, not `latest`: the change must land on the version just read.
-    updated = client.request("PATCH", _version_path(name, current["version"]), json=changes)
+    updated = client.request("PATCH", _version_path(name, current["version"]), json=patch)
     _emit_version(updated, output_format)
 
 
@@ -323,7 +366,7 @@ def archive(client: Client, name: str, version: str, output_format: str) -> None
 
 @model.command()
 @name_option
-@click.option("--version", required=True, help="The version to restore.")
+@click.option("-v", "--version", required=True, help="The version to restore.")
 @output.output_option
 @pass_client
 def restore(client: Client, name: str, version: str, output_format: str) -> None:
@@ -350,6 +393,7 @@ def delete(client: Client, name: str, version: str, yes: bool) -> None:
 @name_option
 @version_option
 @click.option(
+    "-p",
     "--download-path",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),

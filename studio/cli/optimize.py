@@ -32,8 +32,8 @@ def show_result(job: dict) -> None:
 
 
 @click.command()
-@click.option("--name", required=True, help="The model's name.")
-@click.option("--version", required=True, help="The version to optimize (or `latest`).")
+@click.option("-n", "--name", required=True, help="The model's name.")
+@click.option("-v", "--version", required=True, help="The version to optimize (or `latest`).")
 @click.option(
     "--to",
     "to",

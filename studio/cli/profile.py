@@ -44,8 +44,8 @@ def show_profile(job: dict) -> None:
 
 
 @click.command()
-@click.option("--name", required=True, help="The model's name.")
-@click.option("--version", required=True, help="The version to profile (or `latest`).")
+@click.option("-n", "--name", required=True, help="The model's name.")
+@click.option("-v", "--version", required=True, help="The version to profile (or `latest`).")
 @click.option(
     "--instance-type",
     "instance_types",

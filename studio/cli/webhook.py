@@ -54,7 +54,7 @@ def webhook() -> None:
 
 
 @webhook.command()
-@click.option("--name", required=True, help="A name for the subscription, starting with a letter.")
+@click.option("-n", "--name", required=True, help="A name for the subscription, starting with a letter.")
 @click.option(
     "--url", required=True, help="The http(s) URL events are POSTed to; the allow-list must permit it."
 )
@@ -107,7 +107,7 @@ def list_(client: Client, output_format: str) -> None:
 
 
 @webhook.command()
-@click.option("--name", required=True, help="The subscription's name (or id).")
+@click.option("-n", "--name", required=True, help="The subscription's name (or id).")
 @pass_client
 def delete(client: Client, name: str) -> None:
     """Delete a subscription; deliveries still waiting are dropped."""
@@ -116,7 +116,7 @@ def delete(client: Client, name: str) -> None:
 
 
 @webhook.command()
-@click.option("--name", required=True, help="The subscription's name (or id).")
+@click.option("-n", "--name", required=True, help="The subscription's name (or id).")
 @click.option("--no-wait", is_flag=True, help="Return once the delivery is queued.")
 @output.output_option
 @pass_client

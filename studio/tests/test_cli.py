@@ -279,12 +279,15 @@ def test_a_reader_cannot_register(studio, tmp_path):
     assert "Your role does not allow this" in result.stderr
 
 
-def test_an_existing_version_is_refused_with_the_servers_message(studio, tmp_path):
+def test_an_existing_version_is_reused_with_its_content_and_refused_with_other_content(studio, tmp_path):
     source = tmp_path / "m.bin"
     source.write_bytes(b"m")
     studio("model", "create", "--name", "clf", "--version", "1", "--path", str(source))
+    again = studio("model", "create", "--name", "clf", "--version", "1", "--path", str(source), "-o", "json")
+    assert json.loads(again.stdout)["version"] == "1"
+    source.write_bytes(b"other weights")
     result = studio("model", "create", "--name", "clf", "--version", "1", "--path", str(source), fails=True)
-    assert "exists already; versions are immutable" in result.stderr
+    assert "exists already with other content" in result.stderr and "versions are immutable" in result.stderr
 
 
 # Finding

@@ -366,13 +366,15 @@ def test_a_scoring_script_whose_init_raises_fails_the_deployment(studio_process,
     studio("online-endpoint", "delete", "-n", "my-endpoint", "--yes")
 
 
-def test_what_the_server_refuses_is_said_before_anything_runs(studio, sample):
+def test_what_the_server_refuses_is_said_before_anything_runs(studio, sample, monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-cluster"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     studio("online-endpoint", "create", "-f", str(sample / "endpoint.yml"))
     blue = sample / "blue-deployment.yml"
     kubernetes = blue.with_name("kubernetes.yml")
     kubernetes.write_text(blue.read_text() + "target: kubernetes\n")
     elsewhere = studio("online-deployment", "create", "-f", str(kubernetes), fails=True)
-    assert "target: The kubernetes target is not available in this installation" in elsewhere.stderr
+    assert "target: The kubernetes target needs a cluster and none is configured" in elsewhere.stderr
 
     unknown = blue.with_name("unknown.yml")
     unknown.write_text(blue.read_text() + "stage: prod\n")
