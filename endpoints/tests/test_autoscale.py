@@ -161,9 +161,10 @@ def test_a_deployment_scales_out_under_sustained_load_without_failing_a_request_
         f"\nautoscale: first scale-out decided {first_out:.1f}s after the load began, 3 replicas ready "
         f"{scaled_out_at - loaded_at:.1f}s after it; {seen['answered']} answers, {len(seen['failures'])} failed"
     )
-    # Within polling_interval (1 s) of sustained load, plus a report interval (1 s) and the evaluation
-    # cadence: the load is first seen in the report that follows its start.
-    assert first_out < 4
+    # Within polling_interval (1 s) of sustained load, plus up to two report intervals (1 s each: the first
+    # report after the start holds part of a second of load) and the evaluation cadence (0.5 s), with room
+    # for a busy host.
+    assert first_out < 6
     outs = [decision for _, decision in scaler.decisions if decision.action == "scale_out"]
     ins = [decision for _, decision in scaler.decisions if decision.action == "scale_in"]
     assert max(decision.wanted for decision in outs) == 3
