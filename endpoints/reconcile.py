@@ -36,7 +36,14 @@ from endpoints.choices import JobKindChoices, JobStateChoices, ProvisioningState
 from endpoints.jobs import OPEN, JobLog, open_jobs
 from endpoints.models import Job, OnlineDeployment, OnlineEndpoint, ReconcilePass, Replica, RouteTableVersion
 from endpoints.targets import get_target
-from endpoints.targets.base import BuildFailed, Prepared, ReplicaFailed, ReplicaLaunch, TargetUnavailable
+from endpoints.targets.base import (
+    BuildFailed,
+    Prepared,
+    ReplicaFailed,
+    ReplicaLaunch,
+    TargetUnavailable,
+    server_environment,
+)
 from endpoints.targets.local import tail
 from serving import replica_key
 from studio.errors import Refused
@@ -786,19 +793,8 @@ def log_path(deployment: OnlineDeployment, replica: Replica) -> Path:
 
 def _launch(deployment: OnlineDeployment, prepared: Prepared, replica: Replica) -> ReplicaLaunch:
     model_dir, code_dir = prepared.model_dir, prepared.code_dir
-    environment = {
-        **deployment.environment_variables,
-        "AZUREML_MODEL_DIR": str(model_dir),
-        "STUDIO_MODEL_DIR": str(model_dir),
-        "WORKER_COUNT": deployment.environment_variables.get("WORKER_COUNT", "1"),
-        "SCORING_TIMEOUT_MS": str(deployment.request_settings.get("request_timeout_ms", 5000)),
-        "STUDIO_ENDPOINT": deployment.endpoint.name,
-        "STUDIO_DEPLOYMENT": deployment.name,
-        "STUDIO_REPLICA": replica.replica_id,
-    }
-    if code_dir is not None:
-        environment["AZUREML_SOURCE_DIRECTORY"] = str(code_dir)
-        environment["AZUREML_ENTRY_SCRIPT"] = deployment.scoring_script
+    environment = server_environment(deployment, model_dir, code_dir)
+    environment["STUDIO_REPLICA"] = replica.replica_id
     return ReplicaLaunch(
         prepared.python,
         model_dir,

@@ -49,6 +49,24 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
 
+def server_environment(deployment, model_dir, code_dir) -> dict[str, str]:
+    """The model server's variables for a replica of `deployment`, on every target: the deployment's own,
+    then Studio's (which win). The replica's name (STUDIO_REPLICA) and key are the target's to add."""
+    environment = {
+        **deployment.environment_variables,
+        "AZUREML_MODEL_DIR": str(model_dir),
+        "STUDIO_MODEL_DIR": str(model_dir),
+        "WORKER_COUNT": str(deployment.environment_variables.get("WORKER_COUNT", "1")),
+        "SCORING_TIMEOUT_MS": str(deployment.request_settings.get("request_timeout_ms", 5000)),
+        "STUDIO_ENDPOINT": deployment.endpoint.name,
+        "STUDIO_DEPLOYMENT": deployment.name,
+    }
+    if code_dir is not None:
+        environment["AZUREML_SOURCE_DIRECTORY"] = str(code_dir)
+        environment["AZUREML_ENTRY_SCRIPT"] = deployment.scoring_script
+    return environment
+
+
 def prepared_from(spec, image: str, warnings: list[str] | None = None) -> Prepared:
     """What an image built from `spec` (endpoints.packaging.PackageSpec) runs, at its paths in the image."""
     from endpoints import packaging

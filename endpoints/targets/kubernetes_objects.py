@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from endpoints import packaging
 from endpoints.specs import PROBE_DEFAULTS
+from endpoints.targets.base import server_environment
 from endpoints.targets.instance_types import lookup
 from serving.replica_key import VARIABLE as REPLICA_KEY
 
@@ -122,20 +123,9 @@ def autoscaled(scale_settings: dict | None) -> bool:
     return (scale_settings or {}).get("type", "default") == "target_utilization"
 
 
-def server_environment(deployment, model_dir: str, code_dir: str | None) -> list[dict]:
-    """The model server's variables, as the other targets set them; the replica's name is the pod's."""
-    values = {
-        **deployment.environment_variables,
-        "AZUREML_MODEL_DIR": model_dir,
-        "STUDIO_MODEL_DIR": model_dir,
-        "WORKER_COUNT": str(deployment.environment_variables.get("WORKER_COUNT", "1")),
-        "SCORING_TIMEOUT_MS": str(deployment.request_settings.get("request_timeout_ms", 5000)),
-        "STUDIO_ENDPOINT": deployment.endpoint.name,
-        "STUDIO_DEPLOYMENT": deployment.name,
-    }
-    if code_dir is not None:
-        values["AZUREML_SOURCE_DIRECTORY"] = code_dir
-        values["AZUREML_ENTRY_SCRIPT"] = deployment.scoring_script
+def pod_environment(deployment, model_dir: str, code_dir: str | None) -> list[dict]:
+    """The model server's variables, as every target sets them; the replica's name is the pod's."""
+    values = server_environment(deployment, model_dir, code_dir)
     for reserved in ("STUDIO_REPLICA", REPLICA_KEY):
         values.pop(reserved, None)
     env = [{"name": name, "value": str(value)} for name, value in values.items()]
@@ -201,7 +191,7 @@ def render(deployment, image: str, placement: Placement, *, model_dir: str, code
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "ports": [{"name": "http", "containerPort": packaging.SERVER_PORT, "protocol": "TCP"}],
-                "env": server_environment(deployment, model_dir, code_dir),
+                "env": pod_environment(deployment, model_dir, code_dir),
                 "resources": resources,
                 # Liveness is open to anyone; readiness answers the replica key alone, which the probe
                 # reads from the container's environment (serving.probe), not from this spec.
