@@ -79,3 +79,40 @@ class RolloutStateChoices(models.TextChoices):
     @classmethod
     def colour(cls, value: str) -> str:
         return {cls.SUCCEEDED: "green", cls.ROLLED_BACK: "red", cls.ABORTED: "orange"}.get(value, "blue")
+
+
+class BatchJobStateChoices(models.TextChoices):
+    """Azure ML's job statuses, as `az ml job show --query status` prints them."""
+
+    QUEUED = "Queued", "Queued"
+    PREPARING = "Preparing", "Preparing"
+    RUNNING = "Running", "Running"
+    FINALIZING = "Finalizing", "Finalizing"
+    CANCEL_REQUESTED = "CancelRequested", "Cancel requested"
+    COMPLETED = "Completed", "Completed"
+    FAILED = "Failed", "Failed"
+    CANCELED = "Canceled", "Canceled"
+
+    @classmethod
+    def colour(cls, value: str) -> str:
+        return {cls.COMPLETED: "green", cls.FAILED: "red", cls.CANCELED: "grey"}.get(value, "blue")
+
+    @classmethod
+    def finished(cls) -> tuple[str, ...]:
+        return (cls.COMPLETED, cls.FAILED, cls.CANCELED)
+
+
+class MiniBatchStateChoices(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+    @classmethod
+    def colour(cls, value: str) -> str:
+        return {cls.SUCCEEDED: "green", cls.FAILED: "red"}.get(value, "blue")
+
+
+class OutputActionChoices(models.TextChoices):
+    APPEND_ROW = "append_row", "Append rows to one file"
+    SUMMARY_ONLY = "summary_only", "Summary only"

@@ -1,4 +1,5 @@
-"""Online endpoints, their deployments and replicas, and the jobs that converge them."""
+"""Online endpoints, their deployments and replicas, and the jobs that converge them; batch endpoints,
+their deployments, and the batch jobs that score files in mini-batches."""
 
 import re
 import uuid
@@ -12,9 +13,12 @@ from django.utils import timezone
 from endpoints import credentials
 from endpoints.choices import (
     AuthModeChoices,
+    BatchJobStateChoices,
     EndpointHealthChoices,
     JobKindChoices,
     JobStateChoices,
+    MiniBatchStateChoices,
+    OutputActionChoices,
     ProvisioningStateChoices,
     ReplicaStateChoices,
     RolloutStateChoices,
@@ -443,3 +447,191 @@ class Rollout(models.Model):
     @property
     def finished(self) -> bool:
         return self.state != RolloutStateChoices.RUNNING
+
+
+class BatchEndpoint(models.Model):
+    """A stable name to invoke batch scoring on (Azure ML's batch endpoint); its jobs run on a deployment,
+    the default one unless the invocation names another."""
+
+    name = models.CharField(max_length=32, unique=True, validators=[validate_endpoint_name])
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    auth_mode = models.CharField(
+        max_length=16, choices=AuthModeChoices.choices, default=AuthModeChoices.AML_TOKEN
+    )
+    # The deployment jobs run on when an invocation names none (Azure's `defaults.deployment_name`).
+    default_deployment = models.CharField(max_length=32, blank=True)
+    provisioning_state = models.CharField(
+        max_length=16, choices=ProvisioningStateChoices.choices, default=ProvisioningStateChoices.SUCCEEDED
+    )
+    # Encrypted at rest, as an online endpoint's; bumped generation invalidates issued tokens.
+    primary_key = models.TextField()
+    secondary_key = models.TextField()
+    key_generation = models.PositiveIntegerField(default=1)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("endpoints:batchendpoint", args=[self.name])
+
+
+class BatchDeployment(models.Model):
+    """How a batch endpoint's jobs score: a model version, optional scoring code and environment, and
+    Azure's batch settings (parallelism, mini-batch size, output, retries, error threshold)."""
+
+    endpoint = models.ForeignKey(BatchEndpoint, on_delete=models.CASCADE, related_name="deployments")
+    name = models.CharField(max_length=32, validators=[validate_endpoint_name])
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    model_version = models.ForeignKey(
+        "registry.ModelVersion", on_delete=models.PROTECT, related_name="batch_deployments"
+    )
+    code_digest = models.CharField(max_length=64, blank=True)
+    scoring_script = models.CharField(max_length=500, blank=True)
+    environment_version = models.ForeignKey(
+        "registry.EnvironmentVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="batch_deployments",
+    )
+    environment = models.JSONField(null=True, blank=True)
+    # Azure's compute cluster name; Studio's workers are the compute, so it is kept and shown only.
+    compute = models.CharField(max_length=200, blank=True)
+    instance_count = models.PositiveIntegerField(default=1)
+    max_concurrency_per_instance = models.PositiveIntegerField(default=1)
+    mini_batch_size = models.PositiveIntegerField(default=10)
+    output_action = models.CharField(
+        max_length=16, choices=OutputActionChoices.choices, default=OutputActionChoices.APPEND_ROW
+    )
+    output_file_name = models.CharField(max_length=200, default="predictions.csv")
+    max_retries = models.PositiveIntegerField(default=3)
+    timeout_s = models.PositiveIntegerField(default=30)
+    # Failed items tolerated before the job fails; -1 tolerates any number.
+    error_threshold = models.IntegerField(default=-1)
+    logging_level = models.CharField(max_length=16, default="info")
+    environment_variables = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    provisioning_state = models.CharField(
+        max_length=16, choices=ProvisioningStateChoices.choices, default=ProvisioningStateChoices.SUCCEEDED
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["endpoint__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "name"], name="unique_batch_deployment_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name}/{self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("endpoints:batchdeployment", args=[self.endpoint.name, self.name])
+
+    @property
+    def parallelism(self) -> int:
+        """How many mini-batches run at once: instances times concurrency per instance."""
+        return self.instance_count * self.max_concurrency_per_instance
+
+
+class BatchJob(models.Model):
+    """One invocation of a batch endpoint: its input files split into mini-batches, scored in parallel,
+    with results written to the artifact store under `output_prefix`.
+
+    `spec` is the deployment as the job was invoked (model, code, environment, batch settings), so a
+    later change to the deployment does not change a job already running.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    endpoint = models.ForeignKey(
+        BatchEndpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    endpoint_name = models.CharField(max_length=32)
+    deployment = models.ForeignKey(
+        BatchDeployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    deployment_name = models.CharField(max_length=32)
+    state = models.CharField(
+        max_length=16, choices=BatchJobStateChoices.choices, default=BatchJobStateChoices.QUEUED
+    )
+    # The input as invoked: {"type": "uri_folder"|"uri_file", "path": ..., "data": "azureml:n:v"?}.
+    inputs = models.JSONField(default=dict)
+    spec = models.JSONField(default=dict)
+    output_prefix = models.CharField(max_length=500, blank=True)
+    mini_batches = models.PositiveIntegerField(default=0)
+    mini_batches_succeeded = models.PositiveIntegerField(default=0)
+    mini_batches_failed = models.PositiveIntegerField(default=0)
+    items = models.PositiveIntegerField(default=0)
+    items_succeeded = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    rows = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    events = models.JSONField(default=list, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state"], name="batchjob_state")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("endpoints:batchjob", args=[self.id])
+
+    @property
+    def name(self) -> str:
+        return str(self.id)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in BatchJobStateChoices.finished()
+
+
+class MiniBatch(models.Model):
+    """A slice of a batch job's input files, scored as one `run(mini_batch)` call.
+
+    A runner claims one by compare-and-swap (queued -> running, with its id and a lease), writes its output
+    part under the job's output prefix, then marks it succeeded or failed. A claim whose lease lapsed (its
+    runner died) is queued again, and its part is rewritten whole, so a resumed job has no duplicate rows.
+    """
+
+    job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="mini_batch_rows")
+    index = models.PositiveIntegerField()
+    # [{"path": name relative to the input, "key": artifact store key, "size": bytes}]
+    files = models.JSONField(default=list)
+    state = models.CharField(
+        max_length=16, choices=MiniBatchStateChoices.choices, default=MiniBatchStateChoices.QUEUED
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    runner = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    items_succeeded = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="unique_mini_batch_index")]
+        indexes = [models.Index(fields=["job", "state", "index"], name="minibatch_job_state")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} #{self.index}"

@@ -1,4 +1,4 @@
-"""Registered models, their immutable versions, and environments."""
+"""Registered models, their immutable versions, environments, and data assets."""
 
 import re
 
@@ -9,7 +9,7 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from registry.choices import ContentKindChoices, ModelTypeChoices
+from registry.choices import ContentKindChoices, DataTypeChoices, ModelTypeChoices
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -248,3 +248,80 @@ class EnvironmentVersion(models.Model):
     @property
     def asset_id(self) -> str:
         return f"azureml:{self.environment.name}:{self.version}"
+
+
+class DataAsset(NamedAsset):
+    """A named data asset (Azure ML's `az ml data`): versions of a file, a folder or an MLTable folder."""
+
+    class Meta(NamedAsset.Meta):
+        pass
+
+    def get_absolute_url(self) -> str:
+        return reverse("registry:dataasset", args=[self.name])
+
+
+class DataVersionQuerySet(models.QuerySet):
+    def resolve(self, name: str, version: str) -> "DataVersion":
+        """The version named, where `latest` is the newest version that is not archived."""
+        scoped = self.filter(asset__name=name)
+        if version == "latest":
+            found = scoped.filter(archived=False).order_by("-created_at", "-pk").first()
+            if found is None:
+                raise self.model.DoesNotExist(f"Data asset {name!r} has no active version.")
+            return found
+        return scoped.get(version=version)
+
+
+class DataVersion(models.Model):
+    """One immutable version of a data asset.
+
+    Its files are objects in the artifact store under `storage_prefix`: uploaded there when it was
+    registered from local files (`uploaded`, removed with the version), or already there when it was
+    registered by reference to an `s3://` location of the configured store (left alone). `files` lists
+    them as they were at registration, relative to the prefix; a `uri_file` has exactly one.
+    """
+
+    asset = models.ForeignKey(DataAsset, on_delete=models.CASCADE, related_name="versions")
+    version = models.CharField(max_length=64, validators=[validate_version])
+    type = models.CharField(max_length=16, choices=DataTypeChoices.choices)
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
+    properties = models.JSONField(default=dict, blank=True)
+    # The path as users see and give it: the s3:// URI referenced, or the store location of an upload.
+    path = models.CharField(max_length=1000)
+    uploaded = models.BooleanField(default=True)
+    storage_prefix = models.CharField(max_length=500)
+    files = models.JSONField(default=list, help_text="[{path, size}] under storage_prefix, sorted by path")
+    size = models.BigIntegerField(default=0)
+    digest = models.CharField(max_length=64, blank=True, help_text="sha256 over the files' paths and bytes")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    archived = models.BooleanField(default=False)
+
+    objects = DataVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["asset__name", "-created_at", "-pk"]
+        constraints = [models.UniqueConstraint(fields=["asset", "version"], name="unique_data_version")]
+        indexes = [models.Index(fields=["asset", "-created_at", "-id"], name="dataversion_asset_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.asset.name}:{self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("registry:dataversion", args=[self.asset.name, self.version])
+
+    @property
+    def name(self) -> str:
+        return self.asset.name
+
+    @property
+    def asset_id(self) -> str:
+        """How batch invocations and YAML refer to it: azureml:name:version."""
+        return f"azureml:{self.asset.name}:{self.version}"
+
+    def store_keys(self) -> list[tuple[str, str]]:
+        """(relative path, artifact store key) of each file, in path order."""
+        prefix = self.storage_prefix.rstrip("/")
+        return [(item["path"], f"{prefix}/{item['path']}" if prefix else item["path"]) for item in self.files]
