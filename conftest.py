@@ -23,6 +23,25 @@ def fast_password_hashing():
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def download_cache(name: str) -> Path:
+    """A folder of downloads that outlives the test run, so the next run on this machine (CI runs where a
+    developer just did) fetches nothing again; what tests build from them is still built afresh."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studio-tests" / name
+
+
+@pytest.fixture(autouse=True, scope="session")
+def persistent_download_cache():
+    """Environment builds (and the Studio processes tests start) download into one uv cache that outlives
+    the run; every environment is still built in its test's STUDIO_HOME. uv locks its cache, so
+    concurrent runs share it safely. A UV_CACHE_DIR set by whoever runs the tests wins."""
+    if os.environ.get("UV_CACHE_DIR"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UV_CACHE_DIR", str(download_cache("uv")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_stores(request, tmp_path):
     """Each test gets its own artifact and telemetry folders (Django tests only)."""
@@ -176,9 +195,10 @@ def gateway(live_server, settings, monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def wheel_folder(tmp_path_factory) -> Path:
-    """One wheel cache for the whole run: each package is fetched once, whichever test packs it."""
-    return tmp_path_factory.mktemp("wheels")
+def wheel_folder() -> Path:
+    """One wheel cache for every run: each package is fetched once, whichever test (or run) packs it.
+    Packaging locks it while pip writes there, so concurrent runs share it safely."""
+    return download_cache("wheels")
 
 
 @pytest.fixture
@@ -208,18 +228,25 @@ def docker_engine():
     yield client, base
 
     # The model images this run built (each run's models differ), then the build stages they leave
-    # untagged: the engine keeps only what it had.
+    # untagged, but for the install stages: those hold only the base image and the locked wheels, the
+    # same from one run to the next, so the next run's builds take them from the engine's cache instead
+    # of installing every wheel again. They are one per set of requirements; `docker image prune` clears
+    # them.
     def built_here(image) -> bool:
         created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").timestamp()
         return created >= started - 1
+
+    def install_stage(image) -> bool:
+        made_by = image.history()[0]["CreatedBy"]
+        return "-m venv" in made_by and "/opt/studio/requirements.lock" in made_by
 
     for image in client.images.list(filters={"label": "studio.content-key"}):
         if built_here(image):
             for tag in image.tags:
                 client.images.remove(tag, force=True)
     for image in client.images.list(filters={"dangling": True}):
-        if built_here(image):
-            with contextlib.suppress(docker.errors.APIError):
+        with contextlib.suppress(docker.errors.APIError):
+            if built_here(image) and not install_stage(image):
                 client.images.remove(image.id, force=True)
 
 

@@ -94,11 +94,14 @@ class Studio:
         if done.returncode:
             raise RuntimeError(f"studio {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
-    def api(self, method: str, path: str) -> dict:
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+    def api(self, method: str, path: str, **request) -> dict:
+        """`request` (json, files, data, timeout...) goes to httpx as it is."""
         answer = self.http.request(
-            method,
-            f"http://127.0.0.1:{self.port}/api/v1/{path}",
-            headers={"Authorization": f"Bearer {TOKEN}"},
+            method, f"http://127.0.0.1:{self.port}/api/v1/{path}", headers=self.headers, **request
         )
         answer.raise_for_status()
         return answer.json()

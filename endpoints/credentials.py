@@ -106,13 +106,17 @@ def token_binding(endpoint: "OnlineEndpoint") -> dict:
     return {"endpoint_id": str(endpoint.pk), "key_generation": endpoint.key_generation}
 
 
-def issue_token(endpoint: "OnlineEndpoint", now: datetime | None = None) -> dict:
-    """A token for one endpoint, in the shape Azure's get-credentials answers with."""
+def issue_token(
+    endpoint: "OnlineEndpoint", now: datetime | None = None, *, audience: str | None = None
+) -> dict:
+    """A token for one endpoint, in the shape Azure's get-credentials answers with. `audience` is the
+    endpoint's name for an online endpoint; a batch endpoint's tokens carry another (batch_audience), so
+    neither kind is accepted for the other, even under the same name."""
     now = now or datetime.now(UTC)
     expiry = now + TOKEN_LIFETIME
     claims = {
         "iss": TOKEN_ISSUER,
-        "aud": endpoint.name,
+        "aud": audience or endpoint.name,
         "iat": now,
         "exp": expiry,
         "jti": secrets.token_hex(8),
@@ -124,3 +128,27 @@ def issue_token(endpoint: "OnlineEndpoint", now: datetime | None = None) -> dict
         "expiryTimeUtc": int(expiry.timestamp()),
         "refreshAfterTimeUtc": int((now + TOKEN_REFRESH_AFTER).timestamp()),
     }
+
+
+def batch_audience(name: str) -> str:
+    """The audience of a batch endpoint's tokens: never an online endpoint's name, which has no '/'."""
+    return f"batch-endpoints/{name}"
+
+
+def token_accepted(token: str, endpoint, audience: str) -> bool:
+    """Whether `token` was issued by this installation for `audience`, for `endpoint` as it is now (its
+    identity and key generation), and has not expired. The gateway checks online tokens the same way
+    (serving/gateway/auth.py) from the route table; this is for tokens the control plane checks itself."""
+    try:
+        claims = jwt.decode(
+            token,
+            token_public_key(),
+            algorithms=["EdDSA"],
+            audience=audience,
+            issuer=TOKEN_ISSUER,
+            options={"require": ["exp", "iat", "aud", "iss", "endpoint_id", "key_generation"]},
+        )
+    except jwt.PyJWTError:
+        return False
+    binding = token_binding(endpoint)
+    return all(claims[claim] == value for claim, value in binding.items())

@@ -532,12 +532,15 @@ def resolve(deployment, log) -> Runtime:
             raise _failed(f"Could not create a virtual environment with Python {base.version}.", build_log)
         requirements_file = root / "requirements.txt"
         requirements_file.write_text("\n".join(requirements + SERVING_REQUIREMENTS) + "\n")
-        # --no-build: wheels only, so no package's setup.py or build backend runs here.
+        # --no-build: wheels only, so no package's setup.py or build backend runs here. --compile-bytecode:
+        # the processes that run on the environment (replicas, batch runners) are sandboxed users who
+        # cannot write a bytecode cache, so without one every start compiles its libraries again.
         install = [
             uv,
             "pip",
             "install",
             "--no-build",
+            "--compile-bytecode",
             "--python",
             str(interpreter),
             "-r",

@@ -9,7 +9,7 @@ import django_filters
 from django.db.models import Q
 
 from endpoints.choices import AuthModeChoices, EndpointHealthChoices, ProvisioningStateChoices
-from endpoints.models import OnlineEndpoint
+from endpoints.models import BatchEndpoint, OnlineEndpoint
 from registry.filtersets import TagFilter, with_tags
 
 
@@ -47,6 +47,26 @@ class OnlineEndpointFilterSet(django_filters.FilterSet):
         if value == EndpointHealthChoices.DEGRADED:
             return qs.filter(pk__in=degraded)
         return qs.exclude(pk__in=degraded)
+
+    def search(self, qs, name, value):
+        return qs.filter(
+            Q(name__icontains=value) | Q(description__icontains=value) | Q(deployments__name__icontains=value)
+        ).distinct()
+
+
+class BatchEndpointFilterSet(django_filters.FilterSet):
+    """The batch endpoint list's filters, the online list's syntax: `tag=key=value`, `name`, `auth_mode`,
+    `q` (free text over names, descriptions and deployment names)."""
+
+    tag = EndpointTagFilter(label="Tags (key=value)")
+    name = django_filters.CharFilter()
+    q = django_filters.CharFilter(method="search", label="Search")
+    auth_mode = django_filters.ChoiceFilter(choices=AuthModeChoices.choices)
+    ordering = django_filters.OrderingFilter(fields=(("name", "name"), ("created_at", "created_at")))
+
+    class Meta:
+        model = BatchEndpoint
+        fields = ["tag", "name", "q", "auth_mode"]
 
     def search(self, qs, name, value):
         return qs.filter(

@@ -163,6 +163,21 @@ def resolve_model(reference) -> ModelVersion:
         ) from None
 
 
+def resolve_code(data: dict) -> tuple[str, str]:
+    """`code_configuration: {code, scoring_script}` checked: (code digest, scoring script path)."""
+    code = _object(data, "code_configuration")
+    match = CODE_REF_RE.match(str(code.get("code", "")))
+    if not match or not code.get("scoring_script"):
+        raise _error(
+            "code_configuration",
+            "needs code (an uploaded code snapshot, azureml:code:<sha256>) and scoring_script.",
+        )
+    script = _column_text(code["scoring_script"], "scoring_script", "code_configuration")
+    if any(ord(character) < 32 for character in script) or ".." in script.split("/"):
+        raise _error("code_configuration", "scoring_script must be a path inside the code folder.")
+    return match["digest"], script
+
+
 INLINE_ENVIRONMENT_FIELDS = ("image", "conda_file", "pip_requirements")
 
 
@@ -237,17 +252,7 @@ def parse_deployment(data: dict, *, partial: bool = False) -> DeploymentSpec:
     elif not partial:
         raise _error("model", "is required: azureml:name:version of a registered model.")
     if "code_configuration" in data:
-        code = _object(data, "code_configuration")
-        match = CODE_REF_RE.match(str(code.get("code", "")))
-        if not match or not code.get("scoring_script"):
-            raise _error(
-                "code_configuration",
-                "needs code (an uploaded code snapshot, azureml:code:<sha256>) and scoring_script.",
-            )
-        script = _column_text(code["scoring_script"], "scoring_script", "code_configuration")
-        if any(ord(character) < 32 for character in script) or ".." in script.split("/"):
-            raise _error("code_configuration", "scoring_script must be a path inside the code folder.")
-        values["code_digest"], values["scoring_script"] = match["digest"], script
+        values["code_digest"], values["scoring_script"] = resolve_code(data)
     if "environment" in data:
         values["environment_version"], values["environment"] = resolve_environment(
             data["environment"], warnings

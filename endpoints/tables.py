@@ -5,12 +5,14 @@ from django.utils.safestring import SafeString, mark_safe
 
 from endpoints.choices import (
     AuthModeChoices,
+    BatchJobStateChoices,
     EndpointHealthChoices,
     JobStateChoices,
+    MiniBatchStateChoices,
     ProvisioningStateChoices,
     ReplicaStateChoices,
 )
-from endpoints.models import OnlineEndpoint
+from endpoints.models import BatchEndpoint, OnlineEndpoint
 from registry.tables import Column, Table, tag_chips
 
 # The choice classes name colours; the style sheet names badges after what they mean.
@@ -143,4 +145,98 @@ def replica_badge(state: str) -> SafeString:
     busy = " badge-busy" if state == ReplicaStateChoices.STARTING else ""
     return format_html(
         '<span class="badge badge-{}{}">{}</span>', REPLICA_BADGE.get(state, "neutral"), busy, state
+    )
+
+
+def batch_job_badge(state: str) -> SafeString:
+    """A batch job's status as Azure words it; statuses that will still change pulse."""
+    badge = BADGE_FOR_COLOUR[BatchJobStateChoices.colour(state)]
+    busy = "" if state in BatchJobStateChoices.finished() else " badge-busy"
+    label = BatchJobStateChoices(state).label if state in BatchJobStateChoices.values else state
+    return format_html('<span class="badge badge-{}{}" data-status="{}">{}</span>', badge, busy, state, label)
+
+
+def mini_batch_badge(state: str) -> SafeString:
+    badge = BADGE_FOR_COLOUR[MiniBatchStateChoices.colour(state)]
+    return format_html('<span class="badge badge-{}">{}</span>', badge, MiniBatchStateChoices(state).label)
+
+
+def _created(row) -> SafeString:
+    return format_html(
+        '<time datetime="{}">{}</time>', row.created_at.isoformat(), row.created_at.strftime("%Y-%m-%d %H:%M")
+    )
+
+
+def batch_deployment_names(endpoint: BatchEndpoint) -> SafeString:
+    names = [deployment.name for deployment in endpoint.deployments.all()]
+    if not names:
+        return format_html('<span class="muted">{}</span>', "none yet")
+    return format_html_join(" ", '<span class="deployment-chip">{}</span>', ((name,) for name in names))
+
+
+class BatchEndpointTable(Table):
+    """Rows are BatchEndpoint with their deployments prefetched and `last_job_state` annotated."""
+
+    empty_title = "No batch endpoints match these filters"
+    empty_text = "Clear the filters to see every batch endpoint."
+
+    columns = (
+        Column(
+            "Name",
+            lambda e: format_html('<a class="strong" href="{}">{}</a>', e.get_absolute_url(), e.name),
+            order_by="name",
+        ),
+        Column(
+            "Default deployment",
+            lambda e: e.default_deployment or format_html('<span class="muted">{}</span>', "none"),
+        ),
+        Column("Deployments", batch_deployment_names),
+        Column(
+            "Last job",
+            lambda e: (
+                batch_job_badge(e.last_job_state)
+                if e.last_job_state
+                else format_html('<span class="muted">{}</span>', "never invoked")
+            ),
+        ),
+        Column("Auth", lambda e: auth_badge(e.auth_mode)),
+        Column("Tags", lambda e: tag_chips(e.tags), css="cell-tags"),
+        Column("Created", _created, order_by="created_at", css="nowrap"),
+    )
+
+
+def batch_job_progress(job) -> SafeString:
+    """Mini-batches done of all, and failed ones, from the job's own counters (no query per row)."""
+    done = job.mini_batches_succeeded + job.mini_batches_failed
+    failed = (
+        format_html(' <span class="badge badge-danger">{} failed</span>', job.mini_batches_failed)
+        if job.mini_batches_failed
+        else ""
+    )
+    return format_html(
+        '<span class="nowrap">{}/{} mini-batches</span>{} <span class="muted small">· {} rows</span>',
+        done,
+        job.mini_batches,
+        failed,
+        job.rows,
+    )
+
+
+class BatchJobTable(Table):
+    """Rows are BatchJob, newest first."""
+
+    empty_title = "No jobs"
+    empty_text = "Invoke the endpoint to start one."
+
+    columns = (
+        Column(
+            "Job",
+            lambda j: format_html(
+                '<a class="strong" href="{}" title="{}">{}</a>', j.get_absolute_url(), j.name, j.name[:8]
+            ),
+        ),
+        Column("Status", lambda j: batch_job_badge(j.state)),
+        Column("Deployment", lambda j: j.deployment_name),
+        Column("Progress", batch_job_progress),
+        Column("Created", _created, css="nowrap"),
     )

@@ -78,3 +78,29 @@ def sweep_rollouts() -> list[int]:
     from endpoints import rollouts
 
     return rollouts.sweep()
+
+
+# A batch job's preparation may build its environment: as long as a deployment's build. The tick prepares
+# again a job whose preparing worker died, once its lease (as long as this limit) lapsed.
+@shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700)
+def run_batch_job(job_id: str) -> str:
+    from endpoints import batch_execution
+
+    return batch_execution.prepare(job_id)
+
+
+# A runner works its slot until nothing is queued: a large job's whole length. A runner cut by the limit,
+# or killed, leaves its claim to lapse; the tick queues that mini-batch again and starts a new runner.
+@shared_task(acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60)
+def run_batch_slot(job_id: str, slot: int) -> str:
+    from endpoints import batch_execution
+
+    return batch_execution.run_slot(job_id, slot)
+
+
+# Short by construction (it only queues and finishes), and one at a time (its lease).
+@shared_task(soft_time_limit=25, time_limit=30, ignore_result=True)
+def batch_tick() -> dict:
+    from endpoints import batch_execution
+
+    return batch_execution.tick()

@@ -15,8 +15,16 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast
 from drf_spectacular.utils import extend_schema_field
 
-from registry.choices import ModelTypeChoices
-from registry.models import TAG_KEY_RE, Environment, ModelVersion, ModelVersionTag, RegisteredModel
+from registry.choices import DataTypeChoices, ModelTypeChoices
+from registry.models import (
+    TAG_KEY_RE,
+    DataAsset,
+    DataVersion,
+    Environment,
+    ModelVersion,
+    ModelVersionTag,
+    RegisteredModel,
+)
 
 
 def parse_tag_filter(text: str) -> tuple[str, str]:
@@ -177,3 +185,60 @@ class EnvironmentFilterSet(django_filters.FilterSet):
     class Meta:
         model = Environment
         fields = ["name", "q"]
+
+
+def data_versions_tagged(pairs: list[tuple[str, str]]):
+    """The data versions whose tags hold every key=value pair: read from their `tags` JSON, since data
+    assets are few enough that no tag table is needed."""
+    return with_tags(DataVersion.objects.all(), pairs)
+
+
+class DataVersionFilterSet(django_filters.FilterSet):
+    tag = TagFilter(label="Tags (key=value)")
+    name = django_filters.CharFilter(field_name="asset__name")
+    type = django_filters.ChoiceFilter(choices=DataTypeChoices.choices)
+    q = django_filters.CharFilter(method="search", label="Search")
+    archived = django_filters.BooleanFilter()
+    ordering = django_filters.OrderingFilter(
+        fields=(("created_at", "created_at"), ("version", "version"), ("asset__name", "name"))
+    )
+
+    class Meta:
+        model = DataVersion
+        fields = ["tag", "name", "type", "q", "archived"]
+
+    def tagged(self, pairs):
+        return Q(pk__in=data_versions_tagged(pairs).values("pk"))
+
+    def search(self, qs, name, value):
+        return qs.alias(tags_text=Cast("tags", TextField())).filter(
+            Q(asset__name__icontains=value)
+            | Q(description__icontains=value)
+            | Q(version__iexact=value)
+            | Q(path__icontains=value)
+            | Q(tags_text__icontains=value)
+        )
+
+
+class DataAssetFilterSet(django_filters.FilterSet):
+    """Data assets that have at least one version matching every filter given."""
+
+    tag = TagFilter(label="Tags (key=value)")
+    name = django_filters.CharFilter()
+    type = django_filters.ChoiceFilter(choices=DataTypeChoices.choices, method="by_type")
+    q = django_filters.CharFilter(method="search", label="Search")
+    ordering = django_filters.OrderingFilter(fields=(("name", "name"), ("updated_at", "updated_at")))
+
+    class Meta:
+        model = DataAsset
+        fields = ["tag", "name", "type", "q"]
+
+    def tagged(self, pairs):
+        return Q(pk__in=data_versions_tagged(pairs).values("asset_id"))
+
+    def by_type(self, qs, name, value):
+        return qs.filter(Exists(DataVersion.objects.filter(asset=OuterRef("pk"), type=value)))
+
+    def search(self, qs, name, value):
+        described = DataVersion.objects.filter(description__icontains=value).values("asset_id")
+        return qs.filter(Q(name__icontains=value) | Q(description__icontains=value) | Q(pk__in=described))

@@ -5,7 +5,7 @@ import json
 from django import forms
 from django.core.exceptions import ValidationError
 
-from registry.choices import ModelTypeChoices
+from registry.choices import DataTypeChoices, ModelTypeChoices
 from registry.models import validate_name, validate_tags, validate_version
 
 
@@ -135,3 +135,42 @@ class ModelVersionTagsForm(forms.Form):
 
 class ModelVersionDescriptionForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
+
+
+class DataRegisterForm(forms.Form):
+    """Register a data version from one uploaded file (a .zip or .tar.gz of a folder is unpacked for a
+    uri_folder or mltable), or from a path already in the artifact store."""
+
+    name = forms.CharField(
+        max_length=255, validators=[validate_name], help_text="New or existing data asset."
+    )
+    version = forms.CharField(
+        max_length=64,
+        required=False,
+        validators=[validate_version],
+        help_text="Leave empty for the next number.",
+    )
+    type = forms.ChoiceField(choices=DataTypeChoices.choices, initial=DataTypeChoices.URI_FOLDER)
+    file = forms.FileField(
+        required=False,
+        allow_empty_file=True,
+        label="Upload a file",
+        help_text="One file; for a folder, a .zip or .tar.gz of it (unpacked for uri_folder and mltable).",
+    )
+    path = forms.CharField(
+        max_length=1000,
+        required=False,
+        label="Or a path in the store",
+        help_text="Files already in Studio's artifact store: s3://bucket/folder/ (or file://, azureml://).",
+        widget=forms.TextInput(
+            attrs={"placeholder": "s3://studio-artifacts/landing/iris/", "spellcheck": "false"}
+        ),
+    )
+    tags = TagLinesField()
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if bool(cleaned.get("file")) == bool(cleaned.get("path")):
+            raise ValidationError("Upload a file or give a path in the store, not both.")
+        return cleaned

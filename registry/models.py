@@ -317,8 +317,10 @@ class DataVersion(models.Model):
         return self.asset.name
 
     @property
-    def asset_id(self) -> str:
-        """How batch invocations and YAML refer to it: azureml:name:version."""
+    def azureml_id(self) -> str:
+        """How batch invocations and YAML refer to it: azureml:name:version.
+
+        Not `asset_id` as on model and environment versions: that is the `asset` foreign key's column."""
         return f"azureml:{self.asset.name}:{self.version}"
 
     def store_keys(self) -> list[tuple[str, str]]:

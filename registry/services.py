@@ -231,11 +231,14 @@ def version_event_data(version: ModelVersion) -> dict:
 
 
 def deployments_using(version: ModelVersion) -> list[str]:
-    """The deployments that serve this version; empty until the endpoints app relates them."""
-    related = getattr(version, "deployments", None)
-    if related is None:
-        return []
-    return [str(deployment) for deployment in related.all()]
+    """The deployments, online and batch, that use this version; empty until the endpoints app relates
+    them."""
+    used = []
+    for relation, label in (("deployments", ""), ("batch_deployments", "batch deployment ")):
+        related = getattr(version, relation, None)
+        if related is not None:
+            used += [f"{label}{deployment}" for deployment in related.all()]
+    return used
 
 
 def delete_version(version: ModelVersion, user) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -198,4 +199,71 @@ class RegisteredModelTable(Table):
         Column("Versions", lambda m: m.version_count, css="num"),
         Column("Description", lambda m: _first_line(m.latest_description or m.description), css="cell-text"),
         Column("Updated", lambda m: _when(m.updated_at), order_by="updated_at", css="nowrap"),
+    )
+
+
+def data_type_badge(value: str) -> SafeString:
+    return _badge("info" if value == "mltable" else "neutral", value)
+
+
+class DataVersionTable(Table):
+    empty_title = "No versions match these filters"
+    empty_text = "Clear the filters, or register a new version of this data asset."
+
+    columns = (
+        Column(
+            "Version",
+            lambda v: format_html('<a class="strong" href="{}">{}</a>', v.get_absolute_url(), v.version),
+            order_by="version",
+        ),
+        Column("State", state_badge),
+        Column("Type", lambda v: data_type_badge(v.type)),
+        Column(
+            "Tags",
+            lambda v: tag_chips(v.tags, reverse("registry:dataasset", args=[v.asset.name])),
+            css="cell-tags",
+        ),
+        Column("Files", lambda v: len(v.files), css="num"),
+        Column("Size", lambda v: filesizeformat(v.size), css="num nowrap"),
+        Column("Stored", lambda v: "uploaded" if v.uploaded else _muted("reference"), css="nowrap"),
+        Column("Description", lambda v: _first_line(v.description), css="cell-text"),
+        Column("Created", lambda v: _when(v.created_at), order_by="created_at", css="nowrap"),
+    )
+
+
+class DataAssetTable(Table):
+    """Rows are data assets; those of the page shown get version_count, latest_version and latest_type
+    (registry.data.summarize_assets)."""
+
+    empty_title = "No data assets match these filters"
+    empty_text = "Clear the filters to see every data asset."
+
+    def __init__(self, rows, request: HttpRequest, per_page: int = PAGE_SIZE):
+        from registry.data import summarize_assets
+
+        super().__init__(rows, request, per_page)
+        self.page.object_list = summarize_assets(list(self.page.object_list))
+
+    columns = (
+        Column(
+            "Name",
+            lambda a: format_html('<a class="strong" href="{}">{}</a>', a.get_absolute_url(), a.name),
+            order_by="name",
+        ),
+        Column(
+            "Latest version",
+            lambda a: (
+                format_html(
+                    '<a href="{}">{}</a>',
+                    reverse("registry:dataversion", args=[a.name, a.latest_version]),
+                    a.latest_version,
+                )
+                if a.latest_version
+                else _muted("all archived")
+            ),
+        ),
+        Column("Type", lambda a: data_type_badge(a.latest_type) if a.latest_type else ""),
+        Column("Versions", lambda a: a.version_count, css="num"),
+        Column("Description", lambda a: _first_line(a.latest_description or a.description), css="cell-text"),
+        Column("Updated", lambda a: _when(a.updated_at), order_by="updated_at", css="nowrap"),
     )

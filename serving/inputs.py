@@ -366,6 +366,29 @@ def _params(raw: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any] | None:
     return values
 
 
+def frame_input(frame: Any, signature: Signature | None) -> ModelInput | None:
+    """A file's rows (a pandas DataFrame) as the model input `parse_input` makes of the same rows sent as
+    `dataframe_split`, without the JSON between: the signature's columns, in its order, as one array of its
+    dtype. Only where that is the whole of what parsing would do (a column signature of one numeric dtype
+    whose columns the frame has, each of a kind that casts exactly); None otherwise, for `parse_input`."""
+    if signature is None or not signature.inputs or signature.tensor_inputs:
+        return None
+    specs = signature.columns
+    dtype = np.dtype(specs[0].dtype) if specs[0].dtype != "object" else None
+    names = [spec.name or str(i) for i, spec in enumerate(specs)]
+    given = [str(column) for column in frame.columns]
+    if dtype is None or dtype.kind not in _NUMERIC_KINDS or any(s.dtype != specs[0].dtype for s in specs):
+        return None
+    if len(set(given)) != len(given) or not set(names) <= set(given):
+        return None
+    kinds = {getattr(frame.dtypes.iloc[given.index(name)], "kind", "O") for name in names}
+    # Integers into a float dtype are exact, as are integers into integers; floats into integers are not.
+    if not kinds <= set(_NUMERIC_KINDS) or (dtype.kind in "iu" and "f" in kinds):
+        return None
+    matrix = frame.iloc[:, [given.index(name) for name in names]].to_numpy(dtype=dtype)
+    return ModelInput("dataframe_split", matrix.shape[0], array=matrix, columns=tuple(names))
+
+
 def parse_input(body: bytes, signature: Signature | None) -> ModelInput:
     """Validated input from a request body; raises BadInput saying what is wrong and where."""
     convention, data, raw_params = read_payload(body)

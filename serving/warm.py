@@ -5,11 +5,12 @@ scikit-learn, skops. The template imports all that once, with the math libraries
 then listens on a Unix socket. For each request it forks a child that becomes the replica: detached
 (setsid), default signal handlers, no inherited files, stdin from /dev/null, output appended to the
 replica's log, exactly the requested environment and working directory, then `serving.server` with
-workers forked too, so they inherit the imports. The template never imports user code or loads a model;
-the children do, as cold replicas would. A request may carry a sandbox policy (`serving.sandbox`): the
-child enters it before it reads anything of the deployment's, so a sandboxed replica forked warm is as
-confined as one started cold. The template's own environment is a bare one: a child's /proc/PID/environ
-shows the block its process was started with, whatever it later puts in `os.environ`.
+workers forked too, so they inherit the imports (or a batch runner's scoring process, `serving.batch`).
+The template never imports user code or loads a model; the children do, as cold replicas would. A
+request may carry a sandbox policy (`serving.sandbox`): the child enters it before it reads anything of
+the deployment's, so a sandboxed replica forked warm is as confined as one started cold. The template's
+own environment is a bare one: a child's /proc/PID/environ shows the block its process was started with,
+whatever it later puts in `os.environ`.
 
 Only Studio's own interpreter has a template; replicas of isolated environments start cold. A request
 whose environment sets what only a fresh interpreter can honour (`PYTHON*`, `LD_*`, allocator and
@@ -19,7 +20,8 @@ the template then stops, and the next one loads the new code.
 
 Protocol: one JSON line per connection, answered by one JSON line.
     request  {"argv": [...serving.server flags], "env": {...}, "cwd": "...", "log": "/abs/path.log",
-              "sandbox": {...serving.sandbox.Policy, optional}}
+              "sandbox": {...serving.sandbox.Policy, optional},
+              "module": "serving.server" (the default) | "serving.batch" (a batch runner's scoring process)}
     answer   {"pid": 1234, "start": "<start time in clock ticks, /proc/PID/stat field 22>"}
              | {"error": "what was wrong"}
 A template holds `<socket>.lock` for as long as it runs, with its pid in it: one template per socket.
@@ -177,14 +179,16 @@ def request_start(
     log: str,
     timeout: float = REQUEST_TIMEOUT_S,
     policy: sandbox.Policy | None = None,
+    module: str = "serving.server",
 ) -> Started:
-    """Ask the template at `path` to start `python -m serving.server ARGV`, inside the sandbox `policy`
-    describes if one is given; its pid and start ticks.
+    """Ask the template at `path` to start `python -m MODULE ARGV` (a replica's `serving.server`, or a
+    batch runner's `serving.batch`), inside the sandbox `policy` describes if one is given; its pid and
+    start ticks.
 
     The environment's values (a replica key, the deployment's own secrets) go to the forked child only,
     once it exists: the template, which outlives every request and whose memory every later child
     inherits, never reads them."""
-    message = {"argv": list(argv), "env_names": sorted(env), "cwd": cwd, "log": log}
+    message = {"argv": list(argv), "env_names": sorted(env), "cwd": cwd, "log": log, "module": module}
     if policy is not None:
         message["sandbox"] = dataclasses.asdict(policy)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -295,9 +299,12 @@ class Request:
     cwd: str
     log: str
     sandbox: sandbox.Policy | None = None
+    module: str = "serving.server"
 
 
-_REQUEST_FIELDS = {"argv", "env_names", "cwd", "log", "sandbox"}
+_REQUEST_FIELDS = {"argv", "env_names", "cwd", "log", "sandbox", "module"}
+# What a child may become: each is started as `python -m` would, with its own `main(argv)`.
+MODULES = ("serving.server", "serving.batch")
 
 
 def _read_environment(conn: socket.socket, names: list[str]) -> dict[str, str]:
@@ -335,12 +342,15 @@ def _parse_request(raw: bytes) -> Request:
         raise BadRequest(f"cwd must be an existing folder's absolute path, not {cwd!r}")
     if not isinstance(log, str) or not os.path.isabs(log):
         raise BadRequest(f"log must be an absolute path, not {log!r}")
+    module = request.get("module", "serving.server")
+    if module not in MODULES:
+        raise BadRequest(f"module must be one of {', '.join(MODULES)}, not {module!r}")
     policy = request.get("sandbox")
     try:
         policy = sandbox.Policy(**policy) if policy is not None else None
     except TypeError as exc:
         raise BadRequest(f"sandbox is not a sandbox policy: {exc}") from None
-    return Request(argv, names, cwd, log, policy)
+    return Request(argv, names, cwd, log, policy, module)
 
 
 class Template:
@@ -482,7 +492,7 @@ class Template:
 def _become_replica(
     listener: socket.socket, conn: socket.socket, log_fd: int, request: Request, import_env: dict[str, str]
 ) -> None:
-    """In the forked child: become `python -m serving.server ARGV` as a fresh process would; never returns.
+    """In the forked child: become `python -m MODULE ARGV` as a fresh process would; never returns.
 
     `import_env` is what the preloaded libraries added to the environment when imported; they are
     imported in this process too, so it keeps their additions where the request sets nothing else."""
@@ -520,10 +530,16 @@ def _become_replica(
             os.environ.setdefault(name, value)
         os.chdir(request.cwd)
         sys.path[:] = _replica_sys_path(request.cwd, inherited_pythonpath, env.get("PYTHONPATH", ""))
-        from serving import server
+        if request.module == "serving.batch":
+            from serving import batch
 
-        sys.argv = [server.__file__, *request.argv]
-        code = server.main(request.argv, start_method="fork")
+            sys.argv = [batch.__file__, *request.argv]
+            code = batch.main(request.argv)
+        else:
+            from serving import server
+
+            sys.argv = [server.__file__, *request.argv]
+            code = server.main(request.argv, start_method="fork")
     except SystemExit as exc:
         code = exc.code
     except BaseException:

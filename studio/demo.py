@@ -52,6 +52,7 @@ class Demo:
     endpoint: object
     deployments: list = field(default_factory=list)
     versions: list = field(default_factory=list)
+    data: list = field(default_factory=list)
     job: object = None
     alert: object = None
     webhook: object = None
@@ -89,6 +90,21 @@ def _register(user, name: str, *, mlflow: bool = False, **fields):
         }
         return services.register_version(spec, io.BytesIO(_zip(files)), "model.zip", "folder", user)
     return services.register_version(spec, io.BytesIO(b"\0" * 1024), "model.pkl", "file", user)
+
+
+def _register_data(user):
+    """A month of scored payments as a data asset, to batch-score or preview."""
+    from registry import data
+
+    rows = "".join(f"{day},{100 + day * 7 % 90}.50,{day % 3 == 0}\n" for day in range(1, 31))
+    spec = data.NewData(
+        name="payments-2026-11",
+        type="uri_folder",
+        tags={"team": "risk"},
+        description="November's card payments, one row per payment.",
+    )
+    files = {"payments.csv": f"day,amount,flagged\n{rows}".encode()}
+    return data.register_upload(spec, io.BytesIO(_zip(files)), "payments.zip", "folder", user)
 
 
 def _events(now: datetime, minutes: int, rng: random.Random) -> list[dict]:
@@ -249,6 +265,8 @@ def seed(password: str, *, minutes_of_traffic: int = 45) -> Demo:
     AccessToken.issue(admin, "old-notebook")[0].revoke()
     AccessToken.issue(contributor, "deploy-bot")
 
+    data = [_register_data(contributor)]
+
     _telemetry(datetime.now(UTC).replace(second=0, microsecond=0), minutes_of_traffic)
     return Demo(
         admin=admin,
@@ -258,6 +276,7 @@ def seed(password: str, *, minutes_of_traffic: int = 45) -> Demo:
         endpoint=endpoint,
         deployments=deployments,
         versions=versions,
+        data=data,
         job=job,
         alert=alert,
         webhook=webhook,

@@ -10,8 +10,9 @@ studio/webhooks.py sends them, in event order per subject.
 Event types (`type`, CloudEvents 1.0): `studio.model.registered|archived|deleted`,
 `studio.deployment.created|succeeded|failed|deleted`, `studio.traffic.changed`, `studio.drift.detected`,
 `studio.alert.fired|resolved`, `studio.webhook.test`,
-`studio.rollout.started|succeeded|rolled_back|aborted`. The subject names the object, e.g.
-`models/iris/versions/3` or `online-endpoints/shop/deployments/blue`.
+`studio.rollout.started|succeeded|rolled_back|aborted`, `studio.batch_endpoint.created|deleted`,
+`studio.batch_deployment.created|deleted`, `studio.batch_job.created|completed|failed|canceled`. The
+subject names the object, e.g. `models/iris/versions/3` or `online-endpoints/shop/deployments/blue`.
 """
 
 from collections.abc import Iterable

@@ -162,6 +162,8 @@ STUDIO_MAX_ARCHIVE_FILES = env_int("STUDIO_MAX_ARCHIVE_FILES", 10_000, minimum=1
 DATA_UPLOAD_MAX_NUMBER_FILES = STUDIO_MAX_ARCHIVE_FILES
 # Every request body that is not a file upload (JSON, YAML, form fields) is refused with a 413 past this.
 STUDIO_MAX_BODY_BYTES = env_int("STUDIO_MAX_BODY_BYTES", 2_621_440, minimum=1024)
+# The most input files one batch job scores (one invocation of a batch endpoint).
+STUDIO_BATCH_MAX_FILES = env_int("STUDIO_BATCH_MAX_FILES", 100_000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
 
 STUDIO_ARTIFACT_STORE = env_url(
@@ -335,6 +337,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several resources have a `type` with their own choices: each set gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "ModelTypeEnum": "registry.choices.ModelTypeChoices",
+        "DataTypeEnum": "registry.choices.DataTypeChoices",
+        "MiniBatchStateEnum": "endpoints.choices.MiniBatchStateChoices",
+        "BatchJobStatusEnum": "endpoints.choices.BatchJobStateChoices",
+    },
 }
 
 LOGGING = {
@@ -428,3 +437,18 @@ STUDIO_ROLLOUT_TELEMETRY_WAIT_S = env_int("STUDIO_ROLLOUT_TELEMETRY_WAIT_S", 120
 # A rollout's driver holds its lease this long between renewals; a dead driver's rollout is resumed after it.
 STUDIO_ROLLOUT_LEASE_S = env_int("STUDIO_ROLLOUT_LEASE_S", 30, minimum=1)
 CELERY_BEAT_SCHEDULE["sweep-rollouts"] = {"task": "endpoints.tasks.sweep_rollouts", "schedule": 15.0}
+# Batch jobs (endpoints/batch_execution.py): a runner renews its claim on a mini-batch this often at
+# least; a claim not renewed for this long (its runner died) is queued again by the tick, which runs every
+# STUDIO_BATCH_TICK_S seconds.
+STUDIO_BATCH_LEASE_S = env_int("STUDIO_BATCH_LEASE_S", 30, minimum=1)
+STUDIO_BATCH_TICK_S = env_int("STUDIO_BATCH_TICK_S", 2, minimum=1)
+CELERY_BEAT_SCHEDULE["batch-tick"] = {
+    "task": "endpoints.tasks.batch_tick",
+    "schedule": float(STUDIO_BATCH_TICK_S),
+}
+# A batch runner holds a pool process for as long as its job has work, so runners have a queue of their own,
+# served by batch workers (`studio up` starts one; docker-compose's batch-worker): a large job never
+# starves deployments, the ticks and telemetry of the worker that serves the default queue.
+BATCH_QUEUE = "batch"
+CELERY_TASK_ROUTES = {"endpoints.tasks.run_batch_slot": {"queue": BATCH_QUEUE}}
+STUDIO_BATCH_WORKER_CONCURRENCY = env_int("STUDIO_BATCH_WORKER_CONCURRENCY", 2, minimum=1)

@@ -87,6 +87,14 @@ def programs(port: int, gateway_port: int, home: Path) -> list[Program]:
             [python, "-m", "celery", "-A", "studio", "worker", "--pool", "prefork", "--concurrency", "2"]
             + ["--hostname", "worker@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
         ),
+        # Batch runners, on their queue alone (settings.CELERY_TASK_ROUTES): each holds a pool process for
+        # as long as its job has work, so a job's slots beyond this many wait for one to free.
+        Program(
+            "batch-worker",
+            [python, "-m", "celery", "-A", "studio", "worker", "--pool", "prefork", "--queues", "batch"]
+            + ["--concurrency", str(env_int("STUDIO_BATCH_WORKER_CONCURRENCY", 2, minimum=1))]
+            + ["--hostname", "batch@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        ),
         Program(
             "beat",
             [python, "-m", "celery", "-A", "studio", "beat", "--loglevel", "INFO"]

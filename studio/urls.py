@@ -23,9 +23,10 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", json_error_view(404, "not_found", "There is no such API path; see /api/docs/.")),
-    path("models/", include("registry.urls")),
+    # /models/ and /data/: the registry's pages.
+    path("", include("registry.urls")),
     path("", include("monitoring.urls")),
-    path("endpoints/", include("endpoints.urls")),
+    path("", include("endpoints.urls")),
     path("", include("studio.pages")),
 ]
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from endpoints.api import rollouts, views
+from endpoints.api import batch, rollouts, views
 from endpoints.api.manifests import DeploymentManifestsView, SpecManifestsView
 
 app_name = "endpoints-api"
@@ -16,6 +16,16 @@ deployment_detail = views.OnlineDeploymentViewSet.as_view(
     {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
 )
 deployment_logs = views.OnlineDeploymentViewSet.as_view({"get": "logs"})
+batch_endpoint_list = batch.BatchEndpointViewSet.as_view({"get": "list", "post": "create"})
+batch_endpoint_detail = batch.BatchEndpointViewSet.as_view(
+    {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+)
+batch_credentials = batch.BatchEndpointViewSet.as_view({"post": "credentials"})
+batch_regenerate = batch.BatchEndpointViewSet.as_view({"post": "regenerate_keys"})
+batch_deployment_list = batch.BatchDeploymentViewSet.as_view({"get": "list", "post": "create"})
+batch_deployment_detail = batch.BatchDeploymentViewSet.as_view(
+    {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+)
 
 urlpatterns = [
     path("online-endpoints/", endpoint_list, name="onlineendpoint-list"),
@@ -69,6 +79,32 @@ urlpatterns = [
         rollouts.RolloutAbortView.as_view(),
         name="rollout-abort",
     ),
+    path("batch-endpoints/", batch_endpoint_list, name="batchendpoint-list"),
+    path("batch-endpoints/<str:name>/", batch_endpoint_detail, name="batchendpoint-detail"),
+    path("batch-endpoints/<str:name>/credentials/", batch_credentials, name="batchendpoint-credentials"),
+    path(
+        "batch-endpoints/<str:name>/regenerate-keys/", batch_regenerate, name="batchendpoint-regenerate-keys"
+    ),
+    path(
+        "batch-endpoints/<str:endpoint_name>/deployments/", batch_deployment_list, name="batchdeployment-list"
+    ),
+    path(
+        "batch-endpoints/<str:endpoint_name>/deployments/<str:name>/",
+        batch_deployment_detail,
+        name="batchdeployment-detail",
+    ),
+    path(
+        "batch-endpoints/<str:endpoint_name>/jobs/",
+        batch.BatchEndpointJobsView.as_view(),
+        name="batchendpoint-jobs",
+    ),
+    path("jobs/", batch.BatchJobListView.as_view(), name="batchjob-list"),
+    path("jobs/<uuid:pk>/cancel/", batch.BatchJobCancelView.as_view(), name="batchjob-cancel"),
+    path(
+        "jobs/<uuid:pk>/mini-batches/", batch.BatchJobMiniBatchesView.as_view(), name="batchjob-mini-batches"
+    ),
+    path("jobs/<uuid:pk>/logs/", batch.BatchJobLogsView.as_view(), name="batchjob-logs"),
+    path("jobs/<uuid:pk>/outputs/score/", batch.BatchJobOutputsView.as_view(), name="batchjob-outputs"),
     path("jobs/<uuid:pk>/", views.JobViewSet.as_view({"get": "retrieve"}), name="job-detail"),
     path("jobs/<uuid:pk>/download", views.JobViewSet.as_view({"get": "download"}), name="job-download"),
     path("code/", views.CodeUploadView.as_view(), name="code-upload"),

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from endpoints import jobs, packaging, reconcile, services, specs, targets
+from endpoints.api import batch
 from endpoints.api.serializers import (
     DeletionAcceptedSerializer,
     JobSerializer,
@@ -18,7 +19,7 @@ from endpoints.api.serializers import (
 from endpoints.choices import TargetChoices
 from endpoints.code import upload_code
 from endpoints.filtersets import OnlineEndpointFilterSet
-from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
+from endpoints.models import BatchJob, Job, OnlineDeployment, OnlineEndpoint
 from endpoints.targets.base import TargetUnavailable
 from registry.api.views import find_version
 from registry.models import ModelVersion
@@ -167,6 +168,18 @@ class OnlineDeploymentViewSet(viewsets.GenericViewSet, mixins.ListModelMixin, mi
 class JobViewSet(viewsets.GenericViewSet, mixins.RetrieveModelMixin):
     queryset = Job.objects.all()
     serializer_class = JobSerializer
+    # A batch job is read with its endpoint's key or token too (endpoints.api.batch).
+    authentication_classes = batch.AUTHENTICATION
+    permission_classes = [batch.BatchCredentialPermission]
+    credential_methods = ("GET",)
+
+    @extend_schema(responses=batch.ANY_JOB)
+    def retrieve(self, request, pk=None):
+        """A job of either kind: an online deployment's, or a batch job (its own shape, `type: batch`)."""
+        found = BatchJob.objects.select_related("created_by").filter(pk=pk).first()
+        if found is not None:
+            return Response(batch.BatchJobSerializer(found, context={"request": request}).data)
+        return super().retrieve(request, pk=pk)
 
     @extend_schema(responses={(200, "application/gzip"): bytes})
     def download(self, request, pk=None):

@@ -130,9 +130,10 @@ def _process_env(home: str, variables: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _warm_startable(launch: ReplicaLaunch) -> bool:
+def warm_startable(python: str) -> bool:
+    """Whether a process on `python` may be forked from the warm template: only Studio's own has one."""
     # Compared as written, not resolved: a virtual environment's python is a link to the same binary.
-    own = os.path.abspath(launch.python) == os.path.abspath(sys.executable)
+    own = os.path.abspath(python) == os.path.abspath(sys.executable)
     return own and settings.STUDIO_WARM_START
 
 
@@ -141,13 +142,19 @@ def template_socket() -> Path:
     return warm.socket_path(settings.STUDIO_HOME)
 
 
-def _start_warm(
-    launch: ReplicaLaunch, arguments: list[str], env: dict, cwd: str, policy: sandbox.Policy | None
+def start_warm(
+    log_path: Path,
+    arguments: list[str],
+    env: dict,
+    cwd: str,
+    policy: sandbox.Policy | None,
+    module: str = "serving.server",
 ) -> warm.Started | None:
-    """The replica forked from the warm template; None when it must start cold."""
+    """`python -m MODULE ARGUMENTS` (a replica, by default) forked from the warm template; None when it
+    must start cold (the template starts meanwhile, for the next one)."""
     path = template_socket()
     try:
-        return warm.request_start(path, arguments, env, cwd, str(launch.log_path), policy=policy)
+        return warm.request_start(path, arguments, env, cwd, str(log_path), policy=policy, module=module)
     except warm.TemplateNotRunning:
         try:
             start_template(path)
@@ -213,7 +220,8 @@ class LocalTarget:
             arguments += ["--code", str(launch.code_dir), "--scoring-script", launch.scoring_script]
         cwd = str(launch.code_dir or launch.model_dir)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = _start_warm(launch, arguments, env, cwd, policy) if _warm_startable(launch) else None
+        warm_ok = warm_startable(launch.python)
+        started = start_warm(launch.log_path, arguments, env, cwd, policy) if warm_ok else None
         forked = started is not None
         if started is None:
             command = [launch.python, "-m", "serving.server", *arguments]

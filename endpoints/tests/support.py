@@ -136,6 +136,7 @@ class WorkerProcess:
             url = f"postgres://{database['USER']}{password}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
         self.argv = [
             sys.executable, "-m", "celery", "-A", "studio", "worker", "--pool", "prefork", "--concurrency", "1",
+            "--queues", "celery,batch",
             "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO",
         ]  # fmt: skip

@@ -5,7 +5,6 @@ deployment registers again."""
 
 import json
 import pickle
-from pathlib import Path
 
 import pytest
 import yaml
@@ -24,9 +23,9 @@ OLD_SKLEARN = "1.2.2"  # has wheels for this Python, and was built for numpy 1's
 
 
 @pytest.fixture
-def fresh_envs(settings, tmp_path, monkeypatch):
-    """A fresh environment cache, so a deployment must build; downloads stay cached across tests."""
-    monkeypatch.setenv("UV_CACHE_DIR", str(Path(settings.STUDIO_HOME) / "cache" / "uv"))
+def fresh_envs(settings, tmp_path):
+    """A fresh environment cache, so a deployment must build; downloads stay in the uv cache that runs
+    share (conftest.persistent_download_cache)."""
     settings.STUDIO_HOME = tmp_path / "home"
     settings.STUDIO_HOME.mkdir()
     return settings.STUDIO_HOME

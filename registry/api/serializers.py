@@ -5,8 +5,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry import requirements
-from registry.choices import ModelTypeChoices
+from registry.choices import DataTypeChoices, ModelTypeChoices
 from registry.models import (
+    DataAsset,
+    DataVersion,
     EnvironmentVersion,
     ModelVersion,
     RegisteredModel,
@@ -248,3 +250,148 @@ class EnvironmentVersionUpdateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     tags = TagsField(required=False)
     archived = serializers.BooleanField(required=False)
+
+
+FILES_LISTED = 1000
+
+
+class DataVersionSerializer(serializers.ModelSerializer):
+    """A data version as `az ml data show` prints it, plus Studio's content fields."""
+
+    name = serializers.CharField(source="asset.name", read_only=True)
+    id = serializers.CharField(source="azureml_id", read_only=True)
+    creation_context = serializers.SerializerMethodField()
+    files = serializers.SerializerMethodField()
+    file_count = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataVersion
+        fields = [
+            "name",
+            "version",
+            "type",
+            "path",
+            "description",
+            "tags",
+            "properties",
+            "id",
+            "creation_context",
+            "files",
+            "file_count",
+            "size",
+            "digest",
+            "archived",
+            "url",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_creation_context(self, obj) -> dict:
+        return {
+            "created_at": serializers.DateTimeField().to_representation(obj.created_at),
+            "created_by": obj.created_by.username if obj.created_by else None,
+        }
+
+    def get_files(self, obj) -> list[dict]:
+        return obj.files[:FILES_LISTED]
+
+    def get_file_count(self, obj) -> int:
+        return len(obj.files)
+
+    def _url(self, view_name, obj):
+        path = reverse(view_name, args=[obj.asset.name, obj.version])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, obj) -> str:
+        return self._url("registry-api:dataversion-detail", obj)
+
+    def get_download_url(self, obj) -> str:
+        return self._url("registry-api:dataversion-download", obj)
+
+
+class DataVersionUpdateSerializer(serializers.Serializer):
+    """What may change on a data version: description, tags, archived. Its files never change."""
+
+    description = serializers.CharField(required=False, allow_blank=True)
+    tags = TagsField(required=False)
+    archived = serializers.BooleanField(required=False)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Send an object of the fields to change: description, tags, archived."]}
+            )
+        immutable = sorted(set(data) & {"properties", "version", "name", "type", "path", "digest", "files"})
+        if immutable:
+            raise serializers.ValidationError(
+                {field: "is immutable; register a new version to change it." for field in immutable}
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {field: "is not a field of a data version." for field in unknown}
+            )
+        return super().to_internal_value(data)
+
+
+class RegisterDataSerializer(serializers.Serializer):
+    """Registration: multipart with the content as `file` or `archive` (.zip or .tar.gz of a folder), or
+    a `path` in the artifact store (s3://, file://, azureml://datastores/workspaceblobstore/paths/...)."""
+
+    name = NameField(max_length=255, validators=[_django_validator(validate_name)])
+    version = NameField(
+        max_length=64, required=False, allow_blank=True, validators=[_django_validator(validate_version)]
+    )
+    type = serializers.ChoiceField(choices=DataTypeChoices.choices, required=False)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    tags = TagsField(required=False, default=dict)
+    properties = JSONObjectField(required=False, default=dict)
+    file = serializers.FileField(required=False, allow_empty_file=True)
+    archive = serializers.FileField(required=False)
+    path = serializers.CharField(required=False, max_length=1000, trim_whitespace=False)
+
+    def validate(self, attrs):
+        given = [key for key in ("file", "archive", "path") if attrs.get(key)]
+        if len(given) != 1:
+            raise serializers.ValidationError(
+                "Send the data as exactly one of 'file' (one file), 'archive' (a .zip or .tar.gz of a "
+                "folder) or 'path' (where it is in the artifact store, e.g. s3://bucket/folder)."
+            )
+        if not attrs.get("type"):
+            # Azure's default is uri_folder; one uploaded file is more likely meant as that file.
+            attrs["type"] = DataTypeChoices.URI_FILE if attrs.get("file") else DataTypeChoices.URI_FOLDER
+        return attrs
+
+
+class DataAssetSerializer(serializers.ModelSerializer):
+    """A data asset with `latest_version`, `latest_type` and `version_count`, as
+    registry.data.summarize_assets gives them."""
+
+    latest_version = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The newest version that is not archived"
+    )
+    latest_type = serializers.CharField(read_only=True, allow_null=True)
+    version_count = serializers.IntegerField(read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataAsset
+        fields = [
+            "name",
+            "description",
+            "latest_version",
+            "latest_type",
+            "version_count",
+            "created_at",
+            "updated_at",
+            "url",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, obj) -> str:
+        path = reverse("registry-api:dataversion-list", args=[obj.name])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path

@@ -15,6 +15,14 @@ environments = views.EnvironmentViewSet.as_view({"get": "list", "post": "create"
 environment_version = views.EnvironmentVersionViewSet.as_view(
     {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
 )
+data_assets = views.DataAssetViewSet.as_view({"get": "list", "post": "create"})
+data_asset = views.DataAssetViewSet.as_view({"get": "retrieve"})
+data_versions = views.DataVersionViewSet.as_view({"get": "list"})
+data_version = views.DataVersionViewSet.as_view(
+    {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+)
+data_download = views.DataVersionViewSet.as_view({"get": "download"})
+data_preview = views.DataVersionViewSet.as_view({"get": "preview"})
 
 urlpatterns = [
     path("models/", models, name="registeredmodel-list"),
@@ -38,4 +46,10 @@ urlpatterns = [
         environment_version,
         name="environmentversion-detail",
     ),
+    path("data/", data_assets, name="dataasset-list"),
+    path("data/<str:name>/", data_asset, name="dataasset-detail"),
+    path("data/<str:data_name>/versions/", data_versions, name="dataversion-list"),
+    path("data/<str:data_name>/versions/<str:version>/", data_version, name="dataversion-detail"),
+    path("data/<str:data_name>/versions/<str:version>/download", data_download, name="dataversion-download"),
+    path("data/<str:data_name>/versions/<str:version>/preview", data_preview, name="dataversion-preview"),
 ]

@@ -1,24 +1,41 @@
 from django.db import IntegrityError, transaction
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from registry import optimize, profile, services
+from registry import data, optimize, profile, services
 from registry.api.serializers import (
+    DataAssetSerializer,
+    DataVersionSerializer,
+    DataVersionUpdateSerializer,
     EnvironmentVersionSerializer,
     EnvironmentVersionUpdateSerializer,
     ModelVersionSerializer,
     ModelVersionUpdateSerializer,
+    RegisterDataSerializer,
     RegisteredModelSerializer,
     RegisterModelSerializer,
 )
 from registry.choices import ContentKindChoices
-from registry.filtersets import EnvironmentFilterSet, ModelVersionFilterSet, RegisteredModelFilterSet
-from registry.models import Environment, EnvironmentVersion, ModelVersion, RegisteredModel
+from registry.filtersets import (
+    DataAssetFilterSet,
+    DataVersionFilterSet,
+    EnvironmentFilterSet,
+    ModelVersionFilterSet,
+    RegisteredModelFilterSet,
+)
+from registry.models import (
+    DataAsset,
+    DataVersion,
+    Environment,
+    EnvironmentVersion,
+    ModelVersion,
+    RegisteredModel,
+)
 from studio.api.errors import Conflict
 from studio.api.parsers import FormParser, JSONParser, MultiPartParser
 from studio.choices import AuditActionChoices
@@ -329,3 +346,136 @@ class ModelVersionOptimizeView(ModelJobView):
     )
     def post(self, request, model_name: str, version: str):
         return super().post(request, model_name, version)
+
+
+class DataAssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Data assets by name (`az ml data`); POST registers a new version: multipart with `file` or
+    `archive`, or a `path` in the artifact store (multipart, form or JSON)."""
+
+    serializer_class = DataAssetSerializer
+    filterset_class = DataAssetFilterSet
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        return DataAsset.objects.order_by("name")
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        return None if page is None else data.summarize_assets(page)
+
+    def get_object(self):
+        found = data.summarize_assets(DataAsset.objects.filter(name=self.kwargs["name"]))
+        if not found:
+            raise NotFound(f"There is no data asset named {self.kwargs['name']!r}.")
+        return found[0]
+
+    @extend_schema(request=RegisterDataSerializer, responses={201: DataVersionSerializer})
+    def create(self, request):
+        form = RegisterDataSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        fields = form.validated_data
+        spec = data.NewData(
+            name=fields["name"],
+            version=fields.get("version") or None,
+            type=fields["type"],
+            description=fields["description"],
+            tags=fields["tags"],
+            properties=fields["properties"],
+        )
+        if fields.get("path"):
+            version = data.register_reference(spec, fields["path"], request.user)
+        else:
+            upload = fields.get("file") or fields["archive"]
+            kind = ContentKindChoices.FILE if fields.get("file") else ContentKindChoices.FOLDER
+            with upload.open("rb") as stream:
+                version = data.register_upload(spec, stream, upload.name, kind, request.user)
+        body = DataVersionSerializer(version, context={"request": request}).data
+        # The version existed with this very content: nothing was created.
+        reused = getattr(version, "reused", False)
+        return Response(body, status=status.HTTP_200_OK if reused else status.HTTP_201_CREATED)
+
+
+def find_data_version(queryset, name: str, version: str) -> DataVersion:
+    """The data version (`latest` allowed), or a 404 that says whether the asset or the version is missing."""
+    try:
+        return queryset.resolve(name, version)
+    except DataVersion.DoesNotExist:
+        if not DataAsset.objects.filter(name=name).exists():
+            raise NotFound(f"There is no data asset named {name!r}.") from None
+        raise NotFound(f"Data asset {name!r} has no version {version!r}.") from None
+
+
+class DataVersionViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The versions of one data asset, newest first. `{version}` may be `latest`."""
+
+    serializer_class = DataVersionSerializer
+    filterset_class = DataVersionFilterSet
+    lookup_field = "version"
+    lookup_value_regex = "[^/]+"
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return DataVersion.objects.none()
+        return (
+            DataVersion.objects.filter(asset__name=self.kwargs["data_name"])
+            .select_related("asset", "created_by")
+            .order_by("-created_at", "-pk")
+        )
+
+    def list(self, request, *args, **kwargs):
+        if not DataAsset.objects.filter(name=kwargs["data_name"]).exists():
+            raise NotFound(f"There is no data asset named {kwargs['data_name']!r}.")
+        return super().list(request, *args, **kwargs)
+
+    def get_object(self):
+        found = find_data_version(self.get_queryset(), self.kwargs["data_name"], self.kwargs["version"])
+        self.check_object_permissions(self.request, found)
+        return found
+
+    @extend_schema(request=DataVersionUpdateSerializer, responses=DataVersionSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        version = self.get_object()
+        changes = DataVersionUpdateSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        with transaction.atomic():
+            data.update_version(version, request.user, **changes.validated_data)
+        return Response(self.get_serializer(version).data)
+
+    def destroy(self, request, *args, **kwargs):
+        data.delete_version(self.get_object(), request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request, *args, **kwargs):
+        version = self.get_object()
+        audit(request.user, AuditActionChoices.DOWNLOADED, "data version", str(version))
+        response = StreamingHttpResponse(data.download_stream(version), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{version.asset.name}-{version.version}.zip"'
+        response["X-Content-Digest"] = f"sha256:{version.digest}"
+        return response
+
+    @extend_schema(
+        parameters=[OpenApiParameter("path", str, description="A CSV or parquet file of the version")],
+        responses={200: dict},
+    )
+    @action(detail=True, methods=["get"])
+    def preview(self, request, *args, **kwargs):
+        """The first rows of one CSV or parquet file of the version: {path, columns, rows}."""
+        version = self.get_object()
+        path = request.query_params.get("path") or ""
+        if not path:
+            tables = [item["path"] for item in version.files if data.previewable(item["path"])]
+            if not tables:
+                raise ValidationError({"path": ["Say which file to preview: ?path=<a CSV or parquet file>."]})
+            path = tables[0]
+        return Response(data.preview(version, path))

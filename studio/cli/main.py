@@ -8,11 +8,14 @@ import click
 
 from studio.cli import output
 from studio.cli.alert import alert
+from studio.cli.batch import batch_deployment, batch_endpoint
 from studio.cli.config import Config, normalize_url, save_config
+from studio.cli.data import data
 from studio.cli.deployment import online_deployment
 from studio.cli.endpoint import online_endpoint
 from studio.cli.environment import environment
 from studio.cli.errors import CliError
+from studio.cli.job import job
 from studio.cli.manifests import manifests
 from studio.cli.model import model
 from studio.cli.options import StudioGroup
@@ -105,12 +108,16 @@ def up(port: int | None, gateway_port: int | None, keep_replicas: bool | None) -
 
 cli.add_command(model)
 cli.add_command(environment)
+cli.add_command(data)
 cli.add_command(online_endpoint)
 cli.add_command(online_deployment)
 online_endpoint.add_command(importlib.import_module("studio.cli.compare").compare)
 online_deployment.add_command(importlib.import_module("studio.cli.compare").replay)
 online_deployment.add_command(manifests)
 online_deployment.add_command(importlib.import_module("studio.cli.rollout").rollout)
+cli.add_command(batch_endpoint)
+cli.add_command(batch_deployment)
+cli.add_command(job)
 cli.add_command(alert)
 cli.add_command(webhook)
 

@@ -9,6 +9,7 @@ Examples are bounded and derandomised, so a run sends the same requests each tim
 minute; set STUDIO_FUZZ_EXAMPLES higher, or STUDIO_FUZZ_SEED to a number, to search further.
 """
 
+import io
 import os
 
 import pytest
@@ -18,9 +19,10 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.config import SchemathesisConfig
 
-from endpoints.models import Job, OnlineDeployment, OnlineEndpoint
-from registry.models import Environment, RegisteredModel
-from registry.tests.factories import register
+from endpoints.models import BatchEndpoint, BatchJob, Job, OnlineDeployment, OnlineEndpoint
+from registry import data
+from registry.models import DataAsset, Environment, RegisteredModel
+from registry.tests.factories import register, zip_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,19 +38,26 @@ KNOWN = {
     "environments": ["py"],
     "endpoints": ["fraud"],
     "deployments": ["blue"],
+    "batch_endpoints": ["nightly"],
+    "data": ["iris-data"],
 }
 PATH_PARAMETERS = {
     "model_name": "models",
     "version": "versions",
     "env_name": "environments",
     "endpoint_name": "endpoints",
+    "data_name": "data",
 }
 # `{name}` is a different kind of name under each path.
 NAME_BY_PATH = {
     r"/deployments/\{name\}/": "deployments",
     r"^/api/v1/online-endpoints/\{name\}/": "endpoints",
     r"^/api/v1/models/\{name\}/": "models",
+    r"^/api/v1/batch-endpoints/\{name\}/": "batch_endpoints",
+    r"^/api/v1/data/\{name\}/": "data",
 }
+# `{endpoint_name}` under /batch-endpoints/ names a batch endpoint.
+BATCH_ENDPOINT_PATH = r"^/api/v1/batch-endpoints/\{endpoint_name\}/"
 
 
 def _known(kind: str, probability: float = 0.8) -> dict:
@@ -67,6 +76,12 @@ def _config() -> SchemathesisConfig:
             "operations": [
                 {"include-path-regex": pattern, "parameters": {"path.name": _known(kind)}}
                 for pattern, kind in NAME_BY_PATH.items()
+            ]
+            + [
+                {
+                    "include-path-regex": BATCH_ENDPOINT_PATH,
+                    "parameters": {"path.endpoint_name": _known("batch_endpoints")},
+                }
             ],
             "generation": {
                 "max-examples": EXAMPLES,
@@ -97,9 +112,14 @@ def _known_rows(team) -> None:
     """Exactly the rows KNOWN names, whatever earlier requests made or deleted."""
     OnlineEndpoint.objects.all().delete()
     Job.objects.all().delete()
+    BatchJob.objects.all().delete()
+    BatchEndpoint.objects.all().delete()
     RegisteredModel.objects.all().delete()
     Environment.objects.all().delete()
+    DataAsset.objects.all().delete()
     register("iris")
+    spec = data.NewData(name="iris-data", type="uri_folder")
+    data.register_upload(spec, io.BytesIO(zip_bytes({"iris.csv": b"a,b\n1,2\n"})), "d.zip", "folder", None)
     clf = register("clf", type="mlflow_model", files={"model/MLmodel": b"flavors:\n  python_function: {}\n"})
     client = team.admin.client()
     for url, body in (
@@ -115,6 +135,9 @@ def _known_rows(team) -> None:
         observed_generation=1,
         serving_revision=1,
     )
+    assert client.post("/api/v1/batch-endpoints/", {"name": "nightly"}, format="json").status_code == 201
+    blue = {"name": "blue", "model": "azureml:clf:1"}
+    assert client.post("/api/v1/batch-endpoints/nightly/deployments/", blue, format="json").status_code == 201
 
 
 @pytest.fixture

@@ -84,8 +84,22 @@ def arguments(route: Route, team: demo_team.Demo) -> dict:
     endpoint, (blue, _green) = team.endpoint, team.deployments
     model_name, version = team.versions[1].model.name, team.versions[1].version
     values = {}
+    data_route = route.name.startswith("registry:data")
+    batch_route = route.name.startswith("endpoints:batch")
     for name in names:
-        if name == "name":
+        if name == "name" and batch_route:
+            values[name] = team.batch_job.endpoint_name
+        elif name == "deployment" and batch_route:
+            values[name] = team.batch_job.deployment_name
+        elif name == "pk" and batch_route:
+            values[name] = team.batch_job.pk
+        elif name == "step" and batch_route:
+            values[name] = "endpoint"
+        elif name == "name" and data_route:
+            values[name] = team.data[0].asset.name
+        elif name == "version" and data_route:
+            values[name] = team.data[0].version
+        elif name == "name":
             values[name] = model_name if route.name.startswith("registry:") else endpoint.name
         elif name == "version":
             values[name] = str(version)
@@ -162,10 +176,50 @@ def pages(team: demo_team.Demo) -> tuple[list[tuple[str, str]], dict[str, str]]:
     return walked, skipped
 
 
+def seed_batch(team: demo_team.Demo):
+    """A batch endpoint and deployment of the demo's MLflow model, and a job that failed part-way (its
+    mini-batches written as rows: the walk runs no worker), for the batch pages to show."""
+    from endpoints import batch_execution, batch_services
+    from endpoints.models import BatchJob, MiniBatch
+
+    endpoint = batch_services.create_endpoint({"name": "nightly-fraud"}, team.contributor)
+    version = team.versions[1]
+    deployment = batch_services.create_deployment(
+        endpoint,
+        {"name": "scorer", "model": f"azureml:{version.model.name}:{version.version}"},
+        team.contributor,
+    )
+    job = BatchJob.objects.create(
+        endpoint=endpoint,
+        endpoint_name=endpoint.name,
+        deployment=deployment,
+        deployment_name=deployment.name,
+        state="Failed",
+        inputs={"type": "uri_folder", "path": "azureml:payments-2026-11:1"},
+        spec=batch_execution.spec_of(deployment),
+        mini_batches=2,
+        mini_batches_succeeded=1,
+        mini_batches_failed=1,
+        items=12,
+        items_succeeded=10,
+        items_failed=2,
+        rows=300,
+        error="2 files failed, more than the error threshold of 0.",
+    )
+    files = [{"path": f"payments-{n:02d}.csv", "key": "k", "size": 100} for n in range(12)]
+    MiniBatch.objects.create(job=job, index=0, files=files[:10], state="succeeded", attempts=1)
+    MiniBatch.objects.create(
+        job=job, index=1, files=files[10:], state="failed", attempts=4, error="KeyError: 'amount'"
+    )
+    return job
+
+
 @pytest.fixture
 def team(transactional_db, settings, tmp_path):
     settings.STUDIO_GATEWAY_SPOOL_DIR = tmp_path / "spool"
-    return demo_team.seed(PASSWORD, minutes_of_traffic=20)
+    team = demo_team.seed(PASSWORD, minutes_of_traffic=20)
+    team.batch_job = seed_batch(team)
+    return team
 
 
 def test_every_page_fits_a_phone_and_a_wide_screen(live_server, team, browser_page):
@@ -179,6 +233,7 @@ def test_every_page_fits_a_phone_and_a_wide_screen(live_server, team, browser_pa
         "studio:dashboard",
         "registry:modelversion",
         "endpoints:onlineendpoint_consume",
+        "endpoints:batchjob",
         "monitoring:onlineendpoint_monitoring",
         "studio:token_list",
         "admin:index",
