@@ -26,7 +26,6 @@ from endpoints.batch_forms import (
     BatchSettingsStepForm,
 )
 from endpoints.choices import AuthModeChoices, MiniBatchStateChoices
-from endpoints.code import upload_code
 from endpoints.filtersets import BatchEndpointFilterSet
 from endpoints.forms import (
     CONDA_ENV,
@@ -41,7 +40,7 @@ from endpoints.forms import (
 )
 from endpoints.models import BatchDeployment, BatchEndpoint, BatchJob, CodeSnapshot, MiniBatch
 from endpoints.tables import BatchEndpointTable, BatchJobTable, batch_job_badge, mini_batch_badge
-from endpoints.views import WizardStep, _archive_of, _refusal_text, model_picker
+from endpoints.views import CodeStepMixin, WizardStep, _archive_of, _refusal_text, model_picker
 from registry.choices import ModelTypeChoices
 from registry.models import ModelVersion
 from studio.choices import RoleChoices
@@ -358,7 +357,7 @@ def deployment_yaml(state: dict) -> str:
     return yaml.safe_dump(deployment_body(state), sort_keys=False, default_flow_style=False)
 
 
-class BatchWizardView(StudioPageMixin, View):
+class BatchWizardView(CodeStepMixin, StudioPageMixin, View):
     """Creating a batch deployment (and its endpoint) in steps, each its own URL, as the online wizard does:
     answers live in the session, a later step sends back to the first unanswered one, and nothing is
     created before the review step's "Create"."""
@@ -477,47 +476,8 @@ class BatchWizardView(StudioPageMixin, View):
     def accept_model(self, form: ModelStepForm, state: dict) -> dict:
         return {"model": form.cleaned_data["model"], "type": form.version.type}
 
-    def accept_code(self, form: CodeStepForm, state: dict) -> dict | None:
-        data = form.cleaned_data
-        answer = {
-            "code_mode": data["code_mode"],
-            "scoring_script": data["scoring_script"] if data["code_mode"] == SCRIPT else "",
-            "env_mode": data["env_mode"],
-            "environment_version": data.get("environment_version") or "",
-            "conda_yaml": data.get("conda_yaml") or "",
-            "conda": data.get("conda"),
-            "digest": form.code.get("digest", ""),
-            "files": form.code.get("files", []),
-        }
-        upload = data.get("archive") or (
-            _archive_of(data["folder_files"]) if data.get("folder_files") else None
-        )
-        if data["code_mode"] == SCRIPT and upload is not None:
-            try:
-                with transaction.atomic():
-                    snapshot, _ = upload_code(upload, self.request.user)
-            except (Refused, APIException) as exc:
-                add_service_errors(form, exc, {"archive": "archive"})
-                return None
-            answer.update(digest=snapshot.digest, files=[item["path"] for item in snapshot.files][:20])
-            form.code = state["uploaded_code"] = {"digest": answer["digest"], "files": answer["files"]}
-            self.save(state)
-        if data["code_mode"] == SCRIPT:
-            snapshot = CodeSnapshot.objects.filter(digest=answer["digest"]).first()
-            paths = [item["path"] for item in snapshot.files] if snapshot else []
-            if snapshot and answer["scoring_script"] not in paths:
-                form.add_error(
-                    "scoring_script",
-                    f"{answer['scoring_script']!r} is not in the uploaded code; it holds "
-                    f"{', '.join(paths[:8])}{', …' if len(paths) > 8 else ''}.",
-                )
-                return None
-        try:
-            batch_specs.parse_batch_deployment(deployment_body({**state, "code": answer}))
-        except Refused as exc:
-            add_service_errors(form, exc, {"code_configuration": "code_mode", "environment": "env_mode"})
-            return None
-        return answer
+    def check_deployment(self, state: dict) -> None:
+        batch_specs.parse_batch_deployment(deployment_body(state))
 
     def accept_settings(self, form: BatchSettingsStepForm, state: dict) -> dict | None:
         body = form.settings_body()

@@ -274,7 +274,59 @@ def _archive_of(files: list[tuple[str, BinaryIO]]) -> File:
     return File(packed, name="code.zip")
 
 
-class OnlineEndpointWizardView(StudioPageMixin, View):
+class CodeStepMixin:
+    """The code and environment step that the online and batch wizards share: the uploaded code is kept as
+    a snapshot at once (so a refused step keeps it), the scoring script must be in it, and the deployment
+    the answers make is checked by the wizard's own parser (`check_deployment`, raising Refused)."""
+
+    def check_deployment(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def accept_code(self, form: CodeStepForm, state: dict) -> dict | None:
+        data = form.cleaned_data
+        answer = {
+            "code_mode": data["code_mode"],
+            "scoring_script": data["scoring_script"] if data["code_mode"] == SCRIPT else "",
+            "env_mode": data["env_mode"],
+            "environment_version": data.get("environment_version") or "",
+            "conda_yaml": data.get("conda_yaml") or "",
+            "conda": data.get("conda"),
+            "digest": form.code.get("digest", ""),
+            "files": form.code.get("files", []),
+        }
+        upload = data.get("archive") or (
+            _archive_of(data["folder_files"]) if data.get("folder_files") else None
+        )
+        if data["code_mode"] == SCRIPT and upload is not None:
+            try:
+                with transaction.atomic():
+                    snapshot, _ = upload_code(upload, self.request.user)
+            except (Refused, APIException) as exc:
+                add_service_errors(form, exc, {"archive": "archive"})
+                return None
+            answer.update(digest=snapshot.digest, files=[item["path"] for item in snapshot.files][:20])
+            form.code = state["uploaded_code"] = {"digest": answer["digest"], "files": answer["files"]}
+            self.save(state)
+        if data["code_mode"] == SCRIPT:
+            snapshot = CodeSnapshot.objects.filter(digest=answer["digest"]).first()
+            paths = [item["path"] for item in snapshot.files] if snapshot else []
+            # The job would fail on this later; say it while the person is on this step.
+            if snapshot and answer["scoring_script"] not in paths:
+                form.add_error(
+                    "scoring_script",
+                    f"{answer['scoring_script']!r} is not in the uploaded code; it holds "
+                    f"{', '.join(paths[:8])}{', …' if len(paths) > 8 else ''}.",
+                )
+                return None
+        try:
+            self.check_deployment({**state, "code": answer})
+        except Refused as exc:
+            add_service_errors(form, exc, {"code_configuration": "code_mode", "environment": "env_mode"})
+            return None
+        return answer
+
+
+class OnlineEndpointWizardView(CodeStepMixin, StudioPageMixin, View):
     """Creating a deployment (and its endpoint) in steps, each its own URL; the answers live in the session.
 
     A step can be revisited from the steps bar; a step whose earlier steps are not done sends the person
@@ -436,48 +488,8 @@ class OnlineEndpointWizardView(StudioPageMixin, View):
     def accept_model(self, form: ModelStepForm, state: dict) -> dict:
         return {"model": form.cleaned_data["model"], "type": form.version.type}
 
-    def accept_code(self, form: CodeStepForm, state: dict) -> dict | None:
-        data = form.cleaned_data
-        answer = {
-            "code_mode": data["code_mode"],
-            "scoring_script": data["scoring_script"] if data["code_mode"] == SCRIPT else "",
-            "env_mode": data["env_mode"],
-            "environment_version": data.get("environment_version") or "",
-            "conda_yaml": data.get("conda_yaml") or "",
-            "conda": data.get("conda"),
-            "digest": form.code.get("digest", ""),
-            "files": form.code.get("files", []),
-        }
-        upload = data.get("archive") or (
-            _archive_of(data["folder_files"]) if data.get("folder_files") else None
-        )
-        if data["code_mode"] == SCRIPT and upload is not None:
-            try:
-                with transaction.atomic():
-                    snapshot, _ = upload_code(upload, self.request.user)
-            except (Refused, APIException) as exc:
-                add_service_errors(form, exc, {"archive": "archive"})
-                return None
-            answer.update(digest=snapshot.digest, files=[item["path"] for item in snapshot.files][:20])
-            form.code = state["uploaded_code"] = {"digest": answer["digest"], "files": answer["files"]}
-            self.save(state)
-        if data["code_mode"] == SCRIPT:
-            snapshot = CodeSnapshot.objects.filter(digest=answer["digest"]).first()
-            paths = [item["path"] for item in snapshot.files] if snapshot else []
-            # The job would fail on this later; say it while the person is on this step.
-            if snapshot and answer["scoring_script"] not in paths:
-                form.add_error(
-                    "scoring_script",
-                    f"{answer['scoring_script']!r} is not in the uploaded code; it holds "
-                    f"{', '.join(paths[:8])}{', …' if len(paths) > 8 else ''}.",
-                )
-                return None
-        try:
-            specs.parse_deployment(deployment_body({**state, "code": answer}))
-        except Refused as exc:
-            add_service_errors(form, exc, {"code_configuration": "code_mode", "environment": "env_mode"})
-            return None
-        return answer
+    def check_deployment(self, state: dict) -> None:
+        specs.parse_deployment(deployment_body(state))
 
     def accept_target(self, form: TargetStepForm, state: dict) -> dict | None:
         answer = {key: form.cleaned_data[key] for key in ("target", "instance_count", "instance_type")}

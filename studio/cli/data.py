@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import click
 
-from studio.cli import output
+from studio.cli import assets, output
 from studio.cli.errors import CliError
 from studio.cli.options import parse_pairs, pass_client
 from studio.cli.specs import load_spec
@@ -207,27 +207,10 @@ def list_(
     """List data assets, or with --name the versions of one (archived ones included).
 
     Filters combine: every --tag must hold. With -o json, prints a JSON array of every item."""
-    # Tag filters go to the server as typed: it owns the syntax and says what is wrong with a bad one.
-    params = [("tag", tag) for tag in tags]
-    if type_:
-        params.append(("type", type_))
-    if search:
-        params.append(("q", search))
-    if name:
-        versions = client.collect(f"/data/{quote(name, safe='')}/versions/", params)
-        output.emit(
-            versions,
-            output_format,
-            lambda rows: output.emit_table(rows, VERSION_COLUMNS, empty=f"No version of {name} matches."),
-        )
-        return
-    assets = client.collect("/data/", params)
-    output.emit(
-        assets,
-        output_format,
-        lambda rows: output.emit_table(
-            rows, ASSET_COLUMNS, empty="No data asset matches. Register one with `studio data create`."
-        ),
+    columns = (ASSET_COLUMNS, VERSION_COLUMNS)
+    empty = "No data asset matches. Register one with `studio data create`."
+    assets.emit_list(
+        client, "/data", name, assets.filters(tags, type_, search), output_format, columns, empty
     )
 
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import click
 
-from studio.cli import output
+from studio.cli import assets, output
 from studio.cli.errors import CliError
 from studio.cli.generic_update import apply, changes, generic_update_options
 from studio.cli.optimize import optimize
@@ -225,16 +225,6 @@ def create(
     _emit_version(created, output_format)
 
 
-def _filters(tags: tuple[str, ...], type_: str | None, query: str | None) -> list[tuple[str, str]]:
-    # Tag filters go to the server as typed: it owns the syntax and says what is wrong with a bad one.
-    params = [("tag", tag) for tag in tags]
-    if type_:
-        params.append(("type", type_))
-    if query:
-        params.append(("q", query))
-    return params
-
-
 @model.command("list")
 @click.option("-n", "--name", help="List this model's versions instead of the registered models.")
 @click.option("--tag", "tags", multiple=True, help="Only with tag key=value; repeat to require several.")
@@ -256,22 +246,10 @@ def list_(
     Filters combine: every --tag must hold. With -o json, prints a JSON array of the server's items
     (all pages).
     """
-    params = _filters(tags, type_, search)
-    if name:
-        versions = client.collect(f"/models/{quote(name, safe='')}/versions/", params)
-        output.emit(
-            versions,
-            output_format,
-            lambda rows: output.emit_table(rows, VERSION_COLUMNS, empty=f"No version of {name} matches."),
-        )
-        return
-    models = client.collect("/models/", params)
-    output.emit(
-        models,
-        output_format,
-        lambda rows: output.emit_table(
-            rows, MODEL_COLUMNS, empty="No registered model matches. Register one with `studio model create`."
-        ),
+    columns = (MODEL_COLUMNS, VERSION_COLUMNS)
+    empty = "No registered model matches. Register one with `studio model create`."
+    assets.emit_list(
+        client, "/models", name, assets.filters(tags, type_, search), output_format, columns, empty
     )
 
 
