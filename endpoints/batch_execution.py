@@ -27,9 +27,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -53,6 +55,8 @@ from endpoints.models import BatchDeployment, BatchJob, MiniBatch
 from registry.services import artifact_store
 from serving import batch as protocol
 from serving import processes, sandbox, warm
+
+logger = logging.getLogger(__name__)
 
 OPEN = (State.QUEUED, State.PREPARING, State.RUNNING, State.CANCEL_REQUESTED, State.FINALIZING)
 # Loading a model (init()) is not bounded by the mini-batch timeout; this bounds it.
@@ -80,8 +84,10 @@ def store_prefix(job_id) -> str:
     return f"batch-jobs/{job_id}"
 
 
-def part_key(job_id, index: int) -> str:
-    return f"{store_prefix(job_id)}/parts/{index:08d}.csv"
+def part_key(job_id, index: int, attempt: int) -> str:
+    """A mini-batch attempt's part: a runner whose claim lapsed while it still ran writes its own, never
+    the part of the attempt that settled the mini-batch (the one the merge reads)."""
+    return f"{store_prefix(job_id)}/parts/{index:08d}-{attempt}.csv"
 
 
 def log_key(job_id, index: int) -> str:
@@ -332,9 +338,14 @@ def prepare(job_id) -> str:
         except JobFailed as exc:
             _fail(job_id, str(exc), from_states=(State.PREPARING,))
             return "failed"
+        except Exception as exc:
+            # Not a reason the user can fix, but retrying it forever would leave the job Preparing for good.
+            logger.exception("Preparing batch job %s failed", job_id)
+            _fail(job_id, f"Preparing the job failed: {type(exc).__name__}: {exc}", (State.PREPARING,))
+            return "failed"
         if not BatchJob.objects.filter(pk=job_id, state=State.PREPARING).update(state=State.RUNNING):
             return "no longer preparing"
-        parallelism = _parallelism(job.spec)
+        parallelism = _parallelism(job)
         record(job_id, f"Running: {job.mini_batches} mini-batches on {parallelism} runner slots.")
     finally:
         held.release()
@@ -346,8 +357,11 @@ def prepare(job_id) -> str:
     return "running"
 
 
-def _parallelism(spec: dict) -> int:
-    return max(1, int(spec.get("instance_count") or 1) * int(spec.get("max_concurrency_per_instance") or 1))
+def _parallelism(job: BatchJob) -> int:
+    """The job's runner slots: instances times concurrency, never more than it has mini-batches."""
+    spec = job.spec
+    wanted = int(spec.get("instance_count") or 1) * int(spec.get("max_concurrency_per_instance") or 1)
+    return max(1, min(wanted, job.mini_batches or 1))
 
 
 def _claim_dispatch(job_id, slot: int) -> bool:
@@ -370,9 +384,9 @@ def _end(job_id, from_states: tuple[str, ...], state: str, **fields: Any) -> Bat
         job = BatchJob.objects.get(pk=job_id)
         batch_services.job_finished(job)
     # A finished job's leases have no work left to guard: a runner that comes late finds no job to run.
-    slots = range(_parallelism(job.spec))
+    slots = range(_parallelism(job))
     leases.forget(
-        *(f"batch:{job_id}:{step}" for step in ("prepare", "finish", "-1:dispatched")),
+        *(f"batch:{job_id}:{step}" for step in ("prepare", "finish", "-1:dispatched", "unserved")),
         *(slot_lease(job_id, slot) for slot in slots),
         *(f"{slot_lease(job_id, slot)}:dispatched" for slot in slots),
     )
@@ -395,17 +409,47 @@ class ProcessGone(Exception):
     """The scoring process exited; the message has its log's end."""
 
 
+# The most a scoring process's answer file may hold; its parts are bounded by the upload limit.
+ANSWER_BYTES = 1024 * 1024
+
+
+def read_outbox(path: Path, limit: int) -> io.BufferedReader:
+    """`path`, a file the scoring process wrote, opened for reading only if it is a regular file of at most
+    `limit` bytes reached without a link and with no other name: never a link planted to make the runner
+    read, or block on, a file of Studio's. ValueError says why not."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > limit:
+        os.close(fd)
+        raise ValueError(f"{path.name} is not a regular file of at most {limit} bytes")
+    return os.fdopen(fd, "rb")
+
+
+def _answer(path: Path) -> dict:
+    """A JSON answer of the scoring process, read as `read_outbox` reads; malformed is an empty answer."""
+    try:
+        with read_outbox(path, ANSWER_BYTES) as handle:
+            answer = json.loads(handle.read())
+    except (OSError, ValueError):
+        return {"error": f"the scoring process wrote an unreadable {path.name}"}
+    return answer if isinstance(answer, dict) else {"error": f"the scoring process wrote a bad {path.name}"}
+
+
 class ScoringProcess:
-    """One `python -m serving.batch` on the job's interpreter, sandboxed like a local replica, with its
-    exchange folder (the only host folder it writes) and its log, which the runner reads per mini-batch."""
+    """One `python -m serving.batch` on the job's interpreter, sandboxed like a local replica, with two
+    folders: the inbox, where the runner puts requests and input files and which the process can only
+    read, and the outbox, the one host folder it writes (its answers and parts). The process is other
+    people's code, so nothing in the outbox is trusted: the runner reads there only regular files, never
+    through a link, and bounded (`read_outbox`), and never writes there."""
 
     def __init__(self, job: BatchJob, runtime: Runtime):
         self.job, self.runtime = job, runtime
         root = Path(settings.STUDIO_HOME) / "run" / "batch"
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.scratch = Path(tempfile.mkdtemp(dir=root, prefix=f"{str(job.pk)[:8]}-"))
-        self.exchange = self.scratch / "exchange"
-        self.exchange.mkdir()
+        self.inbox, self.outbox = self.scratch / "inbox", self.scratch / "outbox"
+        self.inbox.mkdir()
+        self.outbox.mkdir()
         self.log_path = self.scratch / "output.log"
         self.seq = 0
         self.process: subprocess.Popen | _Forked | None = None
@@ -430,13 +474,14 @@ class ScoringProcess:
         env = local._process_env(str(runtime.model_dir), variables)
         policy = None
         if guard.sandboxed:
-            exposed = [runtime.model_dir, *([runtime.code_dir] if runtime.code_dir else [])]
+            exposed = [runtime.model_dir, self.inbox, *([runtime.code_dir] if runtime.code_dir else [])]
             # An online replica's policy, for a user of the batch deployment's own (BATCH_UID_OFFSET).
             user = _BatchUser(BATCH_UID_OFFSET + runtime.deployment.pk)
-            policy = isolation.policy(user, runtime.python, exposed, writable=[self.exchange])
+            policy = isolation.policy(user, runtime.python, exposed, writable=[self.outbox])
             self.sandboxed = True
             env["HOME"] = env["TMPDIR"] = "/tmp"  # noqa: S108 (its private scratch folder in the sandbox)
-        arguments = ["--exchange", str(self.exchange), "--model-dir", str(runtime.model_dir)]
+        arguments = ["--inbox", str(self.inbox), "--outbox", str(self.outbox)]
+        arguments += ["--model-dir", str(runtime.model_dir)]
         arguments += ["--logging-level", spec.get("logging_level") or "info"]
         if runtime.code_dir is not None:
             arguments += ["--code", str(runtime.code_dir), "--scoring-script", spec["scoring_script"]]
@@ -464,10 +509,10 @@ class ScoringProcess:
 
     def wait_ready(self, keep_alive: Callable[[], None]) -> None:
         deadline = time.monotonic() + INIT_TIMEOUT_S
-        while not (self.exchange / protocol.READY).exists():
-            failed = self.exchange / protocol.FAILED
+        while not (self.outbox / protocol.READY).exists():
+            failed = self.outbox / protocol.FAILED
             if failed.exists():
-                error = json.loads(failed.read_text())["error"]
+                error = _answer(failed).get("error", "the scoring process gave no reason")
                 raise JobFailed(f"{error}\nThe scoring process's log ends with:\n{self.tail(30)}")
             if self.process.poll() is not None:
                 raise JobFailed(
@@ -497,23 +542,23 @@ class ScoringProcess:
 
     def folder(self, index: int) -> Path:
         """Where a mini-batch's input files are put for the process to read."""
-        return self.exchange / f"mb-{index:08d}"
+        return self.inbox / f"mb-{index:08d}"
 
     def send(self, index: int, files: list[Path], names: list[str]) -> tuple[int, Path]:
         """Hand a mini-batch to the process; (its sequence number, where its part will be)."""
         if self.sandboxed:
             isolation.grant(self.folder(index), isolation.replica_gid())
-        output = self.exchange / f"part-{index:08d}.csv"
+        output = self.outbox / f"part-{index:08d}.csv"
         request = {"index": index, "files": [str(p) for p in files], "names": names, "output": str(output)}
         seq, self.seq = self.seq, self.seq + 1
         # Readable by the process's own user, whoever the runner runs as.
-        protocol.write_whole(self.exchange / protocol.request_name(seq), json.dumps(request).encode(), 0o644)
+        protocol.write_whole(self.inbox / protocol.request_name(seq), json.dumps(request).encode(), 0o644)
         return seq, output
 
     def reply(self, seq: int) -> dict | None:
-        path = self.exchange / protocol.reply_name(seq)
+        path = self.outbox / protocol.reply_name(seq)
         if path.exists():
-            return json.loads(path.read_text())
+            return _answer(path)
         if self.process.poll() is not None:
             raise ProcessGone(f"The scoring process exited (code {self.process.returncode}).")
         return None
@@ -680,7 +725,10 @@ class Runner:
             target = inputs.joinpath(*relative.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             with self.store.open(item["key"]) as source, target.open("wb") as out:
-                shutil.copyfileobj(source, out, 1024 * 1024)
+                # Renewing the claim between chunks: a large input must not outlast the claim's lease.
+                while chunk := source.read(1024 * 1024):
+                    out.write(chunk)
+                    self.keep_alive(claim)
             paths.append(target)
             names.append(item["path"])
         return paths, names
@@ -719,9 +767,14 @@ class Runner:
         if error:
             self._settle_failure(claim, error, seconds)
             return
-        with output.open("rb") as part:
-            self.store.put(part_key(self.job.pk, claim.index), part)
-        output.unlink()
+        try:
+            with read_outbox(output, settings.STUDIO_MAX_UPLOAD_BYTES) as part:
+                self.store.put(part_key(self.job.pk, claim.index, claim.attempts), part)
+        except (OSError, ValueError) as exc:
+            self._settle_failure(claim, f"The mini-batch's output could not be read: {exc}", seconds)
+            return
+        finally:
+            output.unlink(missing_ok=True)
         self._settle_success(claim, reply, seconds)
 
     def _abandon(self, claim: MiniBatch, process: ScoringProcess) -> None:
@@ -744,7 +797,14 @@ class Runner:
         self.store.put(key, io.BytesIO((before + section).encode()))
 
     def _settle_success(self, claim: MiniBatch, reply: dict, seconds: float) -> None:
-        items, failed, rows = int(reply["items"]), int(reply["items_failed"]), int(reply["rows"])
+        # The reply is other people's code's word: bounded by what the mini-batch holds.
+        items = len(claim.files)
+        try:
+            failed = min(max(int(reply.get("items_failed") or 0), 0), items)
+            rows = max(int(reply.get("rows") or 0), 0)
+        except (TypeError, ValueError):
+            self._settle_failure(claim, "The scoring process answered counts that are not numbers.", seconds)
+            return
         # One transaction: whoever finishes the job sees the mini-batch settled and counted, or neither.
         with transaction.atomic():
             settled = self._settle(
@@ -812,20 +872,25 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _check_threshold(job_id, spec: dict) -> None:
-    """Fail the job once more items failed than its error_threshold tolerates (-1: any number)."""
+def _over_threshold(spec: dict, failed: int) -> str:
+    """Why the job fails when `failed` items exceed its error_threshold (-1 tolerates any number); ""."""
     threshold = int(spec.get("error_threshold", -1))
-    if threshold < 0:
-        return
-    failed = BatchJob.objects.filter(pk=job_id).values_list("items_failed", flat=True).first() or 0
-    if failed <= threshold:
-        return
-    message = (
+    if threshold < 0 or failed <= threshold:
+        return ""
+    return (
         f"{failed} items failed, more than the deployment's error_threshold ({threshold}): the job stopped. "
         "The mini-batches' logs say why; fix the input or the scoring code, or raise error_threshold "
         "(-1 tolerates any number)."
     )
-    if BatchJob.objects.filter(pk=job_id, state=State.RUNNING).update(state=State.FINALIZING, error=message):
+
+
+def _check_threshold(job_id, spec: dict) -> None:
+    """Stop the job once more items failed than its error_threshold tolerates."""
+    failed = BatchJob.objects.filter(pk=job_id).values_list("items_failed", flat=True).first() or 0
+    message = _over_threshold(spec, failed)
+    if message and BatchJob.objects.filter(pk=job_id, state=State.RUNNING).update(
+        state=State.FINALIZING, error=message
+    ):
         record(job_id, message, "error")
 
 
@@ -849,11 +914,36 @@ def run_slot(job_id, slot: int) -> str:
 
 
 def requeue_lapsed(job_id, now: datetime | None = None) -> int:
-    """Queue again the mini-batches whose runner stopped renewing its claim (it died)."""
+    """Queue again the mini-batches whose runner stopped renewing its claim (it died), or, when that was
+    their last attempt, fail them: a mini-batch that takes its runner down with it (memory, a crash in
+    native code) must not be tried forever."""
     now = now or timezone.now()
-    requeued = MiniBatch.objects.filter(job_id=job_id, state=Mb.RUNNING, lease_expires_at__lt=now).update(
-        state=Mb.QUEUED, runner="", lease_expires_at=None
-    )
+    spec = BatchJob.objects.filter(pk=job_id).values_list("spec", flat=True).first() or {}
+    retries = int(spec.get("max_retries") or 0)
+    lapsed = MiniBatch.objects.filter(job_id=job_id, state=Mb.RUNNING, lease_expires_at__lt=now)
+    for mini_batch in lapsed.filter(attempts__gt=retries):
+        items = len(mini_batch.files)
+        error = f"Its runner stopped in each of its {mini_batch.attempts} attempts (killed, out of memory?)."
+        with transaction.atomic():
+            failed = MiniBatch.objects.filter(
+                pk=mini_batch.pk, state=Mb.RUNNING, runner=mini_batch.runner, lease_expires_at__lt=now
+            ).update(
+                state=Mb.FAILED,
+                items_succeeded=0,
+                items_failed=items,
+                rows=0,
+                error=error,
+                lease_expires_at=None,
+                finished_at=now,
+            )
+            if failed:
+                BatchJob.objects.filter(pk=job_id).update(
+                    mini_batches_failed=F("mini_batches_failed") + 1, items_failed=F("items_failed") + items
+                )
+        if failed:
+            record(job_id, f"Mini-batch {mini_batch.index} failed: {error}", "error")
+            _check_threshold(job_id, spec)
+    requeued = lapsed.filter(attempts__lte=retries).update(state=Mb.QUEUED, runner="", lease_expires_at=None)
     if requeued:
         record(job_id, f"{requeued} mini-batches whose runner stopped were queued again.", "warning")
     return requeued
@@ -894,6 +984,8 @@ def finish(job_id) -> bool:
         job.refresh_from_db()
         if job.state != State.FINALIZING:
             return False
+        # Whoever finishes checks the threshold too: a runner may have settled a failure and not checked.
+        job.error = job.error or _over_threshold(job.spec, job.items_failed)
         output, explained = None, bool(job.error)
         if job.spec.get("output_action", OutputActionChoices.APPEND_ROW) == OutputActionChoices.APPEND_ROW:
             output = _merge(job)
@@ -926,22 +1018,22 @@ def _merge(job: BatchJob) -> str:
     header line. Streamed through a local file: a job's output is never held in memory."""
     store = artifact_store()
     name = job.spec.get("output_file_name") or "predictions.csv"
-    indexes = (
+    settled = (
         MiniBatch.objects.filter(job_id=job.pk, state=Mb.SUCCEEDED)
         .order_by("index")
-        .values_list("index", flat=True)
+        .values_list("index", "attempts")
     )
     header = b""
-    for index in indexes.iterator():  # the first part with column names gives the header
-        with store.open(part_key(job.pk, index)) as part:
+    for index, attempt in settled.iterator():  # the first part with column names gives the header
+        with store.open(part_key(job.pk, index, attempt)) as part:
             header = part.readline().strip()
         if header:
             break
     with tempfile.TemporaryFile() as merged:
         if header:
             merged.write(header + b"\n")
-        for index in indexes.iterator():
-            with store.open(part_key(job.pk, index)) as part:
+        for index, attempt in settled.iterator():
+            with store.open(part_key(job.pk, index, attempt)) as part:
                 part.readline()
                 shutil.copyfileobj(part, merged, 1024 * 1024)
         merged.seek(0)
@@ -974,6 +1066,26 @@ def _write_summary(job: BatchJob, output: str | None) -> None:
 # --- the tick ----------------------------------------------------------------------------------------
 
 
+# A running job none of whose mini-batches was claimed this long after it started has no batch worker.
+UNSERVED = timedelta(minutes=2)
+
+
+def _warn_if_unserved(job: BatchJob, now: datetime) -> None:
+    """Say so, once, on a job that no batch worker serves: its runners wait on the `batch` queue."""
+    if job.started_at is None or job.started_at > now - UNSERVED:
+        return
+    if MiniBatch.objects.filter(job_id=job.pk, attempts__gt=0).exists():
+        return
+    if leases.acquire(f"batch:{job.pk}:unserved", timedelta(days=7)) is not None:
+        record(
+            job.pk,
+            f"No runner has started in {int(UNSERVED.total_seconds())} s: no batch worker consumes the "
+            "`batch` queue. Start one (`celery -A studio worker --queues batch`; `studio up` and "
+            "docker-compose's batch-worker run one); the job goes on once it does.",
+            "warning",
+        )
+
+
 def tick(now: datetime | None = None) -> dict:
     """One pass over the open jobs: requeue lapsed claims, start runners for free slots, prepare again
     jobs whose preparation died, finish jobs with nothing left to run. One pass at a time (a lease)."""
@@ -983,7 +1095,8 @@ def tick(now: datetime | None = None) -> dict:
     done: dict[str, list[str]] = {"requeued": [], "started": [], "prepared": [], "finished": []}
     try:
         now = now or timezone.now()
-        for job in BatchJob.objects.filter(state__in=OPEN).only("pk", "state", "spec", "created_at"):
+        open_jobs = BatchJob.objects.filter(state__in=OPEN)
+        for job in open_jobs.only("pk", "state", "spec", "created_at", "started_at", "mini_batches"):
             if job.state in (State.QUEUED, State.PREPARING):
                 # The dispatch at submit may have been lost, or its worker died while preparing.
                 quiet = job.created_at < now - lease_ttl() * 2
@@ -997,10 +1110,11 @@ def tick(now: datetime | None = None) -> dict:
                 job.state == State.RUNNING
                 and MiniBatch.objects.filter(job_id=job.pk, state=Mb.QUEUED).exists()
             ):
-                for slot in range(_parallelism(job.spec)):
+                for slot in range(_parallelism(job)):
                     if leases.holder(slot_lease(job.pk, slot)) is None and _claim_dispatch(job.pk, slot):
                         _dispatch_slot(job.pk, slot)
                         done["started"].append(f"{job.pk}:{slot}")
+                _warn_if_unserved(job, now)
             if finish_if_idle(job.pk):
                 done["finished"].append(str(job.pk))
             held.renew()

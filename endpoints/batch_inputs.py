@@ -57,8 +57,12 @@ def _checked(files: list[dict], input_type: str, described: str) -> list[dict]:
     return sorted(files, key=lambda item: item["path"])
 
 
-def from_reference(input_type: str, path) -> tuple[dict, list[dict]]:
-    """(the input as the job records it, its files) for a JSON input: a data asset or a store location."""
+def from_reference(input_type: str, path, by_person: bool = True) -> tuple[dict, list[dict]]:
+    """(the input as the job records it, its files) for a JSON input: a data asset or a store location.
+
+    A store location reaches anything in the store (other jobs' inputs and outputs, models, code), so only
+    a person may name one; a caller holding just the endpoint's key or token invokes on data assets or on
+    files it sends."""
     check_type(input_type)
     if not isinstance(path, str) or not path:
         raise Invalid(
@@ -68,6 +72,12 @@ def from_reference(input_type: str, path) -> tuple[dict, list[dict]]:
         )
     if path.startswith("azureml:") and not path.startswith("azureml://"):
         return _data_asset(input_type, path)
+    if not by_person:
+        raise Invalid(
+            "names a location in the artifact store, which only a person's token may do: with the endpoint's "
+            "key or token, invoke on a registered data asset (azureml:name@latest) or send the files.",
+            "input.path",
+        )
     return _store_location(input_type, path)
 
 
@@ -103,7 +113,8 @@ def _store_location(input_type: str, path: str) -> tuple[dict, list[dict]]:
     key = store_key(path, store)
     folder = f"{key}/"
     # A filesystem store lists a file asked for as a folder under the name asked: not a file below it.
-    below = [found for found in store.keys(folder) if found.startswith(folder) and found != folder]
+    # Keys ending in "/" are folder markers (the S3 console's), not files.
+    below = [found for found in store.keys(folder) if found.startswith(folder) and not found.endswith("/")]
     if not below:
         if key not in store.keys(key):
             raise Invalid(f"There is nothing at {path[:200]!r}: there is nothing to score.", "input.path")

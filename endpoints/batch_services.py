@@ -326,7 +326,10 @@ def invoke(
         input_type = input.get("type") or default_type
         inputs, files = batch_inputs.from_upload(job_id, input_type, upload or archive, kind)
     else:
-        inputs, files = batch_inputs.from_reference(input.get("type") or "uri_folder", input.get("path"))
+        by_person = credential is None
+        inputs, files = batch_inputs.from_reference(
+            input.get("type") or "uri_folder", input.get("path"), by_person
+        )
     try:
         with transaction.atomic():
             endpoint = BatchEndpoint.objects.select_for_update().get(pk=endpoint.pk)

@@ -66,14 +66,19 @@ def _mapping(value, key: str) -> dict:
     return value
 
 
-def _whole(value, key: str, minimum: int) -> int:
-    """A whole number of at least `minimum`; YAML that quotes a number ("10") is read as the number."""
+# Runner slots are Celery tasks and lease rows: instances and concurrency are each bounded, as Azure's
+# compute clusters bound them.
+MAX_PARALLEL = 1000
+
+
+def _whole(value, key: str, minimum: int, maximum: int = MAX_INT) -> int:
+    """A whole number from `minimum` to `maximum`; YAML that quotes a number ("10") is read as the number."""
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _error(key, f"must be a whole number of at least {minimum}, not {repr(value)[:40]}.")
-    if value > MAX_INT:
-        raise _error(key, f"must be a whole number of at most {MAX_INT}.")
+    if value > maximum:
+        raise _error(key, f"must be a whole number of at most {maximum}.")
     return value
 
 
@@ -193,7 +198,7 @@ def parse_batch_deployment(data: dict, *, partial: bool = False) -> DeploymentSp
     instance_count = _batch_setting(data, resources, "instance_count")
     if instance_count is not None:
         key = "resources.instance_count" if "instance_count" in resources else "instance_count"
-        values["instance_count"] = _whole(instance_count, key, 1)
+        values["instance_count"] = _whole(instance_count, key, 1, MAX_PARALLEL)
     values.update(_settings(data, settings))
     model = values.get("model_version")
     if model is not None and model.type == "custom_model" and not values.get("code_digest") and not partial:
@@ -214,9 +219,12 @@ def _settings(data: dict, settings: dict) -> dict:
     def label(key: str) -> str:
         return f"settings.{key}" if key in settings else key
 
-    for key in ("max_concurrency_per_instance", "mini_batch_size"):
-        if (value := given(key)) is not None:
-            values[key] = _whole(value, label(key), 1)
+    if (value := given("max_concurrency_per_instance")) is not None:
+        values["max_concurrency_per_instance"] = _whole(
+            value, label("max_concurrency_per_instance"), 1, MAX_PARALLEL
+        )
+    if (value := given("mini_batch_size")) is not None:
+        values["mini_batch_size"] = _whole(value, label("mini_batch_size"), 1)
     if (value := given("output_action")) is not None:
         action = str(value).lower().replace("_", "")
         if action not in OUTPUT_ACTIONS:

@@ -7,10 +7,11 @@ it scored (fewer rows than files: the others failed). A no-code MLflow model sco
 row by row instead; a file it cannot read or predict is a failed item, and the other files of the
 mini-batch are still scored.
 
-The runner talks to it through its exchange folder, the one folder of the host it may write: the runner
-puts `request-{seq:08d}.json` (`{"index", "files", "names", "output"}`) there, whole; this process writes
-the part CSV to `output`, then `reply-{seq:08d}.json` (`{"items", "items_failed", "rows", "error"?}`),
-whole. Once loaded it writes `ready.json`, or `failed.json` (`{"error"}`) if loading failed. Standard input
+The runner talks to it through two folders. In the inbox, which this process can only read, the runner
+puts each mini-batch's files and then `request-{seq:08d}.json` (`{"index", "files", "names", "output"}`),
+whole. In the outbox, the one folder of the host it may write, this process writes the part CSV to
+`output`, then `reply-{seq:08d}.json` (`{"items", "items_failed", "rows", "error"?}`), whole. Once loaded
+it writes `ready.json` there, or `failed.json` (`{"error"}`) if loading failed. Standard input
 is not a channel: the sandbox launcher reads the launch request from it. What the scoring code prints, and
 every traceback, goes to standard output and errors, which the runner keeps as the mini-batch's log.
 
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-POLL_S = (0.002, 0.05)  # first and longest wait between looks at the exchange folder
+POLL_S = (0.002, 0.05)  # first and longest wait between looks at the inbox
 READY, FAILED = "ready.json", "failed.json"
 
 
@@ -220,21 +221,22 @@ def _runner_watch(runner: str | None) -> Callable[[], bool]:
     return lambda: os.getppid() == parent
 
 
-def serve(scorer: Any, exchange: Path, runner: str | None = None) -> int:
-    """Load the model, then score each request the runner puts in `exchange` until it is gone."""
+def serve(scorer: Any, inbox: Path, outbox: Path, runner: str | None = None) -> int:
+    """Load the model, then score each request the runner puts in `inbox`, answering in `outbox`, until
+    the runner is gone."""
     runner_alive = _runner_watch(runner)
     try:
         scorer.load()
     except BaseException as exc:  # noqa: BLE001 - init() is user code: any failure is reported, then exit
         traceback.print_exc()
         error = f"Loading the model failed: {type(exc).__name__}: {exc}"
-        write_whole(exchange / FAILED, json.dumps({"error": error}).encode())
+        write_whole(outbox / FAILED, json.dumps({"error": error}).encode())
         return 1
     sys.stdout.flush()
-    write_whole(exchange / READY, b"{}")
+    write_whole(outbox / READY, b"{}")
     seq = 0
-    while _wait_for(exchange / request_name(seq), runner_alive):
-        request = json.loads((exchange / request_name(seq)).read_text())
+    while _wait_for(inbox / request_name(seq), runner_alive):
+        request = json.loads((inbox / request_name(seq)).read_text())
         files = request["files"]
         try:
             reply = scorer.score(files, request.get("names") or files, Path(request["output"]))
@@ -244,14 +246,15 @@ def serve(scorer: Any, exchange: Path, runner: str | None = None) -> int:
             reply["error"] = f"run() raised {type(exc).__name__}: {exc}"
         sys.stdout.flush()
         sys.stderr.flush()
-        write_whole(exchange / reply_name(seq), json.dumps(reply).encode())
+        write_whole(outbox / reply_name(seq), json.dumps(reply).encode())
         seq += 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.batch", description=__doc__.split("\n")[0])
-    parser.add_argument("--exchange", required=True, type=Path)
+    parser.add_argument("--inbox", required=True, type=Path, help="where requests come, read-only")
+    parser.add_argument("--outbox", required=True, type=Path, help="where answers and parts go")
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--code", type=Path)
     parser.add_argument("--scoring-script")
@@ -271,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             scorer = MlflowBatchScorer(args.model_dir)
         except Exception as exc:  # noqa: BLE001 - no MLmodel, unreadable MLmodel: said to the runner
-            write_whole(args.exchange / FAILED, json.dumps({"error": str(exc)}).encode())
+            write_whole(args.outbox / FAILED, json.dumps({"error": str(exc)}).encode())
             return 1
-    return serve(scorer, args.exchange, args.runner)
+    return serve(scorer, args.inbox, args.outbox, args.runner)
 
 
 if __name__ == "__main__":

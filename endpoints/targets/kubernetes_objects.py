@@ -26,8 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from endpoints import packaging
-from endpoints.specs import PROBE_DEFAULTS
+from endpoints import packaging, specs
 from endpoints.targets.base import server_environment
 from endpoints.targets.instance_types import lookup
 from serving.replica_key import VARIABLE as REPLICA_KEY
@@ -108,7 +107,7 @@ def resources_for(instance_type: str) -> tuple[dict, list[str]]:
 
 def probe(settings: dict | None, check: dict) -> dict:
     """Azure's probe settings (seconds) as a Kubernetes probe doing `check`."""
-    merged = {**PROBE_DEFAULTS, **(settings or {})}
+    merged = {**specs.PROBE_DEFAULTS, **(settings or {})}
     return {
         **check,
         "initialDelaySeconds": int(merged["initial_delay"]),

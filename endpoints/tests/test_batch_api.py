@@ -454,6 +454,19 @@ def test_the_endpoint_key_invokes_and_reads_its_own_jobs_only(batch_setup, team)
         keyed.post(f"{BATCH}scorer/deployments/", deployment_body(name="x"), format="json").status_code == 401
     )
     assert keyed.post(f"/api/v1/jobs/{job['id']}/cancel/").status_code == 401
+    # Nor the store: a location in it could be another job's inputs or outputs, a model, code.
+    stored = keyed.post(
+        f"{BATCH}scorer/jobs/",
+        {
+            "input": {
+                "type": "uri_folder",
+                "path": f"azureml://datastores/workspaceblobstore/paths/batch-jobs/{job['id']}",
+            }
+        },
+        format="json",
+    )
+    assert stored.status_code == 400
+    assert "only a person's token may do" in stored.json()["error"]["message"]
     create_batch_endpoint(client, "other", auth_mode="key")
     assert invoke_upload(keyed, "other", csv_folder_zip()).status_code == 401
     assert _keyed("not-a-key").get(f"{BATCH}scorer/jobs/").status_code == 401

@@ -7,6 +7,7 @@ import io
 import uuid
 import zipfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import transaction
@@ -357,3 +358,78 @@ def test_a_second_runner_for_a_taken_slot_leaves_at_once(deployment, settings):
     assert tasks.run_batch_slot(str(job.pk), 0) == "slot taken"
     assert MiniBatch.objects.get(job=job).attempts == 0
     held.release()
+
+
+# Other people's code at its worst: it looks for Studio's secrets, and, as its process is its own to change,
+# swaps each part it wrote for a link to Studio's secret key just before the runner reads it.
+HOSTILE_SCRIPT = b"""
+import os
+import sys
+
+import serving.batch
+
+home = os.environ["PROBE_HOME"]
+answer = serving.batch.write_whole
+
+
+def swap_then_answer(path, data, mode=0o600):
+    if path.name.startswith("reply-"):
+        for part in path.parent.glob("part-*.csv"):
+            part.unlink()
+            os.symlink(os.path.join(home, "secret_key"), part)
+    answer(path, data, mode)
+
+
+def init():
+    # Started cold, the process runs serving.batch as __main__; forked warm, as serving.batch.
+    for module in (serving.batch, sys.modules.get("__main__")):
+        if hasattr(module, "write_whole"):
+            module.write_whole = swap_then_answer
+
+
+def run(mini_batch):
+    seen = []
+    for name in ("secret_key", "studio.db"):
+        try:
+            with open(os.path.join(home, name), "rb") as handle:
+                seen.append(name + ":" + handle.read(16).hex())
+        except OSError as exc:
+            seen.append(name + ":" + type(exc).__name__)
+    print(";".join(seen))
+    return [[os.path.basename(path), ";".join(seen)] for path in mini_batch]
+"""
+
+
+def test_batch_scoring_code_reads_no_secret_and_cannot_make_the_runner_read_one(
+    deployment, workers, settings
+):
+    from endpoints import isolation
+
+    guard = isolation.status()
+    if not guard.sandboxed:
+        pytest.skip(f"this host cannot sandbox ({guard.reason}); CI runs as root, where it can")
+    home = Path(settings.STUDIO_HOME)
+    if not (home / "secret_key").exists():
+        (home / "secret_key").write_text(uuid.uuid4().hex)
+    secret = (home / "secret_key").read_bytes()
+    workers()
+    hostile = deployment(HOSTILE_SCRIPT, mini_batch_size=1, max_retries=0)
+    hostile.environment_variables = {"PROBE_HOME": str(settings.STUDIO_HOME)}
+    hostile.save()
+    job = finished(invoke(hostile, {f"{n}.csv": b"a\n1\n" for n in range(3)}))
+
+    # Every part was a link when the runner came to read it: refused, so every mini-batch failed...
+    assert job.state == "Failed"
+    failed = list(MiniBatch.objects.filter(job=job))
+    assert [mb.state for mb in failed] == ["failed"] * 3
+    assert all("output could not be read" in mb.error for mb in failed), [mb.error for mb in failed]
+    # ...and what the code saw of Studio's files, in its log: nothing, each probe ended in an error.
+    probes = [line for line in batch_execution.log_text(job).splitlines() if line.startswith("secret_key:")]
+    assert len(probes) == 3 and all(
+        all(probe.endswith("Error") for probe in line.split(";")) for line in probes
+    ), probes
+    # No byte of the key reached the store.
+    store = artifact_store()
+    for key in store.keys(f"batch-jobs/{job.pk}/"):
+        with store.open(key) as handle:
+            assert secret not in handle.read(), key
