@@ -123,7 +123,7 @@ class ModelVersionViewSet(
         return (
             ModelVersion.objects.filter(model__name=self.kwargs["model_name"])
             .select_related("model", "created_by")
-            .prefetch_related("deployments__endpoint")
+            .prefetch_related("deployments__endpoint", "batch_deployments__endpoint")
             .order_by("-created_at", "-pk")
         )
 

@@ -91,7 +91,7 @@ def test_on_a_phone_the_nav_folds_into_a_menu(live_server, team, browser_page):
     page.get_by_role("group").filter(has_text="Menu").locator("summary").click()
     menu = page.get_by_role("navigation", name="Main (narrow screens)")
     expect(menu.get_by_role("link", name="Admin console")).to_be_visible()
-    menu.get_by_role("link", name="Endpoints").click()
+    menu.get_by_role("link", name="Endpoints", exact=True).click()
     page.wait_for_url(f"{base}/endpoints/")
     assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 390
 
