@@ -12,7 +12,7 @@ import uuid
 
 from django.db import IntegrityError, transaction
 
-from endpoints import batch_execution, batch_inputs, credentials, environments
+from endpoints import batch_execution, batch_inputs, batch_specs, credentials, environments
 from endpoints.batch_specs import output_file_name as checked_output_file_name
 from endpoints.batch_specs import parse_batch_deployment
 from endpoints.choices import AuthModeChoices, BatchJobStateChoices
@@ -307,18 +307,20 @@ def invoke(
     archive=None,
     deployment_name: str | None = None,
     output_file_name: str | None = None,
+    overrides: dict | None = None,
     credential: str | None = None,
 ) -> BatchJob:
     """Start a batch job on the deployment named (else the endpoint's default). The input is `{"type",
     "path"}` naming a data asset or a store location, or `{"type"}` with the files sent along: one `upload`
     (a file) or an `archive` of a folder, stored under the job's prefix. The job row and its mini-batches
     are written, and the engine notified, in one transaction; if that fails, the files stored for it are
-    removed. `credential` names what authenticated a caller who is no one (the endpoint's key or token),
-    for the audit log."""
+    removed. `overrides` sets this job's mini_batch_size or instance_count (az's invoke flags). `credential`
+    names what authenticated a caller who is no one (the endpoint's key or token), for the audit log."""
     if not isinstance(input, dict):
         raise Invalid('must be {"type": "uri_folder" | "uri_file", "path": ...}.', "input")
     deployment = deployment_for(endpoint, deployment_name)
     override = None if output_file_name in (None, "") else checked_output_file_name(output_file_name)
+    job_settings = batch_specs.invocation_settings(overrides or {})
     job_id = uuid.uuid4()
     if upload is not None or archive is not None:
         kind = "file" if upload is not None else "folder"
@@ -338,6 +340,7 @@ def invoke(
             spec = batch_execution.spec_of(deployment)
             if override:
                 spec["output_file_name"] = override
+            spec.update(job_settings)
             job = BatchJob.objects.create(
                 id=job_id,
                 endpoint=endpoint,

@@ -112,6 +112,20 @@ def output_file_name(value, key: str = "output_file_name") -> str:
     return name
 
 
+# What an invocation may set for its own job, as `az ml batch-endpoint invoke --mini-batch-size
+# --instance-count` do; everything else is the deployment's.
+INVOCATION_SETTINGS = ("mini_batch_size", "instance_count")
+
+
+def invocation_settings(data: dict) -> dict:
+    """The job settings an invocation overrides, checked as the deployment's are."""
+    values = {}
+    for key in INVOCATION_SETTINGS:
+        if data.get(key) not in (None, ""):
+            values[key] = _whole(data[key], key, 1, MAX_PARALLEL if key == "instance_count" else MAX_INT)
+    return values
+
+
 def parse_batch_endpoint(data: dict, *, partial: bool = False) -> tuple[dict, list[str]]:
     """Check a batch endpoint body: (model field values, warnings). `partial` for updates, where `name`
     is the endpoint's and is not read."""

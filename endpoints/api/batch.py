@@ -420,6 +420,8 @@ class BatchEndpointJobsView(generics.ListAPIView):
                     },
                     "deployment_name": {"type": "string"},
                     "output_file_name": {"type": "string"},
+                    "mini_batch_size": {"type": "integer", "minimum": 1},
+                    "instance_count": {"type": "integer", "minimum": 1},
                 },
             },
             "multipart/form-data": {
@@ -430,6 +432,8 @@ class BatchEndpointJobsView(generics.ListAPIView):
                     "input_type": {"enum": ["uri_folder", "uri_file"]},
                     "deployment_name": {"type": "string"},
                     "output_file_name": {"type": "string"},
+                    "mini_batch_size": {"type": "integer", "minimum": 1},
+                    "instance_count": {"type": "integer", "minimum": 1},
                 },
             },
         },
@@ -445,6 +449,7 @@ class BatchEndpointJobsView(generics.ListAPIView):
         for key, value in options.items():
             if value is not None and not isinstance(value, str):
                 raise ValidationError({key: ["must be text."]})
+        options["overrides"] = {key: data.get(key) for key in batch_specs.INVOCATION_SETTINGS}
         user = request.user
         if isinstance(request.auth, BatchEndpointCredential):
             options["credential"] = f"the endpoint's {endpoint.auth_mode.replace('aml_', '')}"

@@ -579,3 +579,18 @@ def test_a_job_scores_every_row_with_the_models_own_predictions_and_its_output_d
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel/").json()["status"] == "Completed"
     assert client.delete(f"{BATCH}scorer/").status_code == 204
     assert client.get(f"/api/v1/jobs/{job['id']}/outputs/score/?path=summary.json").status_code == 200
+
+
+def test_an_invocation_sets_its_own_mini_batch_size_and_instance_count(batch_setup, team):
+    client = team.contributor.client()
+    refused = invoke_upload(client, "scorer", csv_folder_zip(), mini_batch_size="0")
+    assert refused.status_code == 400
+    assert "mini_batch_size" in refused.json()["error"]["message"]
+    assert BatchJob.objects.count() == 0, "a refused invocation leaves no job"
+
+    invoked = invoke_upload(client, "scorer", csv_folder_zip(), mini_batch_size="1", instance_count="3")
+    assert invoked.status_code == 202, invoked.json()
+    job = BatchJob.objects.get(pk=invoked.json()["id"])
+    assert (job.spec["mini_batch_size"], job.spec["instance_count"]) == (1, 3)
+    assert job.mini_batches == job.items
+    assert BatchDeployment.objects.get(name=job.deployment_name).mini_batch_size != 1

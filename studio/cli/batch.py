@@ -29,7 +29,7 @@ ENDPOINT_FIELDS = {"name", "description", "tags", "auth_mode", "defaults"}
 AUTH_MODES = ["aml_token", "key"]
 INPUT_TYPES = ["uri_folder", "uri_file"]
 # What an invocation can set (`--set` included); the batch settings belong to the deployment.
-INVOKE_FIELDS = {"input", "deployment_name", "output_file_name"}
+INVOKE_FIELDS = {"input", "deployment_name", "output_file_name", "mini_batch_size", "instance_count"}
 # Inputs the server reads where they are, rather than files on this machine.
 REMOTE_INPUTS = ("azureml:", "s3://", "azureml://", "http://", "https://")
 
@@ -288,7 +288,7 @@ def _upload_input(client: Client, path: str, local: Path, body: dict[str, Any]) 
     (the names the scoring code and the output's `file` column see)."""
     fields = {
         "input_type": body["input"]["type"],
-        **{key: str(body[key]) for key in ("deployment_name", "output_file_name") if body.get(key)},
+        **{key: str(body[key]) for key in sorted(INVOKE_FIELDS - {"input"}) if body.get(key)},
     }
     if local.is_file():
         return client.upload(path, fields, "file", local, f"Uploading {local.name}")
@@ -328,6 +328,12 @@ def _upload_input(client: Client, path: str, local: Path, body: dict[str, Any]) 
     help="The predictions file's name in the job's output (default: the deployment's output_file_name). "
     "Azure's `--set output_file_name=...` does the same.",
 )
+@click.option("--mini-batch-size", type=click.IntRange(min=1), help="Files per mini-batch for this job only.")
+@click.option(
+    "--instance-count",
+    type=click.IntRange(min=1),
+    help="Instances for this job only (each runs the deployment's max_concurrency_per_instance).",
+)
 @click.option(
     "--experiment-name",
     help="Azure only: accepted and ignored (Studio lists a batch endpoint's jobs with the endpoint).",
@@ -343,6 +349,8 @@ def invoke(
     input_type: str | None,
     deployment_name: str | None,
     output_file_name: str | None,
+    mini_batch_size: int | None,
+    instance_count: int | None,
     experiment_name: str | None,
     sets: tuple[str, ...],
     adds: tuple[str, ...],
@@ -353,7 +361,7 @@ def invoke(
 
     Follow it with `studio job stream --name JOB`, fetch its predictions with `studio job download
     --name JOB`. `--query name -o tsv` prints the job's name alone, for scripts. --set changes the
-    invocation's fields (output_file_name, deployment_name) as az's does.
+    invocation's fields (output_file_name, deployment_name, mini_batch_size, instance_count) as az's does.
     """
     if experiment_name:
         output.note("Warning: --experiment-name is for Azure and ignored: Studio lists jobs by endpoint.")
@@ -370,13 +378,19 @@ def invoke(
             f"--input {source} is a {'file' if local.is_file() else 'folder'}, but --input-type is "
             f"{input_type}: leave --input-type out, or give the other one."
         )
-    body = apply(_input_body(source, input_type, deployment_name, output_file_name), sets, adds, removes)
+    body = _input_body(source, input_type, deployment_name, output_file_name)
+    body.update(
+        (key, value)
+        for key, value in (("mini_batch_size", mini_batch_size), ("instance_count", instance_count))
+        if value is not None
+    )
+    body = apply(body, sets, adds, removes)
     unknown = sorted(set(body) - INVOKE_FIELDS)
     if unknown:
         raise CliError(
-            f"--set on an invocation changes deployment_name or output_file_name, not {', '.join(unknown)}. "
-            "Batch settings belong to the deployment: `studio batch-deployment update --set "
-            "settings.mini_batch_size=...`."
+            f"--set on an invocation changes deployment_name, output_file_name, mini_batch_size or "
+            f"instance_count, not {', '.join(unknown)}. Other batch settings belong to the deployment: "
+            "`studio batch-deployment update --set settings.error_threshold=...`."
         )
     jobs = f"{endpoint_path(name)}jobs/"
     if local is None:
@@ -407,6 +421,35 @@ def endpoint_jobs(client: Client, name: str, output_format: str) -> None:
     # Asked first so an unknown endpoint is a 404 with the server's message, not an empty list.
     client.get(endpoint_path(name))
     emit_jobs(list_jobs(client, name), output_format, f"Batch endpoint {name} has no job yet.")
+
+
+@batch_endpoint.command("get-credentials")
+@endpoint_name_option
+@output.output_option
+@pass_client
+def get_credentials(client: Client, name: str, output_format: str) -> None:
+    """Print the endpoint's keys (key auth), or a fresh token with its expiry (aml_token auth): either
+    invokes it and reads its jobs, as `Authorization: Bearer <key or token>`."""
+    found = client.request("POST", endpoint_path(name) + "credentials/")
+    output.emit(found, output_format, lambda c: output.emit_record(list(c.items())))
+
+
+@batch_endpoint.command("regenerate-keys")
+@endpoint_name_option
+@click.option(
+    "--key-type",
+    type=click.Choice(["primary", "secondary"]),
+    required=True,
+    help="The key to replace; the other keeps working, so callers can move over without downtime.",
+)
+@pass_client
+def regenerate_keys(client: Client, name: str, key_type: str) -> None:
+    """Replace one of a key-auth batch endpoint's two keys; the old one stops working at once."""
+    client.request("POST", endpoint_path(name) + "regenerate-keys/", json={"keyType": key_type})
+    output.note(
+        f"Regenerated the {key_type} key of {name}. "
+        f"See it with `studio batch-endpoint get-credentials --name {name}`."
+    )
 
 
 @click.group("batch-deployment")

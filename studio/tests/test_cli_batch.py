@@ -189,6 +189,8 @@ def test_invoke_prints_the_job_for_scripts_and_the_job_verbs_follow_it(worker, s
         "studio batch-deployment create -f azure/batch/deployment.yml -e files-ep "
         "--set settings.mini_batch_size=3 --set resources.instance_count=1"
     )
+    token = json.loads(studio("studio batch-endpoint get-credentials -n files-ep -o json").stdout)
+    assert token["tokenType"] == "Bearer" and token["accessToken"], "aml_token, a batch endpoint's default"
     shown = json.loads(studio("studio batch-endpoint show -n files-ep -o json").stdout)
     assert shown["defaults"]["deployment_name"] == "linear-mlflow", "an endpoint's first deployment"
     assert shown["tags"] == {"team": "ml"}
@@ -231,6 +233,23 @@ def test_invoke_prints_the_job_for_scripts_and_the_job_verbs_follow_it(worker, s
     # Cancelling a finished job changes nothing.
     cancelled = studio(f"studio job cancel -n {name}")
     assert "had already ended (Completed)" in cancelled.stderr
+
+    # az's --mini-batch-size and --instance-count set this job's alone: one file per mini-batch here.
+    files = len(list((samples / "azure" / "batch" / "data").glob("*.csv")))
+    per_file = studio(
+        "studio batch-endpoint invoke -n files-ep --input azure/batch/data --mini-batch-size 1 "
+        "--instance-count 2 --query name -o tsv"
+    ).stdout.strip()
+    studio(f"studio job stream --name {per_file}")
+    job = json.loads(studio(f"studio job show -n {per_file} -o json").stdout)
+    assert (job["status"], job["progress"]["mini_batches"]) == ("Completed", files)
+    assert (job["spec"]["mini_batch_size"], job["spec"]["instance_count"]) == (1, 2)
+    assert (
+        studio(
+            "studio batch-deployment show -n linear-mlflow -e files-ep --query settings.mini_batch_size -o tsv"
+        ).stdout
+        == "3\n"
+    ), "the deployment keeps its own"
 
 
 def test_stream_exits_non_zero_on_a_failed_job_and_on_a_canceled_one(worker, studio, samples):
@@ -301,10 +320,10 @@ def test_errors_exit_non_zero_with_the_servers_message(studio, samples):
     )
     assert "is a folder, but --input-type is uri_file" in wrong_type.stderr
     setting = studio(
-        "studio batch-endpoint invoke -n linear-batch --input azure/batch/data --set mini_batch_size=5",
+        "studio batch-endpoint invoke -n linear-batch --input azure/batch/data --set error_threshold=5",
         fails=True,
     )
-    assert "not mini_batch_size" in setting.stderr and "batch-deployment update" in setting.stderr
+    assert "not error_threshold" in setting.stderr and "batch-deployment update" in setting.stderr
 
     bad = samples / "azure" / "batch" / "bad-deployment.yml"
     bad.write_text(
