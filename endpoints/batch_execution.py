@@ -756,7 +756,7 @@ class Runner:
         except (OSError, ValueError) as exc:
             error = f"Reading the mini-batch's input failed: {exc}"
         if reply is not None and reply.get("error"):
-            error = reply["error"]
+            error = str(reply["error"])[:LOG_BYTES]
         seconds = time.monotonic() - started
         if restart:
             process.kill()  # a fresh process for the next mini-batch; what this one printed is kept first
