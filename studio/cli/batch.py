@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import click
 
-from studio.cli import output
+from studio.cli import credentials, output
 from studio.cli.errors import CliError
 from studio.cli.generic_update import apply, changes, generic_update_options
 from studio.cli.job import emit_jobs, list_jobs, show_job
@@ -430,26 +430,16 @@ def endpoint_jobs(client: Client, name: str, output_format: str) -> None:
 def get_credentials(client: Client, name: str, output_format: str) -> None:
     """Print the endpoint's keys (key auth), or a fresh token with its expiry (aml_token auth): either
     invokes it and reads its jobs, as `Authorization: Bearer <key or token>`."""
-    found = client.request("POST", endpoint_path(name) + "credentials/")
-    output.emit(found, output_format, lambda c: output.emit_record(list(c.items())))
+    credentials.show(client, endpoint_path(name), output_format)
 
 
 @batch_endpoint.command("regenerate-keys")
 @endpoint_name_option
-@click.option(
-    "--key-type",
-    type=click.Choice(["primary", "secondary"]),
-    required=True,
-    help="The key to replace; the other keeps working, so callers can move over without downtime.",
-)
+@credentials.key_type_option
 @pass_client
 def regenerate_keys(client: Client, name: str, key_type: str) -> None:
     """Replace one of a key-auth batch endpoint's two keys; the old one stops working at once."""
-    client.request("POST", endpoint_path(name) + "regenerate-keys/", json={"keyType": key_type})
-    output.note(
-        f"Regenerated the {key_type} key of {name}. "
-        f"See it with `studio batch-endpoint get-credentials --name {name}`."
-    )
+    credentials.regenerate(client, endpoint_path(name), name, key_type, "batch-endpoint")
 
 
 @click.group("batch-deployment")

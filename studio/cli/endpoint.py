@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import click
 
-from studio.cli import output
+from studio.cli import credentials, output
 from studio.cli.errors import CliError
 from studio.cli.generic_update import apply, changes, generic_update_options
 from studio.cli.jobs import follow
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 # reported as ignored by `load_spec`.
 SPEC_FIELDS = {"name", "description", "tags", "auth_mode", "traffic", "mirror_traffic", "cors_origins"}
 AUTH_MODES = ["key", "aml_token"]
-KEY_TYPES = ["primary", "secondary"]
 # Scoring may wait on a slow model; connecting to the gateway should not take long.
 SCORING_TIMEOUT_S = 300.0
 
@@ -278,26 +277,16 @@ def get_credentials(client: Client, name: str, output_format: str) -> None:
 
     Either goes in the scoring request's header: `Authorization: Bearer <key or token>`.
     """
-    found = client.request("POST", endpoint_path(name) + "credentials/")
-    output.emit(found, output_format, lambda c: output.emit_record(list(c.items())))
+    credentials.show(client, endpoint_path(name), output_format)
 
 
 @online_endpoint.command("regenerate-keys")
 @name_option
-@click.option(
-    "--key-type",
-    type=click.Choice(KEY_TYPES),
-    required=True,
-    help="The key to replace; the other keeps working, so clients can move over without downtime.",
-)
+@credentials.key_type_option
 @pass_client
 def regenerate_keys(client: Client, name: str, key_type: str) -> None:
     """Replace one of a key-auth endpoint's two keys; the old one stops working at once."""
-    client.request("POST", endpoint_path(name) + "regenerate-keys/", json={"keyType": key_type})
-    output.note(
-        f"Regenerated the {key_type} key of {name}. "
-        f"See it with `studio online-endpoint get-credentials --name {name}`."
-    )
+    credentials.regenerate(client, endpoint_path(name), name, key_type, "online-endpoint")
 
 
 @online_endpoint.command()
