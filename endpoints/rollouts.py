@@ -442,8 +442,10 @@ def _move(row: Rollout) -> None:
 
 
 def live_gateways(start: datetime) -> list[str]:
-    """Gateways seen since `start` (they may have routed requests of the window)."""
-    return list(GatewayAck.objects.filter(seen_at__gte=start).values_list("gateway_id", flat=True))
+    """Gateways alive when the window opened (they may have routed requests of it). A gateway holding a
+    long-poll was last recorded when the poll arrived, up to routetable.LIVE_FOR before."""
+    since = routetable.live_since(start)
+    return list(GatewayAck.objects.filter(seen_at__gte=since).values_list("gateway_id", flat=True))
 
 
 def measure(row: Rollout, start: datetime, end: datetime, *, partial: bool = False) -> dict | None:

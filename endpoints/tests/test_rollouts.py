@@ -191,6 +191,11 @@ def test_a_good_version_rolls_out_to_all_traffic_and_the_cli_exits_0(
         f"\ngood green: at the 10% step it answered {first['requests']} of {first['requests'] + blue['requests']}"
     )
     assert 0.03 <= share <= 0.2, (first, blue)
+    # The step was judged on the whole window: the archive holds no request of it the judgement missed.
+    green = deployment_window(
+        telemetry_store(), "shop", "green", parse_ts(first["start"]), parse_ts(first["end"])
+    )
+    assert first["requests"] == green["requests"], (first, green)
     assert _events(rollout.pk) == ["studio.rollout.started", "studio.rollout.succeeded"]
 
 
