@@ -28,6 +28,7 @@ lint: install
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 bench: install
+	@command -v wrk >/dev/null || { echo "make bench: the load generator wrk is missing: apt-get install wrk (Debian's package)" >&2; exit 2; }
 	$(BIN)/python -m bench
 
 # A Python base image for model images, made without any registry (Debian's mmdebstrap + docker import).

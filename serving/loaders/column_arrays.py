@@ -33,6 +33,7 @@ import numpy as np
 
 from serving.inputs import ModelInput
 from serving.loaders.frames import FittedOrder
+from serving.loaders.kernels import chain, fast_call
 
 _NUMERIC_KINDS = "iuf"
 
@@ -160,19 +161,6 @@ def _row_key(matrix: Any) -> tuple | None:
     return tuple(key)
 
 
-def _chain(estimators: Sequence[Any], method: str) -> Any:
-    """A function applying the transforms of `estimators` in turn, then `method` of the last one."""
-    transforms = [estimator.transform for estimator in estimators[:-1]]
-    final = getattr(estimators[-1], method)
-
-    def call(matrix: Any) -> Any:
-        for transform in transforms:
-            matrix = transform(matrix)
-        return final(matrix)
-
-    return call
-
-
 class ColumnArrays:
     """Serves a ColumnTransformer-led Pipeline from a request's columns without a DataFrame."""
 
@@ -275,9 +263,9 @@ def column_arrays(model: Any, method: str) -> ColumnArrays | None:
         if twin is None:
             return None
         per_column = any(isinstance(leaf, encoders) for leaf in leaves)  # type: ignore[union-attr]
-        parts.append(_Part(positions, twin[0].transform, weight, per_column))
+        parts.append(_Part(positions, fast_call(twin[0], "transform"), weight, per_column))
     twins = [array_twin(step) for step in rest]
     if any(twin is None for twin in twins) or not hasattr(rest[-1], method):
         return None
-    call = _chain([twin[0] for twin in twins], method)  # type: ignore[index]
+    call = chain([twin[0] for twin in twins], method)  # type: ignore[index]
     return ColumnArrays(ct, parts, [str(n) for n in names], call)

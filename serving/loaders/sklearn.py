@@ -29,6 +29,7 @@ from serving.errors import LoadError
 from serving.inputs import ModelInput
 from serving.loaders.column_arrays import ColumnArrays, column_arrays
 from serving.loaders.frames import FittedOrder, to_array, to_dataframe
+from serving.loaders.kernels import fast_call
 
 
 def _load(path: Path, serialization_format: str, trusted: Any) -> Any:
@@ -152,9 +153,9 @@ class SklearnPredictor:
         fmt = conf.get("serialization_format", "cloudpickle")
         self.model = _load(path, fmt, conf.get("skops_trusted_types"))
         method = pyfunc_conf.get("predict_fn") or "predict"
-        self._predict = getattr(self.model, method, None)
-        if self._predict is None:
+        if getattr(self.model, method, None) is None:
             raise LoadError(f"The model has no {method}() method (MLmodel predict_fn).")
+        self._predict = fast_call(self.model, method)
         names = getattr(self.model, "feature_names_in_", None)
         self.feature_names = [str(n) for n in names] if names is not None else None
         #: the twin's predict function and the fitted columns, for a DataFrame-fitted model that takes arrays
@@ -164,7 +165,7 @@ class SklearnPredictor:
         self._columns: ColumnArrays | None = None
         twin = array_twin(self.model) if self.feature_names is not None else None
         if twin is not None:
-            self._predict_array = getattr(twin[0], method)
+            self._predict_array = fast_call(twin[0], method)
             self._order = FittedOrder(self.feature_names, mixed_kinds=twin[1])
         elif self.feature_names is not None:
             self._columns = column_arrays(self.model, method)
