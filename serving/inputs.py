@@ -49,9 +49,9 @@ class ModelInput:
         """Whether every number is certainly finite (no NaN from a null, no overflow from a narrowing
         cast). Objects may hold a null, and strings "nan" or "inf", that a conversion makes non-finite."""
         arrays = [self.array] if self.array is not None else list((self.named or {}).values())
-        return all(
-            a.dtype.kind in "biu" or (a.dtype.kind == "f" and bool(np.isfinite(a).all())) for a in arrays
-        )
+        if any(a.dtype.kind not in "biuf" for a in arrays):  # told before any number is scanned
+            return False
+        return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in arrays)
 
     @property
     def tabular(self) -> bool:

@@ -121,26 +121,39 @@ class _Part:
 
     CACHED = 4096
 
-    def __init__(self, positions: list[int], transform: Any, weight: float | None, per_column: bool) -> None:
+    def __init__(
+        self, positions: list[int], transform: Any, weight: float | None, per_column: bool, dense: bool
+    ) -> None:
+        from scipy.sparse import issparse
+
         self.positions = positions
         self.transform = transform  # None: passthrough
         self.weight = weight
         self.per_column_dtypes = per_column  # an encoder: each column keeps its own dtype
+        # The ColumnTransformer's output is dense: a sparse output is made dense, as its `_hstack` would,
+        # here, so that a kept output is made dense once.
+        self.dense = dense
+        self._issparse = issparse
         self._seen: dict[tuple, Any] = {}
 
     def __call__(self, matrix: Any) -> Any:
-        if self.transform is None:
-            output = matrix
-        elif matrix.shape[0] == 1 and matrix.dtype.kind in "OUiub":
+        if self.transform is not None and matrix.shape[0] == 1 and matrix.dtype.kind in "OUiub":
             key = _row_key(matrix)
             output = self._seen.get(key) if key is not None else None
             if output is None:
-                output = self.transform(matrix)
+                output = self._finish(self.transform(matrix))
                 if key is not None and len(self._seen) < self.CACHED:
                     self._seen[key] = output
-        else:
-            output = self.transform(matrix)
-        return output if self.weight is None else output * self.weight
+            return output
+        return self._finish(matrix if self.transform is None else self.transform(matrix))
+
+    def _finish(self, output: Any) -> Any:
+        """The output as the ColumnTransformer stacks it: weighted, then dense if its output is."""
+        if self.weight is not None:
+            output = output * self.weight
+        if self.dense and self._issparse(output):
+            output = output.toarray()
+        return output
 
 
 def _row_key(matrix: Any) -> tuple | None:
@@ -249,6 +262,7 @@ def column_arrays(model: Any, method: str) -> ColumnArrays | None:
     if any(callable(columns) for _, _, columns in ct.transformers):
         return None
     encoders = _encoder_types()
+    dense = not getattr(ct, "sparse_output_", True)
     parts = []
     for name, transformer, _ in ct.transformers_:
         positions = [int(i) for i in indices.get(name, ())]
@@ -256,14 +270,14 @@ def column_arrays(model: Any, method: str) -> ColumnArrays | None:
             continue
         weight = (ct.transformer_weights or {}).get(name)
         if _is_identity(transformer):
-            parts.append(_Part(positions, None, weight, per_column=False))
+            parts.append(_Part(positions, None, weight, per_column=False, dense=dense))
             continue
         leaves = _leaves(transformer)
         twin = array_twin(transformer) if leaves else None
         if twin is None:
             return None
         per_column = any(isinstance(leaf, encoders) for leaf in leaves)  # type: ignore[union-attr]
-        parts.append(_Part(positions, fast_call(twin[0], "transform"), weight, per_column))
+        parts.append(_Part(positions, fast_call(twin[0], "transform"), weight, per_column, dense))
     twins = [array_twin(step) for step in rest]
     if any(twin is None for twin in twins) or not hasattr(rest[-1], method):
         return None

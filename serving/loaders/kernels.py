@@ -105,9 +105,21 @@ def _classifier(estimator: Any) -> Callable[[Any], Any] | None:
 
 def _restated(estimator: Any, method: str) -> Callable[[Any], Callable[[Any], Any] | None] | None:
     """The kernel maker for `estimator`'s `method`, when that method is exactly the formula it restates."""
-    from sklearn.linear_model._base import LinearClassifierMixin, LinearModel, MultiOutputLinearModel
-    from sklearn.preprocessing import StandardScaler
-
+    # Private names, which other scikit-learn versions (a deployment's own environment) may not have.
+    try:
+        from sklearn.linear_model import _base
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        return None
+    linear_classifier = getattr(_base, "LinearClassifierMixin", None)
+    linear_model = getattr(_base, "LinearModel", None)
+    if linear_classifier is None or linear_model is None:
+        return None
+    # MultiOutputLinearModel.predict, where there is one, is LinearModel.predict under its own docstring.
+    predicts = (
+        linear_model.predict,
+        getattr(getattr(_base, "MultiOutputLinearModel", None), "predict", None),
+    )
     kind = type(estimator)
     if not kind.__module__.startswith("sklearn."):
         return None
@@ -116,17 +128,16 @@ def _restated(estimator: Any, method: str) -> Callable[[Any], Callable[[Any], An
     if method != "predict" or getattr(estimator, "coef_", None) is None:
         return None
     if (
-        isinstance(estimator, LinearClassifierMixin)
-        and kind.predict is LinearClassifierMixin.predict
-        and kind.decision_function is LinearClassifierMixin.decision_function
+        isinstance(estimator, linear_classifier)
+        and kind.predict is linear_classifier.predict
+        and kind.decision_function is linear_classifier.decision_function
     ):
         return _classifier
     if (
-        isinstance(estimator, LinearModel)
-        and not isinstance(estimator, LinearClassifierMixin)
-        # MultiOutputLinearModel.predict is LinearModel.predict under its own docstring.
-        and kind.predict in (LinearModel.predict, MultiOutputLinearModel.predict)
-        and kind._decision_function is LinearModel._decision_function
+        isinstance(estimator, linear_model)
+        and not isinstance(estimator, linear_classifier)
+        and kind.predict in predicts
+        and kind._decision_function is linear_model._decision_function
     ):
         return _regressor
     return None
@@ -155,14 +166,13 @@ def _same(a: Any, b: Any) -> bool:
 def fast(estimator: Any, method: str) -> Callable[[Any], Any]:
     """`estimator`'s `method`, or a kernel that answers exactly as it does on every array it takes."""
     original = getattr(estimator, method)
-    maker = _restated(estimator, method)
-    if maker is None or getattr(estimator, "n_features_in_", None) is None:
-        return original
     if getattr(estimator, "feature_names_in_", None) is not None:
         return original  # its own method warns that an array has no column names: Studio's twins have none
     try:
+        maker = _restated(estimator, method)
+        if maker is None or getattr(estimator, "n_features_in_", None) is None:
+            return original
         with warnings.catch_warnings():
-            # An estimator fitted on a DataFrame warns that the probe's arrays have no column names.
             warnings.simplefilter("ignore")
             kernel = maker(estimator)
             probe = _probe(estimator)
@@ -170,11 +180,9 @@ def fast(estimator: Any, method: str) -> Callable[[Any], Any]:
             exact = kernel is not None and all(
                 _same(kernel(rows.copy()), original(rows.copy())) for rows in checks
             )
-    except Exception:  # the estimator is not what its class promises: its own method it is
+    except Exception:  # another scikit-learn, or not what its class promises: its own method it is
         return original
-    if not exact:
-        return original
-    return kernel
+    return kernel if exact else original
 
 
 # What a Pipeline's method does: each step's transform in turn, then the last step's method.
