@@ -13,6 +13,7 @@ naming the column, row or dimension at fault.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +146,25 @@ _ACCEPTS = {
 }
 
 
-def _column_values(table: _Table, name: str, position: int) -> list[Any] | None:
+# The same checks, on exact types (bool is not an int here): a column passing them has no null either.
+_EXACT = {kind: frozenset(types) for kind, types in _ACCEPTS.items()}
+
+
+def _split_columns(table: _Table) -> dict[str, tuple] | None:
+    """Each named column's values of a split table, read in one pass (the first of two same-named
+    columns, as `list.index` finds it); None when a row is not a list of one value per column."""
+    columns, rows = table.columns, table.rows
+    if columns is None or not rows or not all(type(row) is list and len(row) == len(columns) for row in rows):
+        return None
+    found: dict[str, tuple] = {}
+    for name, values in zip(columns, zip(*rows, strict=True), strict=True):
+        found.setdefault(name, values)
+    return found
+
+
+def _column_values(table: _Table, name: str, position: int, split: dict[str, tuple] | None = None) -> Any:
+    if split is not None:
+        return split.get(name)
     if table.columnar is not None:
         values = table.columnar.get(name)
         return values if values is None or isinstance(values, list) else [values]
@@ -167,30 +186,40 @@ def _column_values(table: _Table, name: str, position: int) -> list[Any] | None:
     return values
 
 
-def _convert_column(spec: ColumnSpec, name: str, values: list[Any]) -> Any:
+def _objects(values: Sequence[Any]) -> Any:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _check_values(spec: ColumnSpec, name: str, values: Sequence[Any]) -> None:
+    """BadInput naming the first value the column's type does not accept, or a null in a required one."""
     accepted = _ACCEPTS.get(spec.type)
-    if accepted is not None:
-        for row, value in enumerate(values):
-            if value is None:
-                if spec.required:
-                    raise BadInput(f"Column '{name}', row {row}: null is not allowed in a required column.")
-                continue
-            if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
-                got = f"{jsonio.json_type(value)} {value!r}"
-                raise BadInput(f"Column '{name}', row {row}: expected {spec.type}, got {got}.")
-    dtype = spec.dtype
-    if dtype == "object":
-        array = np.empty(len(values), dtype=object)
-        array[:] = values
-        return array
-    if any(value is None for value in values) and dtype in ("float32", "float64"):
-        values = [np.nan if value is None else value for value in values]
-    elif any(value is None for value in values):
-        array = np.empty(len(values), dtype=object)
-        array[:] = values
-        return array
+    if accepted is None:
+        return
+    for row, value in enumerate(values):
+        if value is None:
+            if spec.required:
+                raise BadInput(f"Column '{name}', row {row}: null is not allowed in a required column.")
+            continue
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            got = f"{jsonio.json_type(value)} {value!r}"
+            raise BadInput(f"Column '{name}', row {row}: expected {spec.type}, got {got}.")
+
+
+def _convert_column(spec: ColumnSpec, name: str, values: Sequence[Any]) -> Any:
+    exact = _EXACT.get(spec.type)
+    # Most columns hold only values of the exact types accepted: then there is no null to look for.
+    if exact is None or not all(type(value) in exact for value in values):
+        _check_values(spec, name, values)
+        if any(value is None for value in values):
+            if spec.dtype not in ("float32", "float64"):
+                return _objects(values)
+            values = [np.nan if value is None else value for value in values]
+    if spec.dtype == "object":
+        return _objects(values)
     try:
-        return np.asarray(values, dtype=dtype)
+        return np.asarray(values, dtype=spec.dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadInput(f"Column '{name}': cannot convert to {spec.type}: {exc}") from None
 
@@ -235,8 +264,9 @@ def _to_columns(table: _Table, specs: tuple[ColumnSpec, ...], convention: str) -
         return ModelInput(convention, matrix.shape[0], array=matrix, columns=tuple(names))
     columns: dict[str, Any] = {}
     rows: int | None = None
+    split = _split_columns(table)
     for position, (spec, name) in enumerate(zip(specs, names, strict=True)):
-        values = _column_values(table, name, position)
+        values = _column_values(table, name, position, split)
         if values is None:
             if spec.required:
                 raise BadInput(f"Missing required column '{name}'. The model expects: {', '.join(names)}.")
@@ -273,8 +303,9 @@ def _table_without_signature(table: _Table, convention: str) -> ModelInput:
             return ModelInput(convention, matrix.shape[0], array=matrix, columns=tuple(names))
     names = table.columns or ([str(i) for i in range(len(table.rows[0]))] if table.rows else [])
     columns = {}
+    split = _split_columns(table)
     for position, name in enumerate(names):
-        values = _column_values(table, name, position) or []
+        values = _column_values(table, name, position, split) or []
         array = np.asarray(values) if values else np.asarray([], dtype=object)
         if array.ndim != 1 or array.dtype.kind not in "biufU":
             array = np.empty(len(values), dtype=object)

@@ -60,6 +60,19 @@ def test_mixed_types_stay_as_named_columns():
     assert item.named["s"].tolist() == ["a", "b"] and item.named["n"].dtype == np.int64
 
 
+def test_split_tables_of_mixed_columns_read_each_column_once():
+    body = {"dataframe_split": {"columns": ["n", "s", "n"], "data": [[1, "a", 7], [2, "b", 8]]}}
+    item = parse(body, MIXED)
+    assert item.named["n"].tolist() == [1, 2] and item.named["s"].tolist() == ["a", "b"]  # the first 'n'
+    # Strings are not certainly finite: a conversion could make "inf" or "nan" of them.
+    assert not item.finite
+    optional = parse_signature(
+        {"inputs": '[{"type": "string", "name": "s"}, {"type": "double", "name": "x", "required": false}]'}
+    )
+    item = parse({"dataframe_split": {"columns": ["s", "x"], "data": [["a", None], ["b", 1]]}}, optional)
+    assert np.isnan(item.named["x"][0]) and item.named["x"][1] == 1.0
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -67,6 +80,18 @@ def test_mixed_types_stay_as_named_columns():
         ({"dataframe_records": [{"s": 1, "n": 1}]}, "Column 's', row 0: expected string"),
         ({"dataframe_records": [{"n": 1}]}, "Missing required column 's'"),
         ({"dataframe_split": {"columns": ["s", "n"], "data": [["a", 1], ["b"]]}}, "Row 1 has 1 value"),
+        (
+            {"dataframe_split": {"columns": ["s", "n"], "data": [["a", 1], ["b", 2.5]]}},
+            "'n', row 1: expected long",
+        ),
+        (
+            {"dataframe_split": {"columns": ["n", "s"], "data": [[True, "a"]]}},
+            "'n', row 0: expected long, got",
+        ),
+        (
+            {"dataframe_split": {"columns": ["s", "n"], "data": [[None, 1]]}},
+            "'s', row 0: null is not allowed",
+        ),
         ({"inputs": {"s": ["a", "b"], "n": [1]}}, "Column 'n' has 1 values"),
     ],
 )
