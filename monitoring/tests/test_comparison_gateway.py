@@ -7,7 +7,7 @@ answer scale (a different model), a delay (a slower model), and inputs it fails 
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -196,6 +196,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _since() -> datetime:
+    """The start of a window holding every request sent from now on and none sent before. The gateway
+    stamps a request to the millisecond, cut down: so the window starts at the next millisecond, once
+    it has begun."""
+    now = _now()
+    boundary = now.replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+    assert until(lambda: _now() >= boundary, timeout=1, every=0.001)
+    return boundary
+
+
 def test_identical_models_agree_a_different_one_is_caught_and_a_replay_reports_the_same(
     team, gateway, store, spool, live_server
 ):
@@ -215,7 +225,7 @@ def test_identical_models_agree_a_different_one_is_caught_and_a_replay_reports_t
     # The same version deployed twice agrees on every mirrored request.
     studio.mirror("fraud", "green")
     _routed(gateway, uri, headers)
-    start = _now()
+    start = _since()
     sent, _ = _send(uri, headers, [float(n % 5) for n in range(40)])
     end = _now()
     _settle("fraud", start, end)
@@ -230,7 +240,7 @@ def test_identical_models_agree_a_different_one_is_caught_and_a_replay_reports_t
     # A model that answers differently: zeros scale to zeros, every other input disagrees.
     studio.mirror("fraud", "canary")
     _routed(gateway, uri, headers)
-    start2 = _now()
+    start2 = _since()
     inputs = [float(n % 4) for n in range(60)]
     sent, _ = _send(uri, headers, inputs)
     end2 = _now()
@@ -345,7 +355,7 @@ def test_a_slower_failing_shadow_shows_in_latency_and_errors_and_inputs_stay_unc
     studio.deploy("churn", "green", slow, request_settings={"max_concurrent_requests_per_instance": 8})
     studio.mirror("churn", "green")
     _routed(gateway, uri, headers)
-    start = _now()
+    start = _since()
     sent, _ = _send(uri, headers, [float(n % 4) for n in range(40)])
     end = _now()
     _settle("churn", start, end)
@@ -423,7 +433,7 @@ def test_a_full_mirror_queue_drops_and_counts_comparisons_and_never_delays_the_c
     )
     studio.mirror("fraud", "green")
     _routed(tight_gateway, uri, headers)
-    start = _now()
+    start = _since()
     times: list[float] = []
     lock = threading.Lock()
 

@@ -62,7 +62,10 @@ def _rows(rng, *, shifted: bool, count: int) -> list[list[float]]:
 
 def _phase(session: httpx.Client, uri: str, headers: dict, rng, *, shifted: bool) -> tuple[str, str]:
     """Score one phase's rows; returns the span (ISO times) that holds exactly their collected payloads."""
-    start = datetime.now(UTC).isoformat()
+    # The gateway stamps a payload to the millisecond, cut down: an answer within the millisecond the
+    # phase starts in is stamped before `now`. So the span starts at that millisecond.
+    now = datetime.now(UTC)
+    start = now.replace(microsecond=now.microsecond // 1000 * 1000).isoformat()
     for _ in range(REQUESTS_PER_PHASE):
         body = {
             "input_data": {"columns": FEATURES, "data": _rows(rng, shifted=shifted, count=ROWS_PER_REQUEST)}
@@ -70,8 +73,8 @@ def _phase(session: httpx.Client, uri: str, headers: dict, rng, *, shifted: bool
         response = session.post(uri, json=body, headers=headers)
         assert response.status_code == 200, response.text
     end = datetime.now(UTC)
-    # The gateway stamps a payload to the millisecond, cut down: one the next phase sends within this
-    # millisecond would fall inside this span. So the next phase begins in the next millisecond.
+    # Likewise one the next phase sends within this millisecond would fall inside this span. So the next
+    # phase begins in the next millisecond.
     next_millisecond = end.replace(microsecond=end.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
     assert until(lambda: datetime.now(UTC) >= next_millisecond, timeout=1, every=0.001)
     return start, end.isoformat()
