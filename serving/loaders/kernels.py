@@ -39,7 +39,7 @@ def _plain(matrix: Any, width: int) -> bool:
     )
 
 
-def _scaler(estimator: Any) -> Callable[[Any], Any] | None:
+def _scaler(estimator: Any) -> Callable[[Any], Any]:
     """StandardScaler.transform: a float copy, minus the mean, over the scale (each cast to its dtype)."""
     mean = estimator.mean_ if estimator.with_mean else None
     scale = estimator.scale_ if estimator.with_std else None
@@ -65,45 +65,50 @@ def _scaler(estimator: Any) -> Callable[[Any], Any] | None:
     return transform
 
 
-def _scores(estimator: Any) -> tuple[Callable[[Any], Any], int]:
+def _scores(estimator: Any) -> Callable[[Any], Any]:
+    """The scores `X @ coef_(.T) + intercept_` of an array the estimator's own checks would pass as it is
+    and find finite; None for any other input, which goes to the estimator's own predict."""
     coef = estimator.coef_
     coef_t = coef.T if coef.ndim == 2 else coef
     intercept = estimator.intercept_
-    return (lambda matrix: matrix @ coef_t + intercept), coef.shape[-1]
+    width = coef.shape[-1]
+
+    def scores(matrix: Any) -> Any:
+        if not _plain(matrix, width) or not np.isfinite(matrix).all():
+            return None
+        return matrix @ coef_t + intercept
+
+    return scores
 
 
-def _regressor(estimator: Any) -> Callable[[Any], Any] | None:
-    """LinearModel.predict: X @ coef_(.T) + intercept_."""
-    scores, width = _scores(estimator)
-    original = estimator.predict
+def _regressor(estimator: Any) -> Callable[[Any], Any]:
+    """LinearModel.predict: the scores themselves."""
+    scores_of, original = _scores(estimator), estimator.predict
 
     def predict(matrix: Any) -> Any:
-        if not _plain(matrix, width) or not np.isfinite(matrix).all():
-            return original(matrix)
-        return scores(matrix)
+        scores = scores_of(matrix)
+        return original(matrix) if scores is None else scores
 
     return predict
 
 
-def _classifier(estimator: Any) -> Callable[[Any], Any] | None:
+def _classifier(estimator: Any) -> Callable[[Any], Any]:
     """LinearClassifierMixin.predict: the class of the positive score, or of the highest one."""
-    scores, width = _scores(estimator)
-    classes = estimator.classes_
-    original = estimator.predict
+    scores_of, original, classes = _scores(estimator), estimator.predict, estimator.classes_
 
     def predict(matrix: Any) -> Any:
-        if not _plain(matrix, width) or not np.isfinite(matrix).all():
+        scores = scores_of(matrix)
+        if scores is None:
             return original(matrix)
-        values = scores(matrix)
-        if values.ndim > 1 and values.shape[1] == 1:
-            values = values.reshape(-1)
-        indices = (values > 0).astype(np.intp) if values.ndim == 1 else values.argmax(axis=1)
+        if scores.ndim > 1 and scores.shape[1] == 1:
+            scores = scores.reshape(-1)
+        indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
         return classes.take(indices, axis=0)
 
     return predict
 
 
-def _restated(estimator: Any, method: str) -> Callable[[Any], Callable[[Any], Any] | None] | None:
+def _restated(estimator: Any, method: str) -> Callable[[Any], Callable[[Any], Any]] | None:
     """The kernel maker for `estimator`'s `method`, when that method is exactly the formula it restates."""
     # Private names, which other scikit-learn versions (a deployment's own environment) may not have.
     try:
@@ -177,9 +182,7 @@ def fast(estimator: Any, method: str) -> Callable[[Any], Any]:
             kernel = maker(estimator)
             probe = _probe(estimator)
             checks = (probe, probe[:1], probe.astype(np.float32), np.rint(probe).astype(np.int64))
-            exact = kernel is not None and all(
-                _same(kernel(rows.copy()), original(rows.copy())) for rows in checks
-            )
+            exact = all(_same(kernel(rows.copy()), original(rows.copy())) for rows in checks)
     except Exception:  # another scikit-learn, or not what its class promises: its own method it is
         return original
     return kernel if exact else original
