@@ -292,8 +292,17 @@ class ScoringApp:
         )
 
     async def _dispatch(self, scope: dict, method: str, body: bytes, request_id: str) -> tuple[Reply, float]:
-        loop = self._loop
-        assert loop is not None
+        loop, lock = self._loop, self._lock
+        assert loop is not None and lock is not None
+        if self.batcher is None and self.scorer.inline and self._inline and not lock.locked():
+            # A native model's short predict holds the GIL anyway: calling it here saves two thread
+            # switches per request. Its own thread still serves batching and user code, and slow calls,
+            # which this one never overlaps. Nothing is awaited, so no timeout could cut it short.
+            outcome, run_s = _timed(self.scorer.score, _BodyOnly(body))
+            self._timed_native(run_s)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome, run_s
         deadline = loop.time() + self._timeout_s
         try:
             async with compat.timeout_at(deadline):
@@ -303,17 +312,6 @@ class ScoringApp:
                     if isinstance(result, Exception):
                         raise result
                     return result, run_s
-                lock = self._lock
-                assert lock is not None
-                if self.scorer.inline and self._inline and not lock.locked():
-                    # A native model's short predict holds the GIL anyway: calling it here saves two
-                    # thread switches per request. Its own thread still serves batching and user code,
-                    # and slow calls, which this one never overlaps.
-                    outcome, run_s = _timed(self.scorer.score, _BodyOnly(body))
-                    self._timed_native(run_s)
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                    return outcome, run_s
                 request = ScoreRequest(
                     method=method,
                     path=scope["path"],

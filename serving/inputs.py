@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,9 @@ class ModelInput:
     Exactly one of `array` and `named` is set. A table (`columns` set) is either `array`, a 2-D array
     whose columns are `columns` in order, or `named`, one 1-D array per column. A tensor (`columns`
     None) is `array`, or `named` for named tensors.
+
+    A table parsed a type at a time also has `blocks`: the columns of each type, by their names in order,
+    as one 2-D array that their `named` arrays are views of. No block holds a null.
     """
 
     convention: str
@@ -44,12 +49,24 @@ class ModelInput:
     named: dict[str, Any] | None = None
     columns: tuple[str, ...] | None = None
     params: dict[str, Any] | None = None
+    blocks: dict[tuple[str, ...], Any] | None = None
+
+    def block(self, names: tuple[str, ...]) -> Any:
+        """The columns `names`, in that order, as one 2-D array of their dtype, none null, when they are
+        all in one block; else None."""
+        for key, block in (self.blocks or {}).items():
+            if key == names:
+                return block
+            if set(names) <= set(key):
+                return block[:, [key.index(name) for name in names]]
+        return None
 
     @property
     def finite(self) -> bool:
         """Whether every number is certainly finite (no NaN from a null, no overflow from a narrowing
         cast). Objects may hold a null, and strings "nan" or "inf", that a conversion makes non-finite."""
-        arrays = [self.array] if self.array is not None else list((self.named or {}).values())
+        # Where there are blocks, they hold every column.
+        arrays = [self.array] if self.array is not None else list((self.blocks or self.named or {}).values())
         if any(a.dtype.kind not in "biuf" for a in arrays):  # told before any number is scanned
             return False
         return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in arrays)
@@ -224,14 +241,10 @@ def _convert_column(spec: ColumnSpec, name: str, values: Sequence[Any]) -> Any:
         raise BadInput(f"Column '{name}': cannot convert to {spec.type}: {exc}") from None
 
 
-def _fast_matrix(table: _Table, specs: tuple[ColumnSpec, ...], names: list[str]) -> Any:
-    """The 2-D array in signature order when every column is one numeric dtype; None to take the slow path."""
-    dtype = specs[0].dtype
-    if (
-        table.rows is None
-        or np.dtype(dtype).kind not in _NUMERIC_KINDS
-        or any(s.dtype != dtype for s in specs)
-    ):
+def _fast_matrix(table: _Table, dtype: str | None, names: list[str]) -> Any:
+    """The 2-D array in signature order when every column is of `dtype`, a numeric one; None to take the
+    slow path."""
+    if table.rows is None or dtype is None or np.dtype(dtype).kind not in _NUMERIC_KINDS:
         return None
     try:
         matrix = np.asarray(table.rows)
@@ -243,7 +256,7 @@ def _fast_matrix(table: _Table, specs: tuple[ColumnSpec, ...], names: list[str])
         return None
     given = table.columns
     if given is None:
-        if matrix.shape[1] != len(specs):
+        if matrix.shape[1] != len(names):
             return None
     elif given != names:
         try:
@@ -253,15 +266,69 @@ def _fast_matrix(table: _Table, specs: tuple[ColumnSpec, ...], names: list[str])
     return matrix.astype(dtype, copy=False)
 
 
-def _to_columns(table: _Table, specs: tuple[ColumnSpec, ...], convention: str) -> ModelInput:
-    names = [spec.name or str(i) for i, spec in enumerate(specs)]
+def _split_blocks(table: _Table, signature: Signature) -> dict[tuple[str, ...], Any] | None:
+    """A split table's columns converted a type at a time, into one 2-D array per type (see ModelInput),
+    when every column is there and every value is exactly of a type its column accepts, so that none is
+    null; None otherwise, to convert column by column (which also says what is wrong)."""
+    columns, rows = table.columns, table.rows
+    if columns is None or not rows or not all(type(row) is list and len(row) == len(columns) for row in rows):
+        return None
+    where: dict[str, int] = {}
+    for index, name in enumerate(columns):
+        where.setdefault(name, index)  # the first of two same-named columns, as column by column
+    names, specs = signature.column_names, signature.columns
+    blocks = {}
+    for kind, members in signature.columns_by_type:
+        exact = _EXACT.get(kind)
+        picks = [where.get(names[member]) for member in members]
+        if exact is None or None in picks:
+            return None
+        if len(picks) == 1:
+            values: list[Any] = [(row[picks[0]],) for row in rows]
+        else:
+            pick = itemgetter(*picks)
+            values = [pick(row) for row in rows]
+        if not set(map(type, chain.from_iterable(values))) <= exact:
+            return None
+        dtype = specs[members[0]].dtype
+        try:
+            if dtype == "object":
+                block = np.empty((len(rows), len(picks)), dtype=object)
+                block[...] = values
+            else:
+                block = np.array(values, dtype=dtype)
+        except (ValueError, TypeError, OverflowError):
+            return None
+        blocks[tuple(names[member] for member in members)] = block
+    return blocks
+
+
+def _from_blocks(convention: str, names: tuple[str, ...], blocks: dict[tuple[str, ...], Any]) -> ModelInput:
+    """The table of `blocks`, its columns `names` in order: one array when one block of numbers or
+    booleans holds them all (as when converted column by column), else named views of the blocks."""
+    first = next(iter(blocks.values()))
+    if len(blocks) == 1 and first.dtype.kind in "biuf":
+        return ModelInput(convention, first.shape[0], array=first, columns=names)
+    views: dict[str, Any] = {}
+    for key, block in blocks.items():
+        views.update(zip(key, block.T, strict=True))  # each column, a view of its block
+    named = {name: views[name] for name in names}
+    return ModelInput(convention, first.shape[0], named=named, columns=names, blocks=blocks)
+
+
+def _to_columns(table: _Table, signature: Signature, convention: str) -> ModelInput:
+    specs = signature.columns
+    names = list(signature.column_names)
     positional = table.columns is None and table.rows is not None
     if positional and table.rows and isinstance(table.rows[0], list) and len(table.rows[0]) != len(specs):
         raise BadInput(f"Each row must have {len(specs)} values (columns {', '.join(names)}); row 0 has "
                        f"{len(table.rows[0])}.")  # fmt: skip
-    matrix = _fast_matrix(table, specs, names)
+    matrix = _fast_matrix(table, signature.column_dtype, names)
     if matrix is not None:
         return ModelInput(convention, matrix.shape[0], array=matrix, columns=tuple(names))
+    blocks = _split_blocks(table, signature)
+    if blocks is not None:
+        return _from_blocks(convention, signature.column_names, blocks)
     columns: dict[str, Any] = {}
     rows: int | None = None
     split = _split_columns(table)
@@ -436,7 +503,7 @@ def parse_input(body: bytes, signature: Signature | None) -> ModelInput:
                 shaped = _Table(None, rows=shaped)
             elif isinstance(shaped, dict):
                 shaped = _Table(list(shaped), columnar=shaped)
-            result = _to_columns(shaped, signature.columns, convention)
+            result = _to_columns(shaped, signature, convention)
     elif isinstance(shaped, _Table):
         result = _table_without_signature(shaped, convention)
     elif isinstance(shaped, dict):
@@ -464,6 +531,9 @@ def merge(inputs: list[ModelInput]) -> ModelInput:
         array = np.concatenate([i.array for i in inputs])
         return ModelInput(first.convention, rows, array=array, columns=first.columns)
     assert first.named is not None
+    if first.blocks is not None and all(i.blocks and i.blocks.keys() == first.blocks.keys() for i in inputs):
+        blocks = {key: np.concatenate([i.blocks[key] for i in inputs]) for key in first.blocks}  # type: ignore[index]
+        return _from_blocks(first.convention, first.columns or (), blocks)
     named = {key: np.concatenate([i.named[key] for i in inputs]) for key in first.named}  # type: ignore[index]
     return ModelInput(first.convention, rows, named=named, columns=first.columns)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -76,6 +77,25 @@ class Signature:
     @property
     def columns(self) -> tuple[ColumnSpec, ...]:
         return self.inputs if self.inputs and isinstance(self.inputs[0], ColumnSpec) else ()  # type: ignore[return-value]
+
+    @cached_property
+    def column_names(self) -> tuple[str, ...]:
+        """Each column's name; a positional column is named by its position."""
+        return tuple(spec.name or str(i) for i, spec in enumerate(self.columns))
+
+    @cached_property
+    def column_dtype(self) -> str | None:
+        """The dtype of every column when they all have one, else None."""
+        dtypes = {spec.dtype for spec in self.columns}
+        return dtypes.pop() if len(dtypes) == 1 else None
+
+    @cached_property
+    def columns_by_type(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Each column type with the positions of the columns of that type, in order of first use."""
+        positions: dict[str, list[int]] = {}
+        for position, spec in enumerate(self.columns):
+            positions.setdefault(spec.type, []).append(position)
+        return tuple((kind, tuple(where)) for kind, where in positions.items())
 
 
 def _specs(raw: Any) -> tuple[ColumnSpec, ...] | tuple[TensorSpec, ...] | None:

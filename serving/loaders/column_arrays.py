@@ -6,7 +6,9 @@ stacks the outputs: 2 to 8 ms for one row, where the arithmetic takes microsecon
 selection is a fixed list of positions among the fitted columns (`_transformer_to_input_indices`), so
 Studio can take those columns from the request itself, build for each transformer the very array it
 would have taken out of its sub-DataFrame (same values, same dtype), call a twin of it that shares its
-fitted state but not the names, and stack the outputs with the ColumnTransformer's own `_hstack`.
+fitted state but not the names, and stack the outputs as the ColumnTransformer does (`np.hstack` for
+dense output, its own `_hstack` otherwise). A transformer's columns that the request parsed into one block
+of their type (`ModelInput.blocks`) are that very array, so nothing is stacked for them.
 
 What is served this way is decided once, at load, and only what is provably exact qualifies:
 - the model is a Pipeline whose first step is a ColumnTransformer with default (numpy) output, fitted on
@@ -122,11 +124,18 @@ class _Part:
     CACHED = 4096
 
     def __init__(
-        self, positions: list[int], transform: Any, weight: float | None, per_column: bool, dense: bool
+        self,
+        positions: list[int],
+        names: tuple[str, ...],
+        transform: Any,
+        weight: float | None,
+        per_column: bool,
+        dense: bool,
     ) -> None:
         from scipy.sparse import issparse
 
         self.positions = positions
+        self.names = names
         self.transform = transform  # None: passthrough
         self.weight = weight
         self.per_column_dtypes = per_column  # an encoder: each column keeps its own dtype
@@ -178,7 +187,8 @@ class ColumnArrays:
     """Serves a ColumnTransformer-led Pipeline from a request's columns without a DataFrame."""
 
     def __init__(self, ct: Any, parts: list[_Part], names: Sequence[str], call: Any) -> None:
-        self._hstack = ct._hstack
+        # Dense parts are stacked as the ColumnTransformer's `_hstack` stacks them for its default output.
+        self._hstack = ct._hstack if not parts or not parts[0].dense else _hstack
         self._parts = parts
         self._names = tuple(names)
         self._order = FittedOrder(names, mixed_kinds=True)
@@ -206,6 +216,10 @@ class ColumnArrays:
         if item.array is not None:
             where = part.positions if positions is None else [positions[i] for i in part.positions]
             return item.array[:, where]
+        block = item.block(part.names)
+        if block is not None:  # one dtype, no null: the array the columns below would make
+            # Each transformer has an array of its own: one with copy=False changes it in place.
+            return block.copy()
         assert item.named is not None
         columns = [_as_pandas_holds(item.named[self._names[i]]) for i in part.positions]
         dtypes = {column.dtype for column in columns}
@@ -220,6 +234,10 @@ class ColumnArrays:
             return matrix
         # np.column_stack promotes integer and floating columns to np.result_type, as pandas does.
         return np.column_stack(columns)
+
+
+def _hstack(outputs: list[Any], n_samples: int) -> Any:
+    return np.concatenate(outputs, axis=1)  # np.hstack of 2-D arrays, which every part's output is
 
 
 def _as_pandas_holds(column: Any) -> Any:
@@ -239,6 +257,10 @@ def _as_pandas_holds(column: Any) -> Any:
     if not strings:
         return column
     return np.array([np.nan if value is None else value for value in column], dtype=object)
+
+
+def _names(names: Sequence[Any], positions: list[int]) -> tuple[str, ...]:
+    return tuple(str(names[position]) for position in positions)
 
 
 def column_arrays(model: Any, method: str) -> ColumnArrays | None:
@@ -270,14 +292,15 @@ def column_arrays(model: Any, method: str) -> ColumnArrays | None:
             continue
         weight = (ct.transformer_weights or {}).get(name)
         if _is_identity(transformer):
-            parts.append(_Part(positions, None, weight, per_column=False, dense=dense))
+            parts.append(_Part(positions, _names(names, positions), None, weight, False, dense))
             continue
         leaves = _leaves(transformer)
         twin = array_twin(transformer) if leaves else None
         if twin is None:
             return None
         per_column = any(isinstance(leaf, encoders) for leaf in leaves)  # type: ignore[union-attr]
-        parts.append(_Part(positions, fast_call(twin[0], "transform"), weight, per_column, dense))
+        transform = fast_call(twin[0], "transform")
+        parts.append(_Part(positions, _names(names, positions), transform, weight, per_column, dense))
     twins = [array_twin(step) for step in rest]
     if any(twin is None for twin in twins) or not hasattr(rest[-1], method):
         return None

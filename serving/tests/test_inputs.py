@@ -73,6 +73,84 @@ def test_split_tables_of_mixed_columns_read_each_column_once():
     assert np.isnan(item.named["x"][0]) and item.named["x"][1] == 1.0
 
 
+TYPED = parse_signature(
+    {
+        "inputs": '[{"type": "double", "name": "x"}, {"type": "string", "name": "s"},'
+        ' {"type": "long", "name": "n"}, {"type": "double", "name": "y"}, {"type": "string", "name": "t"}]'
+    }
+)
+
+
+def test_a_split_table_of_mixed_columns_is_converted_a_type_at_a_time():
+    body = {
+        "dataframe_split": {
+            "columns": ["t", "y", "n", "s", "x"],
+            "data": [["u", 2.5, 3, "a", 1], ["v", 4, 5, "b", 6]],
+        }
+    }
+    item = parse(body, TYPED)
+    assert item.columns == ("x", "s", "n", "y", "t")
+    assert list(item.blocks) == [("x", "y"), ("s", "t"), ("n",)]
+    assert item.blocks[("x", "y")].tolist() == [[1.0, 2.5], [6.0, 4.0]]
+    assert item.blocks[("x", "y")].dtype == np.float64 and item.blocks[("n",)].dtype == np.int64
+    assert item.blocks[("s", "t")].dtype == object
+    # The named columns are the ones converted column by column, in the signature's order.
+    records = {
+        "dataframe_records": [
+            dict(zip(body["dataframe_split"]["columns"], row, strict=True))
+            for row in body["dataframe_split"]["data"]
+        ]
+    }
+    by_column = parse(records, TYPED)
+    assert by_column.blocks is None
+    assert list(item.named) == list(by_column.named)
+    for name, column in by_column.named.items():
+        assert item.named[name].dtype == column.dtype and item.named[name].tolist() == column.tolist()
+    assert item.block(("y", "x")).tolist() == [[2.5, 1.0], [4.0, 6.0]]
+    assert item.block(("t",)).tolist() == [["u"], ["v"]]
+    assert item.block(("x", "s")) is None  # two types: the caller stacks the columns
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([[1.0, None, 3, 2.0, "t"]], "'s', row 0: null is not allowed"),
+        ([[1.0, "a", 2**64 - 1, 2.0, "t"]], "Column 'n': cannot convert to long"),
+        ([[1.0, "a", 3.0, 2.0, "t"]], "'n', row 0: expected long"),
+        ([[True, "a", 3, 2.0, "t"]], "'x', row 0: expected double"),
+    ],
+)
+def test_a_value_the_blocks_cannot_hold_is_refused_as_column_by_column(data, message):
+    with pytest.raises(BadInput) as error:
+        parse({"dataframe_split": {"columns": ["x", "s", "n", "y", "t"], "data": data}}, TYPED)
+    assert message in error.value.message
+
+
+def test_nulls_in_optional_columns_leave_the_table_column_by_column():
+    optional = parse_signature(
+        {"inputs": '[{"type": "string", "name": "s"}, {"type": "double", "name": "x", "required": false}]'}
+    )
+    item = parse({"dataframe_split": {"columns": ["s", "x"], "data": [["a", None]]}}, optional)
+    assert item.blocks is None and np.isnan(item.named["x"][0])
+
+
+def test_merged_requests_keep_their_blocks():
+    def body(n):
+        return {
+            "dataframe_split": {
+                "columns": ["x", "s", "n", "y", "t"],
+                "data": [[n, "a", n, 0.5, "b"]] * (n + 1),
+            }
+        }
+
+    items = [parse(body(n), TYPED) for n in range(3)]
+    assert len({item.batch_key() for item in items}) == 1
+    merged = merge(items)
+    assert merged.rows == 6 and list(merged.blocks) == [("x", "y"), ("s", "t"), ("n",)]
+    assert merged.named["n"].tolist() == [0, 1, 1, 2, 2, 2]
+    assert merged.block(("x",)).ravel().tolist() == [0.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
