@@ -39,8 +39,9 @@ class ModelInput:
     whose columns are `columns` in order, or `named`, one 1-D array per column. A tensor (`columns`
     None) is `array`, or `named` for named tensors.
 
-    A table parsed a type at a time also has `blocks`: the columns of each type, by their names in order,
-    as one 2-D array that their `named` arrays are views of. No block holds a null.
+    A table parsed a type at a time has `named` and also `blocks`: the columns of each type, by their
+    names in order, as one 2-D array that their `named` arrays are views of. Blocks hold every column,
+    each once, and no null.
     """
 
     convention: str
@@ -271,7 +272,9 @@ def _split_blocks(table: _Table, signature: Signature) -> dict[tuple[str, ...], 
     when every column is there and every value is exactly of a type its column accepts, so that none is
     null; None otherwise, to convert column by column (which also says what is wrong)."""
     columns, rows = table.columns, table.rows
-    if columns is None or not rows or not all(type(row) is list and len(row) == len(columns) for row in rows):
+    if not signature.names_distinct or columns is None or not rows:
+        return None
+    if not all(type(row) is list and len(row) == len(columns) for row in rows):
         return None
     where: dict[str, int] = {}
     for index, name in enumerate(columns):

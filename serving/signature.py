@@ -84,6 +84,11 @@ class Signature:
         return tuple(spec.name or str(i) for i, spec in enumerate(self.columns))
 
     @cached_property
+    def names_distinct(self) -> bool:
+        """Whether no two columns share a name (labels 1 and "1" of a DataFrame both become "1")."""
+        return len(set(self.column_names)) == len(self.column_names)
+
+    @cached_property
     def column_dtype(self) -> str | None:
         """The dtype of every column when they all have one, else None."""
         dtypes = {spec.dtype for spec in self.columns}

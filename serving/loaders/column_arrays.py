@@ -7,14 +7,17 @@ selection is a fixed list of positions among the fitted columns (`_transformer_t
 Studio can take those columns from the request itself, build for each transformer the very array it
 would have taken out of its sub-DataFrame (same values, same dtype), call a twin of it that shares its
 fitted state but not the names, and stack the outputs as the ColumnTransformer does (`np.hstack` for
-dense output, its own `_hstack` otherwise). A transformer's columns that the request parsed into one block
-of their type (`ModelInput.blocks`) are that very array, so nothing is stacked for them.
+dense output, which for its 2-D parts is `np.concatenate`; its own `_hstack` otherwise). A transformer's
+columns that the request parsed into one block of their type (`ModelInput.blocks`) are taken from that
+block, so nothing is stacked for them. Each transformer's array is column-major, as a DataFrame's values
+are, so that the stacked matrix is laid out as scikit-learn's and a BLAS product sums in the same order.
 
 What is served this way is decided once, at load, and only what is provably exact qualifies:
 - the model is a Pipeline whose first step is a ColumnTransformer with default (numpy) output, fitted on
   a DataFrame, whose selectors are names, positions, masks or slices (no callables);
 - each transformer is "drop", "passthrough" (or the identity FunctionTransformer that stands for it once
-  fitted) or made only of the column-wise transformers in `_COLUMNWISE` (alone or in a Pipeline);
+  fitted) or made only of the column-wise transformers in `_COLUMNWISE` (alone or in a Pipeline), none
+  with `copy=False` (it changes the DataFrame in place, which later transformers then see);
 - every later step passes `array_twin` (no ColumnTransformer, FunctionTransformer, pandas output or
   foreign class).
 Anything else stays on the DataFrame path. So does a request whose columns would reach one transformer as
@@ -105,7 +108,8 @@ def _leaves(transformer: Any) -> list[Any] | None:
                 return None
             found.extend(leaves)
         return found
-    if type(transformer) in _columnwise_types() and _default_output(transformer):
+    columnwise = type(transformer) in _columnwise_types() and getattr(transformer, "copy", True) is not False
+    if columnwise and _default_output(transformer):
         return [transformer]
     return None
 
@@ -186,9 +190,9 @@ def _row_key(matrix: Any) -> tuple | None:
 class ColumnArrays:
     """Serves a ColumnTransformer-led Pipeline from a request's columns without a DataFrame."""
 
-    def __init__(self, ct: Any, parts: list[_Part], names: Sequence[str], call: Any) -> None:
+    def __init__(self, ct: Any, parts: list[_Part], names: Sequence[str], call: Any, dense: bool) -> None:
         # Dense parts are stacked as the ColumnTransformer's `_hstack` stacks them for its default output.
-        self._hstack = ct._hstack if not parts or not parts[0].dense else _hstack
+        self._hstack = _hstack if dense else ct._hstack
         self._parts = parts
         self._names = tuple(names)
         self._order = FittedOrder(names, mixed_kinds=True)
@@ -206,7 +210,7 @@ class ColumnArrays:
             matrix = self._matrix(item, part, positions)
             if matrix is None:
                 return None
-            outputs.append(part(matrix))
+            outputs.append(part(np.asfortranarray(matrix)))  # laid out as a DataFrame's values
         if not outputs:
             return self._call(np.zeros((item.rows, 0)))
         return self._call(self._hstack(outputs, n_samples=item.rows))
@@ -218,8 +222,7 @@ class ColumnArrays:
             return item.array[:, where]
         block = item.block(part.names)
         if block is not None:  # one dtype, no null: the array the columns below would make
-            # Each transformer has an array of its own: one with copy=False changes it in place.
-            return block.copy()
+            return block
         assert item.named is not None
         columns = [_as_pandas_holds(item.named[self._names[i]]) for i in part.positions]
         dtypes = {column.dtype for column in columns}
@@ -305,4 +308,4 @@ def column_arrays(model: Any, method: str) -> ColumnArrays | None:
     if any(twin is None for twin in twins) or not hasattr(rest[-1], method):
         return None
     call = chain([twin[0] for twin in twins], method)  # type: ignore[index]
-    return ColumnArrays(ct, parts, [str(n) for n in names], call)
+    return ColumnArrays(ct, parts, [str(n) for n in names], call, dense)

@@ -46,7 +46,7 @@ def _models() -> dict[str, tuple[object, str, bool]]:
     """name -> (unfitted model, predict function, whether its columns may be missing)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import (
         FunctionTransformer,
@@ -118,6 +118,41 @@ def _models() -> dict[str, tuple[object, str, bool]]:
             "predict",
             False,
         ),
+        # A regression on several rows: its product sums as on scikit-learn's column-major matrix only if
+        # every transformer's array is laid out as a DataFrame's values are.
+        "regression": (
+            Pipeline(
+                [
+                    (
+                        "prep",
+                        ColumnTransformer(
+                            [
+                                ("scale", StandardScaler(), ["amount"]),
+                                ("plan", OrdinalEncoder(), ["plan"]),
+                                ("range", MinMaxScaler(), ["age", "score"]),
+                            ]
+                        ),
+                    ),
+                    ("regress", LinearRegression()),
+                ]
+            ),
+            "predict",
+            False,
+        ),
+        # copy=False scales the DataFrame in place, and the next transformer sees it scaled: DataFrames.
+        "in_place": (
+            classify(
+                ColumnTransformer(
+                    [
+                        ("scale", StandardScaler(copy=False), ["amount", "age"]),
+                        ("again", StandardScaler(), ["amount"]),
+                        ("encode", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+                    ]
+                )
+            ),
+            "predict_proba",
+            False,
+        ),
         # A FunctionTransformer may do anything with a DataFrame: this one stays on DataFrames.
         "function": (
             classify(
@@ -159,7 +194,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     training = _frame(600, 1)
     fitted = {}
     for name, (model, method, optional) in _models().items():
-        model.fit(training, _labels(training))
+        model.fit(training.copy(), _labels(training))  # copy=False would scale the frame itself
         fitted[name] = model
         mlflow.sklearn.save_model(
             model,
@@ -221,7 +256,9 @@ def _with_nulls() -> list[pd.DataFrame]:
     return [frame, frame[3:4], frame[1:2]]
 
 
-@pytest.mark.parametrize("name", ["onehot", "imputed", "weighted", "function", "unsigned"])
+@pytest.mark.parametrize(
+    "name", ["onehot", "imputed", "weighted", "regression", "in_place", "function", "unsigned"]
+)
 def test_answers_are_those_of_the_estimator_on_a_dataframe_bit_for_bit(served, name):
     model, server, _ = served[name]
     server.wait_ready()
@@ -244,7 +281,14 @@ def test_missing_values_are_answered_as_on_a_dataframe(served):
 
 @pytest.mark.parametrize(
     ("name", "path"),
-    [("onehot", "columns"), ("imputed", "columns"), ("weighted", "columns"), ("function", "dataframe")],
+    [
+        ("onehot", "columns"),
+        ("imputed", "columns"),
+        ("weighted", "columns"),
+        ("regression", "columns"),
+        ("in_place", "dataframe"),
+        ("function", "dataframe"),
+    ],
 )
 def test_the_loader_serves_arrays_only_where_it_is_exact(served, name, path):
     import yaml

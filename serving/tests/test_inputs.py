@@ -134,6 +134,13 @@ def test_nulls_in_optional_columns_leave_the_table_column_by_column():
     assert item.blocks is None and np.isnan(item.named["x"][0])
 
 
+def test_columns_a_signature_names_twice_are_read_column_by_column():
+    # A DataFrame with the labels 1 and "1" is saved with two columns named "1".
+    twice = parse_signature({"inputs": '[{"type": "long", "name": "e"}, {"type": "double", "name": "e"}]'})
+    item = parse({"dataframe_split": {"columns": ["e"], "data": [[1]]}}, twice)
+    assert item.blocks is None and item.columns == ("e",) and item.array.shape == (1, 1)
+
+
 def test_merged_requests_keep_their_blocks():
     def body(n):
         return {
