@@ -168,12 +168,20 @@ _ACCEPTS = {
 _EXACT = {kind: frozenset(types) for kind, types in _ACCEPTS.items()}
 
 
+def _named_rows(table: _Table) -> bool:
+    """Whether the table is a split table of named columns whose every row is a list of one value each."""
+    columns, rows = table.columns, table.rows
+    if columns is None or not rows:
+        return False
+    return all(type(row) is list and len(row) == len(columns) for row in rows)
+
+
 def _split_columns(table: _Table) -> dict[str, tuple] | None:
     """Each named column's values of a split table, read in one pass (the first of two same-named
     columns, as `list.index` finds it); None when a row is not a list of one value per column."""
-    columns, rows = table.columns, table.rows
-    if columns is None or not rows or not all(type(row) is list and len(row) == len(columns) for row in rows):
+    if not _named_rows(table):
         return None
+    columns, rows = table.columns, table.rows
     found: dict[str, tuple] = {}
     for name, values in zip(columns, zip(*rows, strict=True), strict=True):
         found.setdefault(name, values)
@@ -271,11 +279,9 @@ def _split_blocks(table: _Table, signature: Signature) -> dict[tuple[str, ...], 
     """A split table's columns converted a type at a time, into one 2-D array per type (see ModelInput),
     when every column is there and every value is exactly of a type its column accepts, so that none is
     null; None otherwise, to convert column by column (which also says what is wrong)."""
+    if not signature.names_distinct or not _named_rows(table):
+        return None
     columns, rows = table.columns, table.rows
-    if not signature.names_distinct or columns is None or not rows:
-        return None
-    if not all(type(row) is list and len(row) == len(columns) for row in rows):
-        return None
     where: dict[str, int] = {}
     for index, name in enumerate(columns):
         where.setdefault(name, index)  # the first of two same-named columns, as column by column
@@ -477,11 +483,10 @@ def frame_input(frame: Any, signature: Signature | None) -> ModelInput | None:
     whose columns the frame has, each of a kind that casts exactly); None otherwise, for `parse_input`."""
     if signature is None or not signature.inputs or signature.tensor_inputs:
         return None
-    specs = signature.columns
-    dtype = np.dtype(specs[0].dtype) if specs[0].dtype != "object" else None
-    names = [spec.name or str(i) for i, spec in enumerate(specs)]
+    dtype = np.dtype(signature.column_dtype or "object")
+    names = signature.column_names
     given = [str(column) for column in frame.columns]
-    if dtype is None or dtype.kind not in _NUMERIC_KINDS or any(s.dtype != specs[0].dtype for s in specs):
+    if dtype.kind not in _NUMERIC_KINDS:
         return None
     if len(set(given)) != len(given) or not set(names) <= set(given):
         return None
