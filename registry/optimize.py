@@ -158,8 +158,8 @@ def _run(job, log, command, out) -> tuple[int, bool]:
     confinement = None
     try:
         confinement = limits.confine(size, process.pid)
-        if confinement.cgroup is not None:
-            hold(job, cgroup=str(confinement.cgroup))
+        if confinement.cgroups:
+            hold(job, cgroups=confinement.cgroups)
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while True:
             try:
@@ -177,7 +177,7 @@ def _run(job, log, command, out) -> tuple[int, bool]:
         process.wait()
         if confinement is not None:
             confinement.close()
-        release(job, "group", "cgroup")
+        release(job, "group", "cgroups")
 
 
 def _tail(out) -> str:
@@ -333,7 +333,7 @@ def _register(version: ModelVersion, packed, report: dict, job, user) -> ModelVe
     spec = services.NewVersion(
         name=version.model.name,
         type="mlflow_model",
-        description=f"{lineage} converted to ONNX: {figures['speedup']}x faster on one-row predictions.",
+        description=f"{lineage} converted to ONNX: one-row predictions {figures['speedup']}x as fast.",
         tags={"optimized_from": lineage},
         properties={
             "optimized_from": lineage,
@@ -384,8 +384,8 @@ def _optimize(job, log, result: dict[str, Any], tolerance: float, request: str |
         result |= {key: _number(report, key) for key in ("speedup", "original_us", "onnx_us")}
         result["rows_checked"] = int(_number(report, "rows_checked"))
         log(
-            f"Same answers on {result['rows_checked']} rows; one-row predictions take "
-            f"{result['onnx_us']:g} µs instead of {result['original_us']:g} µs ({result['speedup']:g}x).",
+            f"Same answers on {result['rows_checked']} rows; one-row predictions take {result['onnx_us']:g} "
+            f"µs instead of {result['original_us']:g} µs ({result['speedup']:g}x as fast).",
             progress=80,
         )
         created = _register(version, packed, report, job, job.created_by)

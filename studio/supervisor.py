@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import http.client
 import importlib.util
 import json
 import os
@@ -352,11 +353,17 @@ def _hold_lock(run_dir: Path) -> tuple[int | None, str]:
 
 
 def _answers(port: int) -> bool:
+    """Whether the control plane answers HTTP. A connection alone says nothing: the listening socket is
+    bound before a web worker has loaded the app, and the kernel queues connections until one has."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=0.5)
     try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
+        connection.request("HEAD", "/api/")
+        connection.getresponse()
+        return True
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        connection.close()
 
 
 def _manage(args: list[str], env: dict[str, str], name: str = "setup", own_session: bool = False) -> int:
