@@ -179,9 +179,9 @@ def release_held(held: dict) -> None:
     if group and processes.running(group["pid"], group["start"]):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group["pid"], signal.SIGKILL)
-    if held.get("cgroup"):
+    for folder in held.get("cgroups", []):
         with contextlib.suppress(OSError):  # a cgroup still holding a process is left to the kernel
-            Path(held["cgroup"]).rmdir()
+            Path(folder).rmdir()
     if held.get("scratch"):
         shutil.rmtree(held["scratch"], ignore_errors=True)
     if held.get("lease"):

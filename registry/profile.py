@@ -377,8 +377,8 @@ def _measure(
     loader: list[int] = []
     try:
         confinement = limits.confine(size, replica.handle["pid"])
-        if confinement.cgroup is not None:
-            hold(job, cgroup=str(confinement.cgroup))
+        if confinement.cgroups:
+            hold(job, cgroups=confinement.cgroups)
         try:
             wait_ready(target, replica, READY_TIMEOUT_S, log)
         except ReplicaFailed:
@@ -398,7 +398,7 @@ def _measure(
         target.stop(replica)
         if confinement is not None:
             confinement.close()
-        release(job, "replica", "cgroup")
+        release(job, "replica", "cgroups")
     return _figures(name, size, workers, confinement, replica, warnings, levels, observed, loader, log)
 
 

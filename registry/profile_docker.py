@@ -115,7 +115,6 @@ class DockerConfinement:
     Shaped like `registry.limits.Confinement`, which the level loop reads: no CPUs are pinned (Docker
     limits CPU time, not which CPUs), so the load generator runs on any."""
 
-    cgroup = None
     cpus: list[int] = []
 
     def __init__(self, container) -> None:

@@ -45,3 +45,21 @@ class CpuCounter:
 
     def __reduce__(self):
         return record_cpus, (self.estimator,)
+
+
+def fill_memory(estimator, size: int):
+    """Return `estimator` once `size` bytes were written (resident, not just reserved), as a model too
+    large for a small instance type fills its memory while it loads."""
+    filled = b"\x01" * size
+    del filled
+    return estimator
+
+
+class MemoryHog:
+    """Pickled as `fill_memory(estimator, size)`."""
+
+    def __init__(self, estimator, size: int):
+        self.estimator, self.size = estimator, size
+
+    def __reduce__(self):
+        return fill_memory, (self.estimator, self.size)

@@ -91,6 +91,11 @@ class ReplicaWatcher(threading.Thread):
             uid = Path(f"/proc/{pid}").stat().st_uid
         except OSError:
             return
+        # A process that has exited (a zombie until it is reaped) may show its cgroup removed already:
+        # kept only if it still ran after it was read.
+        fields = process_stat(pid)
+        if not fields or fields[0] in ("Z", "X"):
+            return
         self.seen.setdefault(pgid, {})[pid] = {"cpus": cpus, "cgroup": cgroup, "uid": uid}
 
     def __enter__(self):
@@ -123,14 +128,21 @@ def _check_limits_applied(job: dict, watcher: ReplicaWatcher) -> None:
             assert figures["isolation"] == "sandboxed"
             assert all(seen["uid"] not in (0, os.getuid()) for seen in processes.values()), processes
         limits = figures["limits"]
-        if limits["method"] == "cgroup-v2":
-            for seen in processes.values():
-                assert limits["cgroup"].endswith(seen["cgroup"].strip().split("::")[-1]), processes
-        else:
-            assert limits["method"] == "cpu-affinity+memory-watch"
-            wanted = set(limits["cpu_list"])
-            assert len(wanted) == max(1, math.ceil(figures["cpus"]))
-            assert all(seen["cpus"] == wanted for seen in processes.values()), processes
+        wanted = set(limits["cpu_list"])
+        assert len(wanted) == max(1, math.ceil(figures["cpus"]))
+        assert all(seen["cpus"] == wanted for seen in processes.values()), processes
+        assert limits["method"] in ("cgroup-v2", "cgroup-v1", "cpu-affinity+memory-watch")
+        for seen in processes.values():
+            # /proc/<pid>/cgroup has a line per hierarchy, "id:controllers:path" (on v2, "0::path")
+            joined = set()
+            for line in seen["cgroup"].splitlines():
+                _, controllers, path = line.split(":", 2)
+                if path != "/" and any(folder.endswith(path) for folder in limits.get("cgroups", [])):
+                    joined |= set(controllers.split(","))
+            if limits["method"] == "cgroup-v2":
+                assert joined == {""}, seen["cgroup"]
+            elif limits["method"] == "cgroup-v1":
+                assert {"cpu", "memory"} <= joined, seen["cgroup"]
 
 
 def test_a_profile_measures_each_instance_type_under_its_limits_and_recommends_one(team, model_zip):
@@ -164,6 +176,35 @@ def test_a_profile_measures_each_instance_type_under_its_limits_and_recommends_o
     }
     latest = team.reader.client().get("/api/v1/models/clf/versions/1/profile/")
     assert latest.status_code == 200 and latest.json()["id"] == job["id"]
+
+
+def test_a_type_the_model_does_not_fit_in_is_stopped_and_marked_out_of_memory(team, tmp_path):
+    import cloudpickle
+
+    from registry.tests import hostile
+
+    folder = save_sklearn_mlflow_model(tmp_path / "model", serialization_format="cloudpickle")
+    estimator = cloudpickle.loads((folder / "model.pkl").read_bytes())
+    cloudpickle.register_pickle_by_value(hostile)  # the replica's sandbox does not show Studio's tests
+    try:
+        hog = hostile.MemoryHog(estimator, 6 * 2**30)  # Standard_DS1_v2 has 3.5 GiB
+        (folder / "model.pkl").write_bytes(cloudpickle.dumps(hog))
+    finally:
+        cloudpickle.unregister_pickle_by_value(hostile)
+    client = team.contributor.client()
+    register(client, "big", zipped(folder), "mlflow_model")
+
+    started = _profile(client, "big", instance_types=["Standard_DS1_v2"], duration="0.5s")
+    assert started.status_code == 202, started.json()
+    job = client.get(started["Location"]).json()
+    assert job["state"] == "succeeded", job
+    figures = job["result"]["instance_types"][0]
+    assert figures["out_of_memory"] and figures["throughput_rps"] == 0, figures
+    assert 3 * 2**30 < figures["peak_memory_bytes"] < 5 * 2**30, "it filled its size and was stopped"
+    assert "No instance type served the model" in job["result"]["recommendation"]["reason"]
+    assert any("needs more than 3.5 GiB to load" in event["message"] for event in job["events"]), job[
+        "events"
+    ]
 
 
 def test_an_unknown_instance_type_is_refused_naming_the_known_ones(team, model_zip):
