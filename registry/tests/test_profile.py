@@ -53,6 +53,9 @@ def model_zip(tmp_path_factory) -> bytes:
     return zipped(save_sklearn_mlflow_model(tmp_path_factory.mktemp("profile") / "model"))
 
 
+PF_EXITING = 0x4  # in a process's flags (field 9 of /proc/<pid>/stat) from the moment it starts exiting
+
+
 class ReplicaWatcher(threading.Thread):
     """Samples the model servers' processes (a process group led by a process running `serving`): for
     each process, by its group, the CPUs its threads were last seen allowed, its cgroup and its uid."""
@@ -67,11 +70,12 @@ class ReplicaWatcher(threading.Thread):
             groups = {}
             for entry in Path("/proc").iterdir():
                 if entry.name.isdigit() and (fields := process_stat(int(entry.name))):
-                    groups[int(entry.name)] = int(fields[2])
-            leaders = {pgid for pgid in set(groups.values()) if self._serves(pgid)}
-            for pid, pgid in groups.items():
-                if pgid in leaders:
-                    self._sample(pid, pgid)
+                    groups[int(entry.name)] = fields
+            leaders = {int(fields[2]) for fields in groups.values()}
+            leaders = {pgid for pgid in leaders if self._serves(pgid)}
+            for pid, fields in groups.items():
+                if int(fields[2]) in leaders:
+                    self._sample(pid, fields)
 
     @staticmethod
     def _serves(pgid: int) -> bool:
@@ -80,7 +84,7 @@ class ReplicaWatcher(threading.Thread):
         except OSError:
             return False
 
-    def _sample(self, pid: int, pgid: int) -> None:
+    def _sample(self, pid: int, listed: list[str]) -> None:
         try:
             cpus: set[int] = set()
             for task in Path(f"/proc/{pid}/task").iterdir():
@@ -91,11 +95,13 @@ class ReplicaWatcher(threading.Thread):
             uid = Path(f"/proc/{pid}").stat().st_uid
         except OSError:
             return
-        # A process that has exited (a zombie until it is reaped) may show its cgroup removed already:
-        # kept only if it still ran after it was read.
+        # Kept only if the very process listed was not exiting yet once it was read: an exiting process
+        # shows the root of every cgroup v1 hierarchy (the kernel's proc_cgroup_show), and its pid may be
+        # another process's by now on a busy host.
         fields = process_stat(pid)
-        if not fields or fields[0] in ("Z", "X"):
+        if not fields or (fields[2], fields[19]) != (listed[2], listed[19]) or int(fields[6]) & PF_EXITING:
             return
+        pgid = int(fields[2])
         self.seen.setdefault(pgid, {})[pid] = {"cpus": cpus, "cgroup": cgroup, "uid": uid}
 
     def __enter__(self):

@@ -298,6 +298,9 @@ def servers(models: Path, tmp_path_factory: pytest.TempPathFactory):
     log_dir = tmp_path_factory.mktemp("server-logs")
     started = {name: Server(name, args, env, log_dir) for name, (args, env) in _server_specs(models).items()}
     yield started
+    for server in started.values():  # all at once: each takes a graceful shutdown's time
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
     for server in started.values():
         server.stop()
 
