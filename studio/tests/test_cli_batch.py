@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from endpoints.tests.support import WorkerProcess
+from serving import warm
 from studio.cli.main import cli
 from studio.testkit import until
 
@@ -83,6 +84,7 @@ def worker(server, settings, tmp_path, monkeypatch):
     process.start(tmp_path / "worker.log")
     yield process
     process.kill()  # its broker is thrown away with it: nothing to finish gracefully
+    warm.stop_template(warm.socket_path(settings.STUDIO_HOME))  # a runner's template outlives its worker
     app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager = previous
     app._after_fork()
 
