@@ -168,7 +168,7 @@ class Confinement:
     def refresh(self) -> None:
         """Apply the limits to processes the replica started since (a worker replaced, say)."""
         for pid in processes.live_group(self.pgid):
-            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+            with contextlib.suppress(OSError):  # gone meanwhile (its /proc folder too)
                 if self.group is not None:
                     self.group.add(pid)
                 for task in Path(f"/proc/{pid}/task").iterdir():
