@@ -42,6 +42,9 @@ CGROUP_V2 = "cgroup-v2"
 CGROUP_V1 = "cgroup-v1"
 AFFINITY = "cpu-affinity+memory-watch"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+# Where this process's mounts and cgroups are read (`mountinfo`, `cgroup`); tests point it at a recorded
+# host layout.
+PROC_SELF = Path("/proc/self")
 _RSS = 21  # index of the resident set size in serving.processes.stat's fields
 
 
@@ -215,7 +218,7 @@ def _mounts(fstype: str) -> list[tuple[Path, set[str]]]:
     controllers among them)."""
     found = []
     with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        for line in (PROC_SELF / "mountinfo").read_text().splitlines():
             before, _, after = line.partition(" - ")
             fields = after.split()
             if fields[:1] == [fstype] and len(fields) >= 3:
@@ -227,7 +230,7 @@ def _own_cgroups() -> dict[str, str]:
     """This process's cgroup in each hierarchy, by controller ("" for the v2 hierarchy)."""
     own = {}
     with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
+        for line in (PROC_SELF / "cgroup").read_text().splitlines():
             _, controllers, path = line.split(":", 2)
             for controller in controllers.split(",") if controllers else [""]:
                 own[controller] = path.lstrip("/")
