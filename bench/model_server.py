@@ -10,10 +10,12 @@ Each is served in turn by
 - Studio's server (2 workers), without and with adaptive batching,
 - `mlflow models serve --env-manager local -w 2`,
 and the array model also by a bare ASGI app on uvicorn (2 workers) that parses JSON and calls predict:
-the reference floor. A model's servers run side by side and are loaded by wrk (Debian's package) in
-turn, 2 s at a time, with 16 connections and single-row `dataframe_split` requests, for a bounded time
-each (BENCH_DURATION_S, default 10 s), so that a busy machine weighs on all of them alike; requests/s,
-p50 and p99 are printed with the ratios. Run: `python -m bench.model_server [array|frame|pipeline]...` (or
+the reference floor. The frame model's servers run beside Studio serving the array-fitted model, so the
+two are compared in the same rounds (the target: the DataFrame-fitted model within 10% of it). A model's
+servers run side by side and are loaded by wrk (Debian's package) in turn, 2 s at a time, with 16
+connections and single-row `dataframe_split` requests, for a bounded time each (BENCH_DURATION_S, default
+10 s), so that a busy machine weighs on all of them alike; requests/s, p50 and p99 are printed with the
+ratios. Run: `python -m bench.model_server [array|frame|pipeline]...` (or
 `python -m bench`, which runs all three).
 """
 
@@ -43,6 +45,7 @@ WARMUP_S = 2
 ROUND_S = 2
 CONNECTIONS = 16
 WORKERS = 2
+ARRAY_FITTED = "studio, array-fitted model"
 _THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -356,12 +359,12 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _studio(case: Case, batching: bool) -> Spec:
+def _studio(case: Case, batching: bool, name: str = "") -> Spec:
     port = _free_port()
     env = {"STUDIO_MAX_BATCH_SIZE": "32", "STUDIO_MAX_BATCH_DELAY_MS": "0"} if batching else {}
     command = [sys.executable, "-m", "serving.server", "--model-dir", str(case.model), "--port", str(port)]
     command += ["--workers", str(WORKERS)]
-    name = "studio, batching" if batching else "studio"
+    name = name or ("studio, batching" if batching else "studio")
     base = f"http://127.0.0.1:{port}"
     return Spec(name, command, env, f"{base}/health/ready", f"{base}/score")
 
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.model_server: wrk is not installed (Debian: apt-get install -y wrk); skipped.")
         return 1
     print(f"model server: {WORKERS} workers each, wrk -t2 -c{CONNECTIONS}, {DURATION_S} s per run, loopback")
-    summary = []
+    summary, shares = [], []
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
             case = CASES[name](Path(folder))
@@ -434,10 +437,14 @@ def main(argv: list[str] | None = None) -> int:
             specs = [_studio(case, batching=False), _mlflow(case), _studio(case, batching=True)]
             if case.name == "array":
                 specs.append(_bare(case))
+            if case.name == "frame":  # the same model and request, fitted on an array: its own floor
+                array_fitted = CASES["array"](Path(folder) / "beside-frame")
+                specs.append(_studio(array_fitted, batching=False, name=ARRAY_FITTED))
             with _serving(specs, case) as lua:
                 results = _interleaved(specs, lua)
             studio, mlflow, batched = (results[spec.name] for spec in specs[:3])
             bare = results.get("bare ASGI app + predict")
+            beside = results.get(ARRAY_FITTED)
             ratio = studio.rps / mlflow.rps if mlflow.rps else float("nan")
             print(f"  studio / mlflow:            {_ratio(studio, mlflow)} (target >= 40x)")
             print(f"  studio p99:                 {studio.p99_ms:.2f} ms (target < 10 ms)")
@@ -445,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
             if bare is not None:
                 print(f"  studio / bare app:          {_ratio(studio, bare)}")
                 print(f"  studio batching / bare app: {_ratio(batched, bare)} (target > 1x)")
+            if beside is not None:
+                share = studio.rps / beside.rps if beside.rps else float("nan")
+                print(f"  studio / array-fitted:      {share:.0%} (target >= 90%)")
+                shares.append((case.name, share))
             summary.append((case.name, studio, mlflow, ratio))
     print("summary (studio without batching against mlflow models serve):")
     for name, studio, mlflow, ratio in summary:
@@ -454,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
             f"mlflow {mlflow.rps:6.0f} req/s p99 {mlflow.p99_ms:7.2f} ms   {ratio:6.1f}x"
             f"   {'meets' if met else 'misses'} >= 40x, p99 < 10 ms"
         )
+    for name, share in shares:
+        met = share >= 0.9
+        print(f"  {name:<9} {share:.0%} of the array-fitted model's req/s in the same rounds   "
+              f"{'meets' if met else 'misses'} >= 90%")  # fmt: skip
     return 0
 
 
