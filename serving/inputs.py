@@ -275,40 +275,78 @@ def _fast_matrix(table: _Table, dtype: str | None, names: list[str]) -> Any:
     return matrix.astype(dtype, copy=False)
 
 
+@dataclass(frozen=True)
+class _Block:
+    """The columns of one type of a split table in a given order of columns: how to pick them from a row,
+    the value types taken as they are, and the dtype of the block they make."""
+
+    names: tuple[str, ...]
+    pick: Any  # row -> tuple of the block's values
+    exact: frozenset[type]
+    dtype: str
+
+
+#: At most this many orders of columns are remembered per signature (requests usually send one or two).
+LAYOUTS = 64
+
+
+def _blocks_layout(signature: Signature, columns: list[str]) -> tuple[_Block, ...] | None:
+    """The blocks of a split table whose columns are `columns`, as `_split_blocks` converts them; None
+    when a column of the signature is missing or of a type that has no exact values. Worked out once per
+    order of columns (`Signature.layouts`)."""
+    layouts = signature.layouts
+    key = tuple(columns)
+    if key in layouts:
+        return layouts[key]
+    where: dict[str, int] = {}
+    for index, name in enumerate(columns):
+        where.setdefault(name, index)  # the first of two same-named columns, as column by column
+    names, specs = signature.column_names, signature.columns
+    layout: tuple[_Block, ...] | None = ()
+    for kind, members in signature.columns_by_type:
+        exact = _EXACT.get(kind)
+        picks = [where.get(names[member]) for member in members]
+        if exact is None or None in picks:
+            layout = None
+            break
+        pick = itemgetter(*picks) if len(picks) > 1 else _one(picks[0])
+        block = _Block(tuple(names[member] for member in members), pick, exact, specs[members[0]].dtype)
+        layout += (block,)
+    if len(layouts) < LAYOUTS:
+        layouts[key] = layout
+    return layout
+
+
+def _one(position: int) -> Any:
+    """A row's value at `position`, as a one-tuple (what itemgetter gives for several)."""
+    return lambda row: (row[position],)
+
+
 def _split_blocks(table: _Table, signature: Signature) -> dict[tuple[str, ...], Any] | None:
     """A split table's columns converted a type at a time, into one 2-D array per type (see ModelInput),
     when every column is there and every value is exactly of a type its column accepts, so that none is
     null; None otherwise, to convert column by column (which also says what is wrong)."""
     if not signature.names_distinct or not _named_rows(table):
         return None
-    columns, rows = table.columns, table.rows
-    where: dict[str, int] = {}
-    for index, name in enumerate(columns):
-        where.setdefault(name, index)  # the first of two same-named columns, as column by column
-    names, specs = signature.column_names, signature.columns
+    layout = _blocks_layout(signature, table.columns)  # type: ignore[arg-type]
+    if layout is None:
+        return None
+    rows = table.rows
+    assert rows is not None
     blocks = {}
-    for kind, members in signature.columns_by_type:
-        exact = _EXACT.get(kind)
-        picks = [where.get(names[member]) for member in members]
-        if exact is None or None in picks:
+    for block in layout:
+        values = [block.pick(row) for row in rows]
+        if not set(map(type, chain.from_iterable(values))) <= block.exact:
             return None
-        if len(picks) == 1:
-            values: list[Any] = [(row[picks[0]],) for row in rows]
-        else:
-            pick = itemgetter(*picks)
-            values = [pick(row) for row in rows]
-        if not set(map(type, chain.from_iterable(values))) <= exact:
-            return None
-        dtype = specs[members[0]].dtype
         try:
-            if dtype == "object":
-                block = np.empty((len(rows), len(picks)), dtype=object)
-                block[...] = values
+            if block.dtype == "object":
+                array = np.empty((len(rows), len(block.names)), dtype=object)
+                array[...] = values
             else:
-                block = np.array(values, dtype=dtype)
+                array = np.array(values, dtype=block.dtype)
         except (ValueError, TypeError, OverflowError):
             return None
-        blocks[tuple(names[member] for member in members)] = block
+        blocks[block.names] = array
     return blocks
 
 
@@ -318,10 +356,11 @@ def _from_blocks(convention: str, names: tuple[str, ...], blocks: dict[tuple[str
     first = next(iter(blocks.values()))
     if len(blocks) == 1 and first.dtype.kind in "biuf":
         return ModelInput(convention, first.shape[0], array=first, columns=names)
-    views: dict[str, Any] = {}
+    named: dict[str, Any] = {}
     for key, block in blocks.items():
-        views.update(zip(key, block.T, strict=True))  # each column, a view of its block
-    named = {name: views[name] for name in names}
+        named.update(zip(key, block.T, strict=True))  # each column, a view of its block
+    if tuple(named) != names:  # the blocks hold the columns in another order than the signature's
+        named = {name: named[name] for name in names}
     return ModelInput(convention, first.shape[0], named=named, columns=names, blocks=blocks)
 
 

@@ -95,6 +95,12 @@ class Signature:
         return dtypes.pop() if len(dtypes) == 1 else None
 
     @cached_property
+    def layouts(self) -> dict[tuple[str, ...], Any]:
+        """What parsing worked out for each order of columns requests sent (serving.inputs), kept so that
+        the next request in that order does not work it out again."""
+        return {}
+
+    @cached_property
     def columns_by_type(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """Each column type with the positions of the columns of that type, in order of first use."""
         positions: dict[str, list[int]] = {}

@@ -54,10 +54,10 @@ def _scaler(estimator: Any) -> Callable[[Any], Any]:
         # Integers become float64 as scikit-learn converts them; NaN passes, infinity is refused by it.
         if not _plain(matrix, width) or np.isinf(matrix).any():
             return original(matrix)
-        out = np.array(matrix, dtype=matrix.dtype if matrix.dtype in _FLOATS else np.float64)
-        centre, spread = cast[out.dtype]
-        if centre is not None:
-            out -= centre
+        dtype = matrix.dtype if matrix.dtype in _FLOATS else np.dtype(np.float64)
+        centre, spread = cast[dtype]
+        # The float copy minus the mean, made in one step: numpy casts integers to float64 first as well.
+        out = np.array(matrix, dtype=dtype) if centre is None else np.subtract(matrix, centre, dtype=dtype)
         if spread is not None:
             out /= spread
         return out

@@ -6,6 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
+from serving import inputs
 from serving.errors import BadInput
 from serving.inputs import merge, parse_input, render, split
 from serving.signature import parse_signature
@@ -73,12 +74,11 @@ def test_split_tables_of_mixed_columns_read_each_column_once():
     assert np.isnan(item.named["x"][0]) and item.named["x"][1] == 1.0
 
 
-TYPED = parse_signature(
-    {
-        "inputs": '[{"type": "double", "name": "x"}, {"type": "string", "name": "s"},'
-        ' {"type": "long", "name": "n"}, {"type": "double", "name": "y"}, {"type": "string", "name": "t"}]'
-    }
+TYPED_INPUTS = (
+    '[{"type": "double", "name": "x"}, {"type": "string", "name": "s"},'
+    ' {"type": "long", "name": "n"}, {"type": "double", "name": "y"}, {"type": "string", "name": "t"}]'
 )
+TYPED = parse_signature({"inputs": TYPED_INPUTS})
 
 
 def test_a_split_table_of_mixed_columns_is_converted_a_type_at_a_time():
@@ -109,6 +109,37 @@ def test_a_split_table_of_mixed_columns_is_converted_a_type_at_a_time():
     assert item.block(("y", "x")).tolist() == [[2.5, 1.0], [4.0, 6.0]]
     assert item.block(("t",)).tolist() == [["u"], ["v"]]
     assert item.block(("x", "s")) is None  # two types: the caller stacks the columns
+
+
+def test_each_order_of_columns_is_worked_out_once_and_answers_as_the_first_time(monkeypatch):
+    signature = parse_signature({"inputs": TYPED_INPUTS})
+    row = {"x": 1.0, "s": "a", "n": 3, "y": 2.5, "t": "b", "extra": 0}
+    orders = [["t", "y", "n", "s", "x"], ["x", "s", "n", "y", "t"], ["extra", "x", "s", "n", "y", "t"]]
+    for _ in range(2):
+        for columns in orders:
+            item = parse(
+                {"dataframe_split": {"columns": columns, "data": [[row[c] for c in columns]]}}, signature
+            )
+            assert item.columns == ("x", "s", "n", "y", "t")
+            assert item.blocks[("x", "y")].tolist() == [[1.0, 2.5]]
+            assert item.blocks[("s", "t")].tolist() == [["a", "b"]] and item.blocks[("n",)].tolist() == [[3]]
+    assert len(signature.layouts) == len(orders)
+    # A missing column is refused every time, not only when its order is first seen.
+    for _ in range(2):
+        with pytest.raises(BadInput, match="Missing required column 'x'"):
+            parse(
+                {"dataframe_split": {"columns": ["s", "n", "y", "t"], "data": [["a", 3, 2.5, "b"]]}},
+                signature,
+            )
+    # Past the orders a signature keeps, each is worked out afresh, with the same answer.
+    monkeypatch.setattr(inputs, "LAYOUTS", len(signature.layouts))
+    columns = ["y", "x", "t", "s", "n"]
+    for _ in range(2):
+        item = parse(
+            {"dataframe_split": {"columns": columns, "data": [[row[c] for c in columns]]}}, signature
+        )
+        assert item.blocks[("x", "y")].tolist() == [[1.0, 2.5]]
+    assert tuple(columns) not in signature.layouts
 
 
 @pytest.mark.parametrize(
