@@ -15,8 +15,8 @@ two are compared in the same rounds (the target: the DataFrame-fitted model with
 servers run side by side and are loaded by wrk (Debian's package) in turn, 2 s at a time, with 16
 connections and single-row `dataframe_split` requests, for a bounded time each (BENCH_DURATION_S, default
 10 s), so that a busy machine weighs on all of them alike; requests/s, p50 and p99 are printed with the
-ratios. Run: `python -m bench.model_server [array|frame|pipeline]...` (or
-`python -m bench`, which runs all three).
+ratios. Run: `python -m bench.model_server [array|frame|pipeline]...` (or `python -m bench`, which runs all
+three).
 """
 
 from __future__ import annotations
