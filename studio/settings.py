@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from serving import proxies
+from studio import broker
 from studio.cache import caches_for
 from studio.env import env_bool, env_choice, env_int, env_list, env_secret, env_str, env_url, env_urls
 from studio.home import keep_private, private_home
@@ -285,20 +286,9 @@ except proxies.ConfigError as exc:
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
-    _broker = STUDIO_HOME / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Without control_folder, kombu keeps its fanout tables in ./control of whatever the current
-        # directory is, so a worker and `celery inspect` started from different folders never meet.
-        "control_folder": str(_broker / "control"),
-        "data_folder_in": str(_broker / "queue"),
-        "data_folder_out": str(_broker / "queue"),
-        "processed_folder": str(_broker / "processed"),
-        "store_processed": False,
-        # The default one-second poll would add up to a second to every job's start.
-        "polling_interval": 0.1,
-    }
+    # kombu's filesystem transport, publishing each message whole (studio.broker), under STUDIO_HOME.
+    CELERY_BROKER_TRANSPORT = broker.TRANSPORT
+    CELERY_BROKER_TRANSPORT_OPTIONS = broker.transport_options(STUDIO_HOME / "broker")
 elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://")):
     raise ImproperlyConfigured(
         f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} is not supported: use filesystem://, redis:// or amqp://."

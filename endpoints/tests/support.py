@@ -183,3 +183,29 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(20)
+
+
+@contextlib.contextmanager
+def broker_of_its_own(home: Path, monkeypatch) -> Iterator[None]:
+    """This process sends its tasks to a filesystem broker under `home` (as a worker started with
+    CELERY_BROKER_URL=filesystem:// and STUDIO_HOME=home reads them), even where the suite runs on Redis,
+    whose queue other tests' messages share; the suite's broker is back afterwards."""
+    from studio import broker
+    from studio.celery import app
+
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")
+    names = ("broker_url", "broker_transport", "broker_transport_options", "task_always_eager")
+    previous = {name: app.conf[name] for name in names}
+    app.conf.update(
+        broker_url="filesystem://",
+        broker_transport=broker.TRANSPORT,
+        broker_transport_options=broker.transport_options(home / "broker"),
+        task_always_eager=False,  # the worker runs them, with its own settings
+    )
+    app._after_fork()  # forget the pooled connections to the suite's broker
+    try:
+        yield
+    finally:
+        app.conf.update(previous)
+        app._after_fork()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from endpoints.tests.support import WorkerProcess
+from endpoints.tests.support import WorkerProcess, broker_of_its_own
 from serving import warm
 from studio.cli.main import cli
 from studio.testkit import until
@@ -60,33 +60,16 @@ def server(live_server, transactional_db, settings, tmp_path):
 def worker(server, settings, tmp_path, monkeypatch):
     """A real Celery worker with two pool processes (two batch slots), its beat, and a broker of its own,
     so no other test's worker takes its messages; this process sends its tasks there."""
-    from studio.celery import app
-
     # The worker's settings put the broker's folders under its STUDIO_HOME, the server's.
-    broker = settings.STUDIO_HOME / "broker"
-    for sub in ("queue", "processed", "control"):
-        (broker / sub).mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")
-    previous = app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager
-    app.conf.broker_url = "filesystem://"
-    app.conf.task_always_eager = False
-    app.conf.broker_transport_options = {
-        "control_folder": str(broker / "control"),
-        "data_folder_in": str(broker / "queue"),
-        "data_folder_out": str(broker / "queue"),
-        "processed_folder": str(broker / "processed"),
-    }
-    app._after_fork()  # forget the pooled connections to the default broker
-    process = WorkerProcess(settings, CELERY_BROKER_URL="filesystem://", STUDIO_BATCH_LEASE_S="2")
-    process.argv[process.argv.index("--concurrency") + 1] = "2"
-    # With its beat, as `studio up` runs one: the batch tick finishes jobs and re-queues lapsed claims.
-    process.argv += ["--beat", "--schedule", str(tmp_path / "celerybeat-schedule")]
-    process.start(tmp_path / "worker.log")
-    yield process
-    process.kill()  # its broker is thrown away with it: nothing to finish gracefully
-    warm.stop_template(warm.socket_path(settings.STUDIO_HOME))  # a runner's template outlives its worker
-    app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager = previous
-    app._after_fork()
+    with broker_of_its_own(settings.STUDIO_HOME, monkeypatch):
+        process = WorkerProcess(settings, CELERY_BROKER_URL="filesystem://", STUDIO_BATCH_LEASE_S="2")
+        process.argv[process.argv.index("--concurrency") + 1] = "2"
+        # With its beat, as `studio up` runs one: the batch tick finishes jobs and re-queues lapsed claims.
+        process.argv += ["--beat", "--schedule", str(tmp_path / "celerybeat-schedule")]
+        process.start(tmp_path / "worker.log")
+        yield process
+        process.kill()  # its broker is thrown away with it: nothing to finish gracefully
+        warm.stop_template(warm.socket_path(settings.STUDIO_HOME))  # a runner's template outlives its worker
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from endpoints.tests.support import WorkerProcess
+from endpoints.tests.support import WorkerProcess, broker_of_its_own
 from registry.tests.factories import form
 from studio import webhooks
 from studio.models import Event, WebhookDelivery, WebhookSubscription
@@ -37,36 +37,17 @@ def loopback_allowed(settings, receiver):
 def worker(settings, tmp_path, transactional_db, receiver, monkeypatch):
     """A real Celery worker with a broker of its own (no other test's worker takes its messages), retrying
     after 200 ms, 400 ms, ...; this process sends its tasks to that broker."""
-    from studio.celery import app
-
     home = tmp_path / "worker-home"
-    broker = home / "broker"
-    for sub in ("queue", "processed", "control"):
-        (broker / sub).mkdir(parents=True)
-    # A filesystem broker even where the suite runs on Redis, whose queue other tests' messages share
-    # (Celery reads CELERY_BROKER_URL from the environment before its configuration).
-    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")
-    previous = app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager
-    app.conf.broker_url = "filesystem://"
-    app.conf.task_always_eager = False  # the worker runs them, with its own settings
-    app.conf.broker_transport_options = {
-        "control_folder": str(broker / "control"),
-        "data_folder_in": str(broker / "queue"),
-        "data_folder_out": str(broker / "queue"),
-        "processed_folder": str(broker / "processed"),
-    }
-    app._after_fork()  # forget the pooled connections to the default broker
     settings.STUDIO_HOME = home
-    process = WorkerProcess(
-        settings,
-        CELERY_BROKER_URL="filesystem://",  # the worker's settings put its folders under this STUDIO_HOME
-        STUDIO_WEBHOOK_ALLOWED_HOSTS=receiver.allow_entry,
-        STUDIO_WEBHOOK_RETRY_BASE_MS="200",
-    ).start(tmp_path / "worker.log")
-    yield process
-    process.kill()  # its broker is thrown away with it: nothing to finish gracefully
-    app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager = previous
-    app._after_fork()
+    with broker_of_its_own(home, monkeypatch):
+        process = WorkerProcess(
+            settings,
+            CELERY_BROKER_URL="filesystem://",  # the worker's settings put its folders under this STUDIO_HOME
+            STUDIO_WEBHOOK_ALLOWED_HOSTS=receiver.allow_entry,
+            STUDIO_WEBHOOK_RETRY_BASE_MS="200",
+        ).start(tmp_path / "worker.log")
+        yield process
+        process.kill()  # its broker is thrown away with it: nothing to finish gracefully
 
 
 def create_webhook(client, receiver, **fields):
