@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -88,9 +89,13 @@ def test_keep_replicas_leaves_them_serving_and_a_restart_under_load_starts_at_on
     assert until(lambda: invoke(installation) is not None, 60), "the gateway never routed to the replica"
     answer = invoke(installation)
     # Client load whose connections the gateway closes: its side of each waits out TIME_WAIT on its port.
-    with httpx.Client(headers={"Connection": "close"}, timeout=10) as client:
-        for _ in range(20):
-            client.get(f"http://127.0.0.1:{installation.gateway_port}/")
+    # Each client reads to the end before it closes, so the gateway's close always comes first (a client
+    # that closed once it had the response could beat it, and the TIME_WAIT would be the client's).
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", installation.gateway_port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            while client.recv(65536):
+                pass
 
     assert installation.stop(process, output, timeout=60) == 0
     output.wait_for(r"local replicas keep serving \(--keep-replicas\)")
