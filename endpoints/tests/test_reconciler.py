@@ -66,16 +66,22 @@ def _slow_spec(client, name: str, release: Gate) -> dict:
 
 
 def _no_overlap(deployment_id: int) -> list[ReconcilePass]:
-    """The deployment's pass records, asserted to never overlap in time: each pass starts after the one
-    before finished, or, when that one was killed, after its lease lapsed (last renewal plus the TTL)."""
+    """The deployment's pass records once the last has finished, asserted to never overlap in time: each
+    pass starts after the one before finished, or, when that one was killed, after its lease lapsed (last
+    renewal plus the TTL)."""
     from django.conf import settings
 
+    def last_finished() -> bool:
+        last = ReconcilePass.objects.filter(deployment_id=deployment_id).order_by("-started_at").first()
+        return last is not None and last.finished_at is not None
+
+    # A pass finishes its job before its own record: the job's success may be seen a moment earlier.
+    assert until(last_finished, timeout=30), "the last pass finished"
     passes = list(ReconcilePass.objects.filter(deployment_id=deployment_id).order_by("started_at"))
     ttl = timedelta(seconds=settings.STUDIO_RECONCILE_LEASE_S)
     for before, after in zip(passes, passes[1:], strict=False):
         held_until = before.finished_at or before.renewed_at + ttl
         assert held_until <= after.started_at, f"passes {before.pk} and {after.pk} overlap"
-    assert passes[-1].finished_at is not None, "the last pass finished"
     return passes
 
 

@@ -19,12 +19,6 @@ MESSAGES = 300
 BODY = "x" * 200_000  # a large message takes long enough to write that a polling consumer meets it
 
 
-def connection(folder) -> Connection:
-    return Connection(
-        "filesystem://", transport=broker.TRANSPORT, transport_options=broker.transport_options(folder)
-    )
-
-
 def test_a_message_is_taken_whole_or_not_at_all_while_another_process_publishes(tmp_path):
     publisher = subprocess.Popen(
         [
@@ -46,7 +40,8 @@ def test_a_message_is_taken_whole_or_not_at_all_while_another_process_publishes(
     )
     received = []
     deadline = time.monotonic() + 120
-    with connection(tmp_path) as consuming:
+    options = broker.transport_options(tmp_path)
+    with Connection("filesystem://", transport=broker.TRANSPORT, transport_options=options) as consuming:
         queue = consuming.SimpleQueue("jobs")
         while len(received) < MESSAGES and time.monotonic() < deadline:
             try:
