@@ -9,6 +9,7 @@ process group is confined: what is checked is every decision and every file the 
 kills read back). That the kernel then enforces those files is the kernel's part.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,6 +56,19 @@ def replica():
     process.wait()
 
 
+@contextlib.contextmanager
+def confined(tmp_path: Path, monkeypatch, replica, own: str, parent_controllers: str):
+    """The replica confined on a recorded host (see recorded_host): the mount's folder and the confinement,
+    closed afterwards."""
+    mount = recorded_host(tmp_path, own, parent_controllers)
+    monkeypatch.setattr(limits, "PROC_SELF", tmp_path / "proc-self")
+    confinement = limits.confine(SIZE, replica.pid)
+    try:
+        yield mount, confinement
+    finally:
+        confinement.close()
+
+
 def moved(folder: Path, replica: subprocess.Popen) -> bool:
     """Whether a process of the replica was written into the cgroup's `cgroup.procs` (the kernel takes one
     pid a write, so a recorded folder keeps the last one)."""
@@ -69,11 +83,7 @@ def profile_cgroups(under: Path) -> list[Path]:
 def test_at_the_hierarchy_s_root_the_replica_gets_a_child_with_cpu_and_memory_enabled(
     tmp_path, monkeypatch, replica
 ):
-    mount = recorded_host(tmp_path, "/", "")
-    monkeypatch.setattr(limits, "PROC_SELF", tmp_path / "proc-self")
-
-    confinement = limits.confine(SIZE, replica.pid)
-    try:
+    with confined(tmp_path, monkeypatch, replica, "/", "") as (mount, confinement):
         (folder,) = profile_cgroups(mount)
         # The root may hold processes and enable controllers at once.
         assert (mount / "cgroup.subtree_control").read_text() == "+cpu +memory\n"
@@ -89,8 +99,6 @@ def test_at_the_hierarchy_s_root_the_replica_gets_a_child_with_cpu_and_memory_en
             "cgroups": [str(folder)],
         }
         assert confinement.observed_cpus() == set(limits.host_cpus()[:2])
-    finally:
-        confinement.close()
 
 
 def test_in_a_cgroup_of_its_own_the_replica_gets_a_sibling_and_the_parent_is_left_as_it_is(
@@ -98,46 +106,35 @@ def test_in_a_cgroup_of_its_own_the_replica_gets_a_sibling_and_the_parent_is_lef
 ):
     # A process in a non-root cgroup cannot enable controllers for children of its own (EBUSY), and its
     # parent already enables cpu and memory for it.
-    mount = recorded_host(tmp_path, "/system.slice/studio.service", "cpu memory pids")
-    monkeypatch.setattr(limits, "PROC_SELF", tmp_path / "proc-self")
-
-    confinement = limits.confine(SIZE, replica.pid)
-    try:
+    with confined(tmp_path, monkeypatch, replica, "/system.slice/studio.service", "cpu memory pids") as (
+        mount,
+        confinement,
+    ):
         (folder,) = profile_cgroups(mount / "system.slice")
         assert profile_cgroups(mount / "system.slice" / "studio.service") == []
         assert (mount / "system.slice" / "cgroup.subtree_control").read_text() == "cpu memory pids\n"
         assert (mount / "cgroup.subtree_control").read_text() == "\n"
         assert moved(folder, replica)
         assert confinement.method == "cgroup-v2"
-    finally:
-        confinement.close()
 
 
 def test_a_parent_that_does_not_enable_cpu_and_memory_leaves_pinning_and_the_memory_watch(
     tmp_path, monkeypatch, replica
 ):
-    mount = recorded_host(tmp_path, "/user.slice/user-1000.slice/session-2.scope", "pids")
-    monkeypatch.setattr(limits, "PROC_SELF", tmp_path / "proc-self")
-
-    confinement = limits.confine(SIZE, replica.pid)
-    try:
+    with confined(
+        tmp_path, monkeypatch, replica, "/user.slice/user-1000.slice/user@1000.service", "pids"
+    ) as (mount, confinement):
         assert list(mount.rglob("studio-profile-*")) == []
         assert (mount / "user.slice" / "user-1000.slice" / "cgroup.subtree_control").read_text() == "pids\n"
         assert confinement.describe()["method"] == "cpu-affinity+memory-watch"
         assert "cgroups" not in confinement.describe()
         assert confinement.observed_cpus() == set(limits.host_cpus()[:2])
-    finally:
-        confinement.close()
 
 
 def test_an_oom_kill_in_the_cgroup_stops_the_whole_replica_and_its_peak_is_read_back(
     tmp_path, monkeypatch, replica
 ):
-    mount = recorded_host(tmp_path, "/", "")
-    monkeypatch.setattr(limits, "PROC_SELF", tmp_path / "proc-self")
-
-    confinement = limits.confine(SIZE, replica.pid)
-    try:
+    with confined(tmp_path, monkeypatch, replica, "/", "") as (mount, confinement):
         (folder,) = profile_cgroups(mount)
         peak = 480 * 1024**2
         (folder / "memory.peak").write_text(f"{peak}\n")
@@ -148,23 +145,15 @@ def test_an_oom_kill_in_the_cgroup_stops_the_whole_replica_and_its_peak_is_read_
         assert until(lambda: not processes.live_group(replica.pid), timeout=10)
         assert replica.wait() == -signal.SIGKILL
         assert confinement.out_of_memory
-    finally:
-        confinement.close()
     assert confinement.peak_bytes >= peak
 
 
 def test_before_linux_5_19_the_peak_is_the_highest_memory_current_seen(tmp_path, monkeypatch, replica):
-    mount = recorded_host(tmp_path, "/", "")
-    monkeypatch.setattr(limits, "PROC_SELF", tmp_path / "proc-self")
-
-    confinement = limits.confine(SIZE, replica.pid)
-    try:
+    with confined(tmp_path, monkeypatch, replica, "/", "") as (mount, confinement):
         (folder,) = profile_cgroups(mount)
         current = 300 * 1024**2
         (folder / "memory.current").write_text(f"{current}\n")
         assert until(lambda: confinement.peak_bytes >= current, timeout=10)
         (folder / "memory.current").write_text(f"{current // 3}\n")  # memory given back lowers no peak
-    finally:
-        confinement.close()
     assert confinement.peak_bytes >= current
     assert not confinement.out_of_memory
